@@ -1,0 +1,190 @@
+"""Model configuration and construction from an ``ml_collections`` config."""
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import ml_collections
+
+from gblend_jax.models import fusion as late
+from gblend_jax.models import mid_fusion as mid
+from gblend_jax.models.encoders import ENCODERS, build_encoder
+from gblend_jax.models.heads import ClassifierHead
+from gblend_jax.models.multimodal import MultiModalClassifier
+
+LATE_FUSIONS = ('concat', 'sum', 'film', 'gated')
+MID_FUSIONS = ('mid_concat', 'se_gate', 'nl_gate')
+FUSIONS = LATE_FUSIONS + MID_FUSIONS
+
+# Per-example input ranks each image encoder accepts (MLPs take any rank).
+_EXAMPLE_RANKS = {
+    'cifar_resnet': (2, 3),
+    'resnet10': (2, 3),
+    'resnet18': (2, 3),
+    'resnet50': (2, 3),
+    'frame_resnet18': (4,),
+}
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+  """Returns the model config with every key the builder reads.
+
+  Keys:
+    encoder.name: Encoder of every modality (a key of ``ENCODERS``).
+    encoder.<name>: Arguments of that encoder, one block per encoder, so
+      that ``--config.model.encoder.name=cifar_resnet`` needs no clean-up.
+    encoders: Per-modality overrides, e.g. ``{'pix': {'name':
+      'cifar_resnet', 'depth': 20}}``: an optional ``name`` and arguments
+      that replace those of the ``encoder.<name>`` block.
+    fusion: One of ``FUSIONS``: late ``concat | sum | film | gated`` or mid
+      ``mid_concat | se_gate | nl_gate`` (mid fusion needs MLP encoders).
+    fusion_dim: Projection width of ``sum``, ``film`` and ``gated``.
+    mid_fusion_layer: For mid fusion, the number of MLP hidden layers below
+      the fusion point (0 fuses the flattened inputs); the remaining layers
+      form the upper part (for ``mid_concat``: one shared trunk with the
+      widths of ``encoder.mlp.hidden_sizes``). Upper layers use the dropout
+      rate of ``encoder.mlp``.
+    fused_head: ``ClassifierHead`` arguments of the fused head (G-Blend: two
+      FC layers, then the prediction layer).
+    modality_heads: Whether to add a linear head per modality (G-Blend).
+  """
+  resnet = dict(num_filters=64, small_inputs=False)
+  return ml_collections.ConfigDict(
+      dict(
+          encoder=dict(
+              name='mlp',
+              mlp=dict(hidden_sizes=(256,), dropout_rate=0.0),
+              cifar_resnet=dict(depth=32),
+              resnet10=dict(resnet),
+              resnet18=dict(resnet),
+              resnet50=dict(resnet),
+              frame_resnet18=dict(resnet),
+          ),
+          encoders={},
+          fusion='concat',
+          fusion_dim=256,
+          mid_fusion_layer=1,
+          fused_head=dict(
+              hidden_sizes=(256, 256), dropout_rate=0.0, input_dropout_rate=0.0
+          ),
+          modality_heads=True,
+      )
+  )
+
+
+def _encoder_spec(config, modality: str) -> tuple[str, dict[str, Any]]:
+  override = dict(config.encoders.get(modality, {}))
+  name = override.pop('name', config.encoder.name)
+  if name not in ENCODERS:
+    raise ValueError(
+        f'Unknown encoder {name!r} for {modality!r}; valid names: '
+        f'{sorted(ENCODERS)}.'
+    )
+  return name, {**config.encoder.get(name, {}), **override}
+
+
+def _check_rank(name: str, modality: str, shape: tuple[int, ...]) -> None:
+  ranks = _EXAMPLE_RANKS.get(name)
+  if ranks and len(shape) not in ranks:
+    raise ValueError(
+        f'Encoder {name!r} takes examples of rank {ranks}; modality '
+        f'{modality!r} has shape {shape}.'
+    )
+
+
+def _mid_fusion(config, specs, modalities: tuple[str, ...]):
+  """Splits MLP encoders at ``mid_fusion_layer``; returns (lower, fusion)."""
+  layer = config.mid_fusion_layer
+  lower, upper = [], []
+  for m, (name, kwargs) in zip(modalities, specs, strict=True):
+    if name != 'mlp':
+      raise ValueError(f'Mid fusion needs MLP encoders; {m!r} uses {name!r}.')
+    hidden_sizes = tuple(kwargs.get('hidden_sizes', ()))
+    if not 0 <= layer <= len(hidden_sizes):
+      raise ValueError(
+          f'mid_fusion_layer={layer} outside [0, {len(hidden_sizes)}] for '
+          f'{m!r} with hidden_sizes {hidden_sizes}.'
+      )
+    kwargs = {**kwargs, 'hidden_sizes': hidden_sizes[:layer]}
+    lower.append(build_encoder(name, **kwargs))
+    upper.append(hidden_sizes[layer:])
+  dropout_rate = config.encoder.mlp.dropout_rate
+  if config.fusion == 'mid_concat':
+    trunk = tuple(config.encoder.mlp.hidden_sizes)[layer:]
+    fusion = mid.MidConcatFusion(modalities, trunk, dropout_rate)
+  else:
+    module = {'se_gate': mid.SEGateFusion, 'nl_gate': mid.NLGateFusion}
+    fusion = module[config.fusion](
+        modalities,
+        upper_hidden_sizes=tuple(upper),
+        dropout_rate=dropout_rate,
+    )
+  return lower, fusion
+
+
+def _late_fusion(config, modalities: tuple[str, ...]) -> nn.Module:
+  if config.fusion == 'concat' or len(modalities) == 1:
+    return late.ConcatFusion(modalities)
+  module = {
+      'sum': late.SumFusion,
+      'film': late.FiLMFusion,
+      'gated': late.GatedFusion,
+  }[config.fusion]
+  return module(modalities, fusion_dim=config.fusion_dim)
+
+
+def build_model(
+    model_config: ml_collections.ConfigDict,
+    *,
+    modalities: Mapping[str, tuple[int, ...]],
+    num_classes: int,
+) -> MultiModalClassifier:
+  """Builds the classifier described by ``model_config``.
+
+  With a single modality the fusion is the identity (``ConcatFusion``) and
+  the encoder is whole, whatever ``fusion`` says, so the same config also
+  builds the single-modality networks that G-Blend's weight estimation and
+  the baselines need.
+
+  Args:
+    model_config: A config like ``default_model_config()``.
+    modalities: Per-example input shape of each modality, in fusion order.
+    num_classes: Number of classes of every head.
+
+  Returns:
+    An unbound ``MultiModalClassifier``.
+
+  Raises:
+    ValueError: On unknown encoder or fusion names, unknown encoder
+      arguments, or input shapes an encoder cannot take.
+  """
+  if model_config.fusion not in FUSIONS:
+    raise ValueError(
+        f'Unknown fusion {model_config.fusion!r}; valid names: {list(FUSIONS)}.'
+    )
+  names = tuple(modalities)
+  if not names:
+    raise ValueError('build_model needs at least one modality.')
+  specs = [_encoder_spec(model_config, m) for m in names]
+  for m, (name, _) in zip(names, specs, strict=True):
+    _check_rank(name, m, tuple(modalities[m]))
+  if model_config.fusion in MID_FUSIONS and len(names) > 1:
+    encoders, fusion = _mid_fusion(model_config, specs, names)
+  else:
+    encoders = [build_encoder(name, **kwargs) for name, kwargs in specs]
+    fusion = _late_fusion(model_config, names)
+  head = model_config.fused_head
+  return MultiModalClassifier(
+      modalities=names,
+      encoders=tuple(encoders),
+      fusion=fusion,
+      fused_head=ClassifierHead(
+          num_classes,
+          hidden_sizes=tuple(head.hidden_sizes),
+          dropout_rate=head.dropout_rate,
+          input_dropout_rate=head.input_dropout_rate,
+      ),
+      num_classes=num_classes,
+      modality_heads=model_config.modality_heads,
+  )
+

@@ -1,0 +1,101 @@
+"""The multi-modal classifier of G-Blend (Wang, Tran, Feiszli, CVPR 2020).
+
+One encoder per modality, a fusion module, a fused head and (optionally) one
+linear head per modality, so that k modalities give k + 1 logits: what a
+gradient blend of k + 1 losses consumes. Submodule names are fixed because
+the trainer copies pre-trained parameters by name: ``encoder_<m>``,
+``head_<m>``, ``fusion``, ``fused_head``.
+"""
+
+from collections.abc import Mapping, Sequence
+
+import flax.linen as nn
+import jax
+
+from gblend_jax.models.heads import ClassifierHead
+from gblend_jax.models.mid_fusion import MidFusion
+
+Array = jax.Array
+
+FUSED = 'fused'
+
+
+class MultiModalClassifier(nn.Module):
+  """Encoders -> fusion -> fused head, plus linear per-modality heads.
+
+  With one modality this is a single-modality network: the fused head
+  classifies that encoder's features (through ``fusion``, normally the
+  identity ``ConcatFusion``).
+
+  Attributes:
+    modalities: Modality names, in fusion order; ``'fused'`` is reserved.
+    encoders: One unbound encoder per modality, as a sequence aligned with
+      ``modalities`` or a mapping keyed by modality. For mid fusion these are
+      the lower parts of the encoders.
+    fusion: A late-fusion module (``fusion.py``) returning ``[B, F]``, or a
+      ``MidFusion`` returning ``(fused, per-modality features)``.
+    fused_head: Head on the fused features.
+    num_classes: Number of classes of every head.
+    modality_heads: Whether to add a linear head per modality.
+
+  Call ``model.apply(variables, inputs, train=...)`` with ``inputs`` mapping
+  every modality to its batch (extra keys are ignored). Returns
+  ``{'logits': {'fused': [B, C], m: [B, C]...}, 'features': {m: [B, D_m]...,
+  'fused': [B, F]}}``; per-modality logits only with ``modality_heads``.
+  Dropout draws from the ``'dropout'`` rng.
+  """
+
+  modalities: tuple[str, ...]
+  encoders: Sequence[nn.Module] | Mapping[str, nn.Module]
+  fusion: nn.Module
+  fused_head: ClassifierHead
+  num_classes: int
+  modality_heads: bool = True
+
+  def _encoder(self, index: int, modality: str) -> nn.Module:
+    if isinstance(self.encoders, Mapping):
+      template = self.encoders[modality]
+    else:
+      template = self.encoders[index]
+    return template.clone(parent=self, name=f'encoder_{modality}')
+
+  def _check(self, inputs: Mapping[str, Array]) -> None:
+    if FUSED in self.modalities:
+      raise ValueError(f'{FUSED!r} is reserved and cannot name a modality.')
+    if len(self.encoders) != len(self.modalities):
+      raise ValueError(
+          f'{len(self.encoders)} encoders for modalities {self.modalities}.'
+      )
+    if self.fused_head.num_classes != self.num_classes:
+      raise ValueError(
+          f'fused_head has {self.fused_head.num_classes} classes, expected '
+          f'{self.num_classes}.'
+      )
+    missing = [m for m in self.modalities if m not in inputs]
+    if missing:
+      raise KeyError(
+          f'Inputs are missing modalities {missing}; present: '
+          f'{sorted(inputs)}; the model needs {list(self.modalities)}.'
+      )
+
+  @nn.compact
+  def __call__(
+      self, inputs: Mapping[str, Array], *, train: bool
+  ) -> dict[str, dict[str, Array]]:
+    self._check(inputs)
+    encoded = {
+        m: self._encoder(i, m)(inputs[m], train=train)
+        for i, m in enumerate(self.modalities)
+    }
+    # Module attributes are bound under their attribute names: 'fusion' and
+    # 'fused_head'.
+    if isinstance(self.fusion, MidFusion):
+      fused, features = self.fusion(encoded, train=train)
+    else:
+      fused, features = self.fusion(encoded, train=train), encoded
+    logits = {FUSED: self.fused_head(fused, train=train)}
+    if self.modality_heads:
+      for m in self.modalities:
+        modality_head = ClassifierHead(self.num_classes, name=f'head_{m}')
+        logits[m] = modality_head(features[m], train=train)
+    return {'logits': logits, 'features': {**features, FUSED: fused}}
