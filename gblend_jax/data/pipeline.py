@@ -1,0 +1,419 @@
+"""Loading a data set's splits, checking them, and batching them.
+
+``load_dataset`` prepares a TFDS builder from ``data/``, carves a stratified
+held-out split out of ``train``, checks every example once, and returns
+random-access sources. ``train_iterator`` shuffles and batches a source for
+ever (a new permutation each epoch) with a checkpointable position;
+``eval_batches`` covers a source once in padded, masked batches.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Iterator
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+from typing import Protocol
+
+import grain
+import ml_collections
+import numpy as np
+
+from gblend_jax.data import registry
+from gblend_jax.data import splits
+
+Example = dict[str, np.ndarray]
+# Features that are not modalities.
+RESERVED_KEYS = ('id', 'label')
+
+
+class Source(Protocol):
+  """A random-access data source: a length and examples by index."""
+
+  def __len__(self) -> int: ...
+
+  def __getitem__(self, index: int) -> Any: ...
+
+
+def gather(source: Source, indices: np.ndarray) -> Example:
+  """The examples at ``indices`` stacked into one batch.
+
+  Sources with a ``take(indices)`` method (``ArraySource``, ``IndexSubset``)
+  gather the whole batch with one fancy index; others are read one example
+  at a time.
+
+  Args:
+    source: Examples (dicts of numpy arrays).
+    indices: ``[n]`` integer positions.
+
+  Returns:
+    A dict of ``[n, ...]`` arrays.
+  """
+  indices = np.asarray(indices, np.int64)
+  if hasattr(source, 'take'):
+    return source.take(indices)
+  examples = [source[int(i)] for i in indices]
+  return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
+
+
+class ArraySource:
+  """A split held in memory as one stacked array per feature.
+
+  Args:
+    arrays: feature name to ``[n, ...]`` array; every array has length n.
+  """
+
+  def __init__(self, arrays: Mapping[str, np.ndarray]):
+    lengths = {len(v) for v in arrays.values()}
+    if len(lengths) != 1:
+      raise ValueError(f'Features of different lengths: {lengths}.')
+    self.arrays = dict(arrays)
+
+  def __len__(self) -> int:
+    return len(next(iter(self.arrays.values())))
+
+  def __getitem__(self, index: int) -> Example:
+    return {key: value[index] for key, value in self.arrays.items()}
+
+  def take(self, indices: np.ndarray) -> Example:
+    return {key: value[indices] for key, value in self.arrays.items()}
+
+
+class IndexSubset:
+  """The examples of ``source`` at ``indices``, in that order."""
+
+  def __init__(self, source: Source, indices: Sequence[int] | np.ndarray):
+    self.source = source
+    self.indices = np.asarray(indices, dtype=np.int64)
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int) -> Any:
+    return self.source[int(self.indices[index])]
+
+  def take(self, indices: np.ndarray) -> Example:
+    return gather(self.source, self.indices[indices])
+
+
+class SelectedFeatures:
+  """Each example of ``source`` with only ``id``, ``label`` and ``modalities``.
+
+  ``id`` and ``label`` become int32 scalars and the modalities float32.
+  """
+
+  def __init__(self, source: Source, modalities: Sequence[str]):
+    self.source = source
+    self.modalities = tuple(modalities)
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> Example:
+    example = self.source[index]
+    selected = {
+        key: np.asarray(example[key], np.int32) for key in RESERVED_KEYS
+    }
+    for name in self.modalities:
+      selected[name] = np.asarray(example[name], np.float32)
+    return selected
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSplits:
+  """The three splits of a data set and what a model needs to know of it.
+
+  Attributes:
+    train: Training examples (``train`` less the held-out ones).
+    holdout: Held-out examples, drawn stratified from the builder's ``train``.
+    test: The builder's ``test`` split.
+    num_classes: Number of classes; labels are in ``[0, num_classes)``.
+    modalities: Per-example shape of each modality, in the requested order.
+    train_class_counts: Examples of each class in ``train``, int64
+      ``[num_classes]``.
+    name: The data set's name (with its builder config, if any).
+  """
+
+  train: Source
+  holdout: Source
+  test: Source
+  num_classes: int
+  modalities: dict[str, tuple[int, ...]]
+  train_class_counts: np.ndarray
+  name: str
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+  """Every data key of a run, with defaults."""
+  placeholder = ml_collections.config_dict.placeholder
+  return ml_collections.ConfigDict({
+      'name': 'synthetic_multimodal',  # A key of registry.DATASETS.
+      'builder_config': placeholder(str),  # None: the builder's first.
+      'data_dir': placeholder(str),  # None: $GBLEND_DATA_DIR or ~/t..._d...
+      'manual_dir': placeholder(str),  # None: <data_dir>/downloads/manual.
+      'modalities': (),  # Names to use, in this order; (): all.
+      'holdout_fraction': 0.1,  # Of each class of `train`, in (0, 1).
+      'holdout_seed': 0,
+      # Standardise every feature with the mean and std of the train split.
+      'standardize': False,
+      'batch_size': 128,  # Global, over all processes.
+      'eval_batch_size': 512,
+      'shuffle_seed': 0,
+  })
+
+
+def load_dataset(data_config: ml_collections.ConfigDict) -> DatasetSplits:
+  """Prepares a data set if needed, splits it and checks every example.
+
+  Args:
+    data_config: See ``default_data_config``.
+
+  Returns:
+    The train, held-out and test sources and the data set's description.
+  """
+  fraction = data_config.holdout_fraction
+  if not 0.0 < fraction < 1.0:
+    raise ValueError(f'data.holdout_fraction={fraction} must be in (0, 1).')
+  builder = registry.get_builder(
+      data_config.name,
+      data_dir=data_config.data_dir,
+      builder_config=data_config.builder_config,
+  )
+  registry.prepare(builder, manual_dir=data_config.manual_dir)
+  name = builder.name
+  if builder.builder_config is not None:
+    name = f'{name}/{builder.builder_config.name}'
+
+  features = builder.info.features
+  available = tuple(k for k in features.keys() if k not in RESERVED_KEYS)
+  requested = tuple(data_config.modalities or ()) or available
+  unknown = [m for m in requested if m not in available]
+  if unknown:
+    raise ValueError(
+        f'Unknown modalities {unknown} for data set {name}; available: '
+        f'{list(available)}.'
+    )
+  modalities = {m: tuple(features[m].shape) for m in requested}
+  num_classes = features['label'].num_classes
+
+  read = {}
+  for split in ('train', 'test'):
+    read[split] = check_examples(
+        SelectedFeatures(builder.as_data_source(split=split), requested),
+        dataset=name, split=split, num_classes=num_classes,
+        modalities=modalities,
+    )
+  train_labels = read['train'].arrays['label']
+  kept, held_out = splits.stratified_holdout(
+      train_labels, fraction, data_config.holdout_seed
+  )
+  train_ids, test_ids = read['train'].arrays['id'], read['test'].arrays['id']
+  splits.check_disjoint(train_ids, test_ids, f'{name} train', 'test')
+  splits.check_disjoint(
+      train_ids[held_out], test_ids, f'{name} holdout', 'test'
+  )
+  train = ArraySource(read['train'].take(kept))
+  holdout = ArraySource(read['train'].take(held_out))
+  test = read['test']
+  if data_config.standardize:
+    train, holdout, test = standardize(train, (train, holdout, test),
+                                       tuple(modalities))
+  return DatasetSplits(
+      train=train,
+      holdout=holdout,
+      test=test,
+      num_classes=num_classes,
+      modalities=modalities,
+      train_class_counts=np.bincount(
+          train_labels[kept], minlength=num_classes
+      ),
+      name=name,
+  )
+
+
+def standardize(
+    reference: ArraySource,
+    sources: Sequence[ArraySource],
+    modalities: Sequence[str],
+) -> tuple[ArraySource, ...]:
+  """Scales each feature to zero mean and unit variance on `reference`.
+
+  The statistics come from the training split only (never the held-out or
+  test split); a constant feature keeps scale 1.
+
+  Args:
+    reference: the split whose per-feature mean and std are used.
+    sources: the splits to transform.
+    modalities: which features to standardise.
+
+  Returns:
+    The transformed splits, in the order given.
+  """
+  stats = {}
+  for name in modalities:
+    values = reference.arrays[name]
+    std = values.std(axis=0)
+    stats[name] = values.mean(axis=0), np.where(std > 0, std, 1.0)
+  return tuple(
+      ArraySource({
+          key: ((value - stats[key][0]) / stats[key][1]).astype(np.float32)
+          if key in stats else value
+          for key, value in source.arrays.items()
+      })
+      for source in sources
+  )
+
+
+def check_examples(
+    source: Source,
+    *,
+    dataset: str,
+    split: str,
+    num_classes: int,
+    modalities: Mapping[str, tuple[int, ...]],
+) -> ArraySource:
+  """Reads every example once, checks it, and returns the split in memory.
+
+  Args:
+    source: The split's examples.
+    dataset: Data set name, for error messages.
+    split: Split name, for error messages.
+    num_classes: Labels must be in ``[0, num_classes)``.
+    modalities: Shape that each modality must have.
+
+  Returns:
+    The split as an ``ArraySource`` of ``id``, ``label`` and the modalities.
+
+  Raises:
+    ValueError: naming the data set, split and example index of a missing
+      modality, a wrong shape, a non-finite value, a label out of range or a
+      repeated id.
+  """
+  where = f'Data set {dataset}, split {split}'
+  keys = (*RESERVED_KEYS, *modalities)
+  columns = {key: [] for key in keys}
+  for index in range(len(source)):
+    example = source[index]
+    for name, shape in modalities.items():
+      if name not in example:
+        raise ValueError(f'{where}, example {index}: no modality {name!r}.')
+      if np.shape(example[name]) != shape:
+        raise ValueError(
+            f'{where}, example {index}: modality {name!r} has shape '
+            f'{np.shape(example[name])}, expected {shape}.'
+        )
+    for key in keys:
+      columns[key].append(example[key])
+  arrays = {key: np.asarray(columns[key], np.int32) for key in RESERVED_KEYS}
+  for name in modalities:
+    arrays[name] = np.asarray(columns[name], np.float32).reshape(
+        (len(source), *modalities[name])
+    )
+    finite = np.isfinite(arrays[name]).reshape(len(source), -1).all(axis=1)
+    if not finite.all():
+      index = int(np.flatnonzero(~finite)[0])
+      raise ValueError(
+          f'{where}, example {index}: modality {name!r} is not finite.'
+      )
+  labels = arrays['label']
+  bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+  if bad.size:
+    raise ValueError(
+        f'{where}, example {bad[0]}: label {labels[bad[0]]} is not in '
+        f'[0, {num_classes}) ({bad.size} bad labels).'
+    )
+  unique_ids, counts = np.unique(arrays['id'], return_counts=True)
+  if np.any(counts > 1):
+    raise ValueError(
+        f'{where}: repeated ids {unique_ids[counts > 1][:20].tolist()}.'
+    )
+  return ArraySource(arrays)
+
+
+def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
+  """Full global batches in one pass over ``num_examples`` (at least 1)."""
+  return max(num_examples // global_batch_size, 1)
+
+
+def train_iterator(
+    source: Source,
+    *,
+    global_batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.DatasetIterator:
+  """Batches of this process's share of an endlessly reshuffled source.
+
+  The examples are shuffled, a new permutation each epoch, and repeated for
+  ever; batches run across epoch boundaries. Global batch ``k`` holds
+  positions ``[k * G, (k + 1) * G)`` of that stream, and process ``p`` takes
+  the positions ``p, p + P, p + 2P, ...`` among them.
+
+  Args:
+    source: Examples (dicts of numpy arrays).
+    global_batch_size: Batch size ``G`` over all processes.
+    seed: Seed of the shuffle.
+    process_index: This process, ``p``.
+    process_count: Number of processes ``P``; must divide ``G``.
+
+  Returns:
+    An iterator of dicts of stacked arrays ``[G // P, ...]``, with
+    ``get_state()`` and ``set_state()``.
+  """
+  if global_batch_size % process_count:
+    raise ValueError(
+        f'global_batch_size={global_batch_size} is not divisible by '
+        f'process_count={process_count}.'
+    )
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index={process_index} is not in '
+                     f'[0, {process_count}).')
+  # Positions are shuffled and batched; each batch is then gathered at once.
+  dataset = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat()
+  dataset = dataset[process_index::process_count]
+  dataset = dataset.batch(
+      global_batch_size // process_count, drop_remainder=True
+  )
+  dataset = dataset.map(functools.partial(gather, source))
+  return iter(dataset.to_iter_dataset())
+
+
+def eval_batches(
+    source: Source,
+    *,
+    batch_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[Example]:
+  """This process's share of fixed-size batches that cover ``source`` once.
+
+  Global batch ``k`` holds positions ``[k * B, (k + 1) * B)`` of the source,
+  padded past its end with copies of example 0; process ``p`` takes the
+  ``p``-th of its ``P`` equal contiguous parts. Every process yields the same
+  number of batches.
+
+  Args:
+    source: Examples (dicts of numpy arrays).
+    batch_size: Global batch size ``B``; ``P`` must divide it.
+    process_index: This process, ``p``.
+    process_count: Number of processes ``P``.
+
+  Yields:
+    Dicts of stacked arrays ``[B // P, ...]`` plus ``'mask'`` (float32; 1 for
+    a real example, 0 for padding).
+  """
+  if batch_size % process_count:
+    raise ValueError(
+        f'batch_size={batch_size} is not divisible by '
+        f'process_count={process_count}.'
+    )
+  local = batch_size // process_count
+  num_examples = len(source)
+  for start in range(0, num_examples, batch_size):
+    first = start + process_index * local
+    positions = np.arange(first, first + local)
+    mask = positions < num_examples
+    batch = gather(source, np.where(mask, positions, 0))
+    batch['mask'] = mask.astype(np.float32)
+    yield batch

@@ -1,0 +1,78 @@
+"""Names of the TFDS builders in ``data/`` and how to build and prepare them.
+
+A data directory holds the prepared data sets
+(``<data_dir>/<name>/<config>/<version>/``) and, unless ``manual_dir`` says
+otherwise, the files a user supplies (``<data_dir>/downloads/manual/``).
+"""
+
+import importlib
+import os
+
+import tensorflow_datasets as tfds
+
+DATASETS = {
+    'mfeat': 'data.mfeat.mfeat_dataset_builder',
+    'synthetic_multimodal': (
+        'data.synthetic_multimodal.synthetic_multimodal_dataset_builder'
+    ),
+}
+DATA_DIR_ENV = 'GBLEND_DATA_DIR'
+
+
+def default_data_dir() -> str:
+  """``$GBLEND_DATA_DIR`` if set, else ``~/tensorflow_datasets``."""
+  return os.environ.get(DATA_DIR_ENV) or os.path.expanduser(
+      '~/tensorflow_datasets'
+  )
+
+
+def get_builder(
+    name: str,
+    *,
+    data_dir: str | None = None,
+    builder_config: str | None = None,
+    manual_dir: str | None = None,
+) -> tfds.core.DatasetBuilder:
+  """Returns the array_record TFDS builder of a data set in ``data/``.
+
+  Args:
+    name: A key of ``DATASETS``.
+    data_dir: Where prepared data sets live; None for ``default_data_dir()``.
+    builder_config: Name of a builder config; None for the builder's first.
+    manual_dir: Where the user's files are; None for
+      ``<data_dir>/downloads/manual``. Kept for ``prepare``.
+
+  Returns:
+    The builder, not necessarily prepared.
+  """
+  if name not in DATASETS:
+    raise ValueError(
+        f'Unknown data set {name!r}; valid names: {sorted(DATASETS)}.'
+    )
+  builder_class = importlib.import_module(DATASETS[name]).Builder
+  kwargs = {'config': builder_config} if builder_config else {}
+  builder = builder_class(
+      data_dir=data_dir or default_data_dir(),
+      file_format='array_record',
+      **kwargs,
+  )
+  builder.gblend_manual_dir = manual_dir
+  return builder
+
+
+def prepare(
+    builder: tfds.core.DatasetBuilder, *, manual_dir: str | None = None
+) -> None:
+  """Prepares ``builder`` unless it is already prepared.
+
+  Args:
+    builder: From ``get_builder``.
+    manual_dir: Where the user's files are; None for the one given to
+      ``get_builder``, else ``<data_dir>/downloads/manual``.
+  """
+  if builder.is_prepared():
+    return
+  manual_dir = manual_dir or getattr(builder, 'gblend_manual_dir', None)
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+  )
