@@ -8,7 +8,8 @@ import ml_collections
 
 from gblend_jax.models import fusion as late
 from gblend_jax.models import mid_fusion as mid
-from gblend_jax.models.encoders import ENCODERS, build_encoder
+from gblend_jax.models.encoders import ENCODERS
+from gblend_jax.models.encoders import build_encoder
 from gblend_jax.models.heads import ClassifierHead
 from gblend_jax.models.multimodal import MultiModalClassifier
 

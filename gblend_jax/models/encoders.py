@@ -6,19 +6,18 @@ called as ``encoder(x, train=...)``.
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 
-from gblend_jax.models.resnet import (
-    CifarResNet,
-    FrameResNet18,
-    ResNet10,
-    ResNet18,
-    ResNet50,
-)
+from gblend_jax.models.resnet import CifarResNet
+from gblend_jax.models.resnet import FrameResNet18
+from gblend_jax.models.resnet import ResNet10
+from gblend_jax.models.resnet import ResNet18
+from gblend_jax.models.resnet import ResNet50
 
 Array = jax.Array
 

@@ -7,7 +7,8 @@ modules of the OGM-GE reference code (Peng et al., CVPR 2022), except that
 they return the fused features and leave the output layer to the fused head.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

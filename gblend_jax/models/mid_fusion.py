@@ -38,7 +38,8 @@ per-modality features feed the modality heads (the pooled lower features for
 ``MidConcatFusion``; each modality's upper output for the gates).
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

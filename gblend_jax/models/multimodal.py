@@ -7,7 +7,8 @@ the trainer copies pre-trained parameters by name: ``encoder_<m>``,
 ``head_<m>``, ``fusion``, ``fused_head``.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

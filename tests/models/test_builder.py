@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import ml_collections
 import pytest
 
-from gblend_jax.models import FUSIONS, build_model, default_model_config
+from gblend_jax.models import FUSIONS
+from gblend_jax.models import build_model
+from gblend_jax.models import default_model_config
 
 NUM_CLASSES = 4
 SHAPES = {'audio': (5,), 'video': (2, 3)}

@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gblend_jax.models import ENCODERS, MLPEncoder, build_encoder
+from gblend_jax.models import ENCODERS
+from gblend_jax.models import MLPEncoder
+from gblend_jax.models import build_encoder
 from tests.models.helpers import param_count
 
 

@@ -5,12 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gblend_jax.models import (
-    ConcatFusion,
-    FiLMFusion,
-    GatedFusion,
-    SumFusion,
-)
+from gblend_jax.models import ConcatFusion
+from gblend_jax.models import FiLMFusion
+from gblend_jax.models import GatedFusion
+from gblend_jax.models import SumFusion
 
 MODALITIES = ('audio', 'video', 'flow')
 

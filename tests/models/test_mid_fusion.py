@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gblend_jax.models import MidConcatFusion, NLGateFusion, SEGateFusion
+from gblend_jax.models import MidConcatFusion
+from gblend_jax.models import NLGateFusion
+from gblend_jax.models import SEGateFusion
 
 MODALITIES = ('audio', 'video')
 UPPER = ((6,), (5,))

@@ -5,13 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gblend_jax.models import (
-    ClassifierHead,
-    ConcatFusion,
-    MLPEncoder,
-    MultiModalClassifier,
-    SumFusion,
-)
+from gblend_jax.models import ClassifierHead
+from gblend_jax.models import ConcatFusion
+from gblend_jax.models import MLPEncoder
+from gblend_jax.models import MultiModalClassifier
+from gblend_jax.models import SumFusion
 
 NUM_CLASSES = 3
 

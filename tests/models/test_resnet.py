@@ -5,15 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gblend_jax.models import (
-    CifarResNet,
-    FrameResNet18,
-    ResNet,
-    ResNet10,
-    ResNet18,
-    ResNet50,
-)
-from tests.models.helpers import param_count, quick_variables
+from gblend_jax.models import CifarResNet
+from gblend_jax.models import FrameResNet18
+from gblend_jax.models import ResNet
+from gblend_jax.models import ResNet10
+from gblend_jax.models import ResNet18
+from gblend_jax.models import ResNet50
+from tests.models.helpers import param_count
+from tests.models.helpers import quick_variables
 
 _BN = 2  # Trainable BatchNorm parameters per channel (scale and bias).
 

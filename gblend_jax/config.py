@@ -1,0 +1,42 @@
+"""The full default configuration of a training run.
+
+Experiment configs (``experiments/configs/*.py``) start from `default_config`
+and change what they need, so every key exists and every ``--config.x=...``
+override on the command line is checked against it.
+"""
+
+import ml_collections
+
+from gblend_jax import data
+from gblend_jax import models
+from gblend_jax import optim
+
+# How the per-head losses are combined. This issue's trainer knows 'none'
+# (naive training: the fused head's loss only, G-Blend's baseline).
+BLEND_MODES = ('none',)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every key of a run, with defaults. See WORKSPACE.md for the modes."""
+  config = ml_collections.ConfigDict()
+  config.data = data.default_data_config()
+  config.model = models.default_model_config()
+  config.optimizer = optim.default_optimizer_config()
+  config.blend = ml_collections.ConfigDict({'mode': 'none'})
+  config.seed = 0  # Parameter initialisation and dropout.
+  config.num_epochs = 10
+  config.num_train_steps = -1  # When > 0, overrides num_epochs.
+  config.log_every_steps = 50
+  config.eval_every_epochs = 1.0  # Also sets the checkpoint period.
+  config.max_checkpoints_to_keep = 2
+  # Held-out metric that picks the best checkpoint (and early stopping).
+  config.best_metric = 'holdout/fused/accuracy'
+  # Stop after this many evaluations without a better best_metric; 0: never.
+  config.early_stopping_patience = 0
+  # Pre-training baseline: modality -> work directory of a single-modality
+  # run whose `encoder_<modality>` initialises this model's encoder.
+  config.init_encoders = ml_collections.ConfigDict()
+  # Train metrics in eval mode are measured on this many training examples
+  # (the first ones in the split's fixed order); 0 for all.
+  config.eval_train_examples = 0
+  return config

@@ -1,0 +1,116 @@
+"""Writes a run's metrics as JSON lines and TensorBoard events, and shows
+progress (steps/s and ETA) while training runs.
+
+Files inside the work directory::
+
+  metrics.jsonl   one JSON object per write: {"step": N, "<name>": value, ...}
+  tensorboard/    TensorBoard event files (tensorboardX, no TensorFlow)
+"""
+
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+
+import tensorboardX
+from absl import logging
+
+
+class MetricWriter:
+  """Appends scalar metrics to ``metrics.jsonl`` and TensorBoard.
+
+  On resume from step S, lines written after S by the interrupted run are
+  dropped first, so the file reads as one uninterrupted run.
+
+  Args:
+    workdir: the run's work directory.
+    resume_step: the step training resumes from (0 for a new run).
+    enabled: False on every process but the first of a multi-host run.
+  """
+
+  def __init__(
+      self, workdir: str, *, resume_step: int = 0, enabled: bool = True
+  ):
+    self._enabled = enabled
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    if not enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    _truncate_after(self.path, resume_step)
+    self._file = open(self.path, 'a')
+    self._tensorboard = tensorboardX.SummaryWriter(
+        os.path.join(workdir, 'tensorboard'), purge_step=resume_step or None
+    )
+
+  def write(self, step: int, metrics: Mapping[str, float]) -> None:
+    """Records `metrics` (name to scalar) at `step`."""
+    if not self._enabled:
+      return
+    row = {'step': int(step), **{k: float(v) for k, v in metrics.items()}}
+    self._file.write(json.dumps(row) + '\n')
+    self._file.flush()
+    for name, value in row.items():
+      if name != 'step' and math.isfinite(value):
+        self._tensorboard.add_scalar(name, value, int(step))
+    self._tensorboard.flush()
+
+  def close(self) -> None:
+    if self._enabled:
+      self._file.close()
+      self._tensorboard.close()
+
+
+def _truncate_after(path: str, step: int) -> None:
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    rows = [line for line in f if line.strip()]
+  kept = [line for line in rows if json.loads(line)['step'] <= step]
+  if len(kept) != len(rows):
+    with open(path, 'w') as f:
+      f.writelines(kept)
+
+
+def read_metrics(workdir: str) -> list[dict[str, float]]:
+  """Reads back every row of a run's ``metrics.jsonl``."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class ProgressReporter:
+  """Logs steps/s and the estimated time left every `every_steps` steps.
+
+  Args:
+    total_steps: the step at which training ends.
+    start_step: the step training starts (or resumes) from.
+    every_steps: how often to report.
+  """
+
+  def __init__(self, total_steps: int, start_step: int, every_steps: int):
+    self._total = total_steps
+    self._every = max(every_steps, 1)
+    self._last_step = start_step
+    self._last_time = time.perf_counter()
+
+  def should_report(self, step: int) -> bool:
+    return step % self._every == 0 or step == self._total
+
+  def report(self, step: int, summary: str) -> float:
+    """Logs one progress line and returns the measured steps per second."""
+    now = time.perf_counter()
+    rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+    eta = (self._total - step) / max(rate, 1e-9)
+    logging.info(
+        'step %d/%d (%.0f%%) | %.1f steps/s | ETA %s | %s',
+        step, self._total, 100 * step / self._total, rate,
+        _format_seconds(eta), summary,
+    )
+    self._last_step, self._last_time = step, now
+    return rate
+
+
+def _format_seconds(seconds: float) -> str:
+  minutes, seconds = divmod(int(seconds), 60)
+  hours, minutes = divmod(minutes, 60)
+  return f'{hours:d}:{minutes:02d}:{seconds:02d}'

@@ -1,0 +1,511 @@
+"""The trainer: one loop that every method of the framework configures.
+
+`train_and_evaluate(config, workdir)` trains a (multi-modal) classifier with
+data parallelism over all devices (`jax.jit` with `NamedSharding` on a
+``data`` mesh axis), evaluates every head on the train, held-out and test
+splits, checkpoints with orbax and resumes from the latest checkpoint when
+rerun on the same work directory. Later methods (blending, modulation,
+long-tail tricks) are configuration of this loop, not new loops.
+
+Sections: config checks, data, mesh and shardings, model and optimiser,
+initialisation or resume, step functions, evaluation, the loop.
+"""
+
+import json
+import os
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from gblend_jax import checkpointing
+from gblend_jax import config as config_lib
+from gblend_jax import data
+from gblend_jax import losses
+from gblend_jax import metric_writer
+from gblend_jax import metrics as metrics_lib
+from gblend_jax import models
+from gblend_jax import optim
+
+NON_INPUT_KEYS = ('label', 'id', 'mask')
+SPLITS = ('train', 'holdout', 'test')
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training, as one pytree."""
+
+  step: jax.Array  # shape=(), dtype=int32
+  params: Any
+  batch_stats: Any  # {} for models without BatchNorm.
+  opt_state: optax.OptState
+  rng: jax.Array  # shape=(2,), dtype=uint32; folded with the step.
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Rejects config values the trainer does not know, before any work.
+
+  Args:
+    config: a run config (see `gblend_jax.config.default_config`).
+
+  Raises:
+    ValueError: naming the key, the value and what is allowed.
+  """
+  if config.blend.mode not in config_lib.BLEND_MODES:
+    raise ValueError(
+        f'Unknown config.blend.mode={config.blend.mode!r}; valid: '
+        f'{list(config_lib.BLEND_MODES)}.'
+    )
+  split, _, _ = config.best_metric.partition('/')
+  if split != 'holdout':
+    raise ValueError(
+        f'config.best_metric={config.best_metric!r} must be a held-out metric '
+        "('holdout/<head>/<metric>'): choosing checkpoints on the test split "
+        'leaks the test set.'
+    )
+  if config.early_stopping_patience < 0:
+    raise ValueError(
+        'config.early_stopping_patience='
+        f'{config.early_stopping_patience} must be >= 0.'
+    )
+
+
+def head_loss_weights(config: ml_collections.ConfigDict) -> dict[str, float]:
+  """Which heads are trained, with which weight.
+
+  Args:
+    config: the run config.
+
+  Returns:
+    Head name to the weight of its loss in the objective. Naive training
+    (``blend.mode='none'``) trains the fused head only.
+  """
+  del config  # Only the naive mode exists so far.
+  return {'fused': 1.0}
+
+
+def _mesh_and_shardings() -> tuple[
+    jax.sharding.Mesh, jax.sharding.NamedSharding, jax.sharding.NamedSharding
+]:
+  mesh = jax.make_mesh(
+      (jax.device_count(),), ('data',),
+      axis_types=(jax.sharding.AxisType.Auto,),
+  )
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  return mesh, replicated, batch
+
+
+def _to_global(
+    batch: Mapping[str, np.ndarray], sharding: jax.sharding.NamedSharding
+) -> dict[str, jax.Array]:
+  """Assembles each process's share of a batch into one global array."""
+  return {
+      k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+      for k, v in batch.items()
+  }
+
+
+def _model_inputs(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  return {k: v for k, v in batch.items() if k not in NON_INPUT_KEYS}
+
+
+def _load_pretrained_encoders(
+    state: TrainState, init_encoders: Mapping[str, str]
+) -> TrainState:
+  """Copies ``encoder_<m>`` from single-modality runs (G-Blend's pre-training
+  baseline) into a freshly initialised state."""
+  params = flax.core.unfreeze(state.params)
+  batch_stats = flax.core.unfreeze(state.batch_stats)
+  for modality, source_workdir in init_encoders.items():
+    name = f'encoder_{modality}'
+    if name not in params:
+      raise ValueError(
+          f'config.init_encoders names {modality!r}, but the model has no '
+          f'{name}; encoders: {sorted(k for k in params if "encoder" in k)}.'
+      )
+    source = checkpointing.Checkpointer(source_workdir).restore_raw()
+    if name not in source['params']:
+      raise ValueError(f'{source_workdir} has no parameters {name}.')
+    _check_same_shapes(params[name], source['params'][name], name)
+    params[name] = jax.tree.map(jnp.asarray, source['params'][name])
+    if name in batch_stats:
+      batch_stats[name] = jax.tree.map(
+          jnp.asarray, source['batch_stats'][name]
+      )
+    logging.info('Initialised %s from %s.', name, source_workdir)
+  return state.replace(params=params, batch_stats=batch_stats)
+
+
+def _check_same_shapes(target: Any, source: Any, name: str) -> None:
+  target_shapes = jax.tree.map(jnp.shape, target)
+  source_shapes = jax.tree.map(np.shape, source)
+  if target_shapes != source_shapes:
+    raise ValueError(
+        f'Pre-trained {name} has shapes {source_shapes}, this model '
+        f'{target_shapes}.'
+    )
+
+
+class _StopRequest:
+  """Turns SIGTERM/SIGINT into a request to checkpoint and stop."""
+
+  def __init__(self):
+    self.signal_name: str | None = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # Not the main thread: leave signals alone.
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal_name = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str
+) -> dict[str, Any]:
+  """Trains and evaluates a model; resumes from ``workdir`` if it has a
+  checkpoint.
+
+  Args:
+    config: the run config (see `gblend_jax.config.default_config`).
+    workdir: where checkpoints, metrics and results are written.
+
+  Returns:
+    The results also written to ``workdir/results.json``: the final metrics
+    of every split and head, and the metrics of the best checkpoint.
+  """
+  check_config(config)
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  is_chief = jax.process_index() == 0
+  if is_chief:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  # ---- Data.
+  splits = data.load_dataset(config.data)
+  global_batch = config.data.batch_size
+  if global_batch % jax.device_count():
+    raise ValueError(
+        f'config.data.batch_size={global_batch} is not divisible by the '
+        f'{jax.device_count()} devices.'
+    )
+  steps_per_epoch = data.steps_per_epoch(len(splits.train), global_batch)
+  total_steps = (
+      config.num_train_steps
+      if config.num_train_steps > 0
+      else int(config.num_epochs * steps_per_epoch)
+  )
+  eval_every = max(int(round(config.eval_every_epochs * steps_per_epoch)), 1)
+  train_eval_source = splits.train
+  if 0 < config.eval_train_examples < len(splits.train):
+    train_eval_source = data.IndexSubset(
+        splits.train, np.arange(config.eval_train_examples)
+    )
+  eval_sources = {
+      'train': train_eval_source,
+      'holdout': splits.holdout,
+      'test': splits.test,
+  }
+  logging.info(
+      'Data %s: %d train / %d held-out / %d test examples, %d classes, '
+      'modalities %s; %d steps of batch %d (%d per epoch).',
+      splits.name, len(splits.train), len(splits.holdout), len(splits.test),
+      splits.num_classes, dict(splits.modalities), total_steps, global_batch,
+      steps_per_epoch,
+  )
+
+  # ---- Mesh and shardings.
+  _, replicated, batch_sharding = _mesh_and_shardings()
+
+  # ---- Model, objective and optimiser.
+  model = models.build_model(
+      config.model, modalities=splits.modalities,
+      num_classes=splits.num_classes,
+  )
+  loss_weights = head_loss_weights(config)
+  tx = optim.build_optimizer(
+      config.optimizer, total_steps=total_steps,
+      steps_per_epoch=steps_per_epoch,
+  )
+  learning_rate = optim.learning_rate_schedule(
+      config.optimizer, total_steps=total_steps,
+      steps_per_epoch=steps_per_epoch,
+  )
+
+  def init_state(rng: jax.Array) -> TrainState:
+    params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
+    dummy = {
+        m: jnp.zeros((1, *shape), jnp.float32)
+        for m, shape in splits.modalities.items()
+    }
+    variables = model.init(
+        {'params': params_rng, 'dropout': dropout_rng}, dummy, train=False
+    )
+    params = variables['params']
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get('batch_stats', {}),
+        opt_state=tx.init(params),
+        rng=state_rng,
+    )
+
+  # ---- Initialisation, or resume from the latest checkpoint.
+  init_fn = jax.jit(init_state, out_shardings=replicated)
+  abstract_state = jax.eval_shape(init_fn, jax.random.PRNGKey(config.seed))
+  abstract_state = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+      abstract_state,
+  )
+  checkpointer = checkpointing.Checkpointer(
+      workdir, max_to_keep=config.max_checkpoints_to_keep
+  )
+  train_iter = data.train_iterator(
+      splits.train,
+      global_batch_size=global_batch,
+      seed=config.data.shuffle_seed,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+  )
+  loop = {'best_metric': None, 'best_step': None, 'evals_since_best': 0,
+          'stopped_early': False}
+  start_step = checkpointer.latest_step()
+  if start_step is None:
+    start_step = 0
+    state = init_fn(jax.random.PRNGKey(config.seed))
+    if config.init_encoders:
+      state = _load_pretrained_encoders(state, config.init_encoders)
+      state = jax.device_put(state, replicated)
+  else:
+    state, extra = checkpointer.restore(abstract_state, step=start_step)
+    train_iter.set_state(extra['data_iterator'])
+    loop.update(extra['loop'])
+    logging.info('Resumed from the checkpoint at step %d.', start_step)
+
+  # ---- Step functions.
+  def forward(params, batch_stats, inputs, *, train, rng=None):
+    variables = {'params': params}
+    if batch_stats:
+      variables['batch_stats'] = batch_stats
+    if not train:
+      return model.apply(variables, inputs, train=False), batch_stats
+    out, updated = model.apply(
+        variables, inputs, train=True, rngs={'dropout': rng},
+        mutable=['batch_stats'],
+    )
+    return out, updated.get('batch_stats', batch_stats)
+
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+
+    def objective(params):
+      out, batch_stats = forward(
+          params, state.batch_stats, _model_inputs(batch), train=True, rng=rng
+      )
+      per_head = losses.head_losses(out['logits'], batch['label'])
+      total = losses.weighted_loss(per_head, loss_weights)
+      return total, (per_head, out['logits'], batch_stats)
+
+    grads, (per_head, logits, batch_stats) = jax.grad(
+        objective, has_aux=True
+    )(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    step_metrics = {
+        'loss': losses.weighted_loss(per_head, loss_weights),
+        'grad_norm': optax.global_norm(grads),
+        'param_norm': optax.global_norm(params),
+        'learning_rate': learning_rate(state.step),
+    }
+    for head, head_logits in logits.items():
+      step_metrics[f'{head}/loss'] = per_head[head]
+      step_metrics[f'{head}/accuracy'] = jnp.mean(
+          metrics_lib.topk_correct(head_logits, batch['label'], 1)
+      )
+    new_state = state.replace(
+        step=state.step + 1, params=params, batch_stats=batch_stats,
+        opt_state=opt_state,
+    )
+    return new_state, step_metrics
+
+  def eval_step(state: TrainState, batch):
+    out, _ = forward(
+        state.params, state.batch_stats, _model_inputs(batch), train=False
+    )
+    return metrics_lib.head_metric_sums(
+        out['logits'], batch['label'], batch['mask']
+    )
+
+  train_step = jax.jit(
+      train_step, donate_argnums=(0,),
+      in_shardings=(replicated, batch_sharding),
+      out_shardings=(replicated, replicated),
+  )
+  eval_step = jax.jit(
+      eval_step, in_shardings=(replicated, batch_sharding),
+      out_shardings=replicated,
+  )
+
+  # ---- Evaluation.
+  eval_batch = -(-config.data.eval_batch_size // jax.device_count())
+  eval_batch *= jax.device_count()
+
+  def evaluate(state: TrainState) -> dict[str, float]:
+    results = {}
+    for split, source in eval_sources.items():
+      batch_sums = []
+      for batch in data.eval_batches(
+          source, batch_size=eval_batch,
+          process_index=jax.process_index(),
+          process_count=jax.process_count(),
+      ):
+        batch_sums.append(
+            jax.device_get(eval_step(state, _to_global(batch, batch_sharding)))
+        )
+      for name, value in metrics_lib.finalize(batch_sums).items():
+        if name != 'count':
+          results[f'{split}/{name}'] = value
+    return results
+
+  def save(step: int, state: TrainState) -> None:
+    extra = {'data_iterator': train_iter.get_state(), 'loop': dict(loop)}
+    checkpointer.save(step, state, _jsonable(extra))
+
+  # ---- The loop.
+  writer = metric_writer.MetricWriter(
+      workdir, resume_step=start_step, enabled=is_chief
+  )
+  progress = metric_writer.ProgressReporter(
+      total_steps, start_step, config.log_every_steps
+  )
+  pending: list[dict[str, jax.Array]] = []
+  last_eval: dict[str, float] | None = None
+  step = start_step
+  interrupted = False
+  with _StopRequest() as stop:
+    while step < total_steps and not loop['stopped_early']:
+      batch = _to_global(next(train_iter), batch_sharding)
+      state, step_metrics = train_step(state, batch)
+      pending.append(step_metrics)
+      step += 1
+      if progress.should_report(step):
+        summary = _mean_over_steps(jax.device_get(pending))
+        pending.clear()
+        _check_finite(step, summary)
+        summary['steps_per_second'] = progress.report(
+            step, f"loss {summary['loss']:.4f}"
+        )
+        writer.write(step, {f'train_step/{k}': v for k, v in summary.items()})
+      if step % eval_every == 0 or step == total_steps:
+        last_eval = evaluate(state)
+        writer.write(step, last_eval)
+        logging.info('step %d: %s', step, _summarise(last_eval))
+        _update_best(loop, step, last_eval, config, checkpointer, state)
+        save(step, state)
+      if stop.signal_name and step < total_steps:
+        save(step, state)
+        interrupted = True
+        logging.warning(
+            '%s received: saved the checkpoint at step %d in %s; rerun the '
+            'same command to resume.', stop.signal_name, step, workdir,
+        )
+        break
+  checkpointer.wait()
+
+  if interrupted:
+    checkpointer.close()
+    writer.close()
+    return {'interrupted_at_step': step}
+  final = last_eval or evaluate(state)  # None when resumed after the end.
+  best = dict(final)
+  if loop['best_step'] is not None and loop['best_step'] != step:
+    best_state, _ = checkpointer.restore(abstract_state, best=True)
+    best = evaluate(best_state)
+  results = {
+      'step': step,
+      'final': final,
+      'best_step': loop['best_step'],
+      'best': best,
+      'stopped_early': loop['stopped_early'],
+  }
+  if is_chief:
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+      json.dump(results, f, indent=2)
+  checkpointer.close()
+  writer.close()
+  return results
+
+
+def _update_best(loop, step, results, config, checkpointer, state):
+  """Keeps the best checkpoint by the held-out metric; early stopping."""
+  if config.best_metric not in results:
+    measured = sorted(k for k in results if k.startswith('holdout/'))
+    raise ValueError(
+        f'config.best_metric={config.best_metric!r} is not measured; '
+        f'choose one of {measured}.'
+    )
+  value = results[config.best_metric]
+  if loop['best_metric'] is None or value > loop['best_metric']:
+    loop.update(best_metric=value, best_step=step, evals_since_best=0)
+    checkpointer.save_best(step, state, {'metrics': results})
+  else:
+    loop['evals_since_best'] += 1
+    patience = config.early_stopping_patience
+    if patience and loop['evals_since_best'] >= patience:
+      loop['stopped_early'] = True
+      logging.info(
+          'Early stopping at step %d: %s has not improved on %.4f (step %d) '
+          'for %d evaluations.', step, config.best_metric,
+          loop['best_metric'], loop['best_step'], patience,
+      )
+
+
+def _mean_over_steps(rows: list[dict[str, np.ndarray]]) -> dict[str, float]:
+  return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def _check_finite(step: int, summary: Mapping[str, float]) -> None:
+  bad = {k: v for k, v in summary.items() if not np.isfinite(v)}
+  if bad:
+    raise FloatingPointError(
+        f'Non-finite training values by step {step}: {bad}. The last good '
+        'checkpoint is kept.'
+    )
+
+
+def _summarise(results: Mapping[str, float]) -> str:
+  return ', '.join(
+      f'{split} acc {results[f"{split}/fused/accuracy"]:.4f}'
+      for split in SPLITS
+      if f'{split}/fused/accuracy' in results
+  )
+
+
+def _jsonable(tree: Any) -> Any:
+  """Host scalars and arrays in a nested dict, as plain JSON values."""
+  if isinstance(tree, Mapping):
+    return {str(k): _jsonable(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [_jsonable(v) for v in tree]
+  if isinstance(tree, (np.generic, np.ndarray)):
+    return tree.tolist()
+  return tree

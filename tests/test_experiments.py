@@ -1,0 +1,121 @@
+"""Every module imports, every config builds, and the real-data experiment
+and the sweep run end to end."""
+
+import glob
+import importlib
+import json
+import os
+import pkgutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import gblend_jax
+from experiments import sweep
+from experiments.configs import mfeat_fusion
+from gblend_jax import models
+from gblend_jax import train
+from tests import train_utils
+
+MFEAT_SHAPES = {'fac': (216,), 'fou': (76,), 'kar': (64,), 'mor': (6,),
+                'pix': (240,), 'zer': (47,)}
+
+
+def _module_names():
+  names = [m.name for m in pkgutil.walk_packages(gblend_jax.__path__,
+                                                 'gblend_jax.')]
+  for path in glob.glob(os.path.join(train_utils.REPO, 'experiments', '**',
+                                     '*.py'), recursive=True):
+    names.append(os.path.relpath(path, train_utils.REPO)[:-3]
+                 .replace(os.sep, '.'))
+  for path in glob.glob(os.path.join(train_utils.REPO, 'data', '*',
+                                     '*_dataset_builder.py')):
+    names.append(os.path.relpath(path, train_utils.REPO)[:-3]
+                 .replace(os.sep, '.'))
+  return sorted(n for n in names if not n.endswith('__init__'))
+
+
+# Launchers define absl flags at import time (--config, --workdir): each is
+# imported in a process of its own, as it runs.
+LAUNCHERS = ('experiments.main', 'experiments.sweep')
+
+
+@pytest.mark.parametrize('name', _module_names())
+def test_module_imports(name):
+  if name in LAUNCHERS:
+    subprocess.run([sys.executable, '-c', f'import {name}'],
+                   cwd=train_utils.REPO, check=True)
+  else:
+    importlib.import_module(name)
+
+
+CONFIG_FILES = sorted(
+    glob.glob(os.path.join(train_utils.REPO, 'experiments', 'configs', '*.py'))
+)
+
+
+@pytest.mark.parametrize(
+    'path', [p for p in CONFIG_FILES if not p.endswith(('__init__.py',
+                                                         'common.py'))])
+@pytest.mark.parametrize('arg', [None, 'runlocal'])
+def test_every_config_builds(path, arg):
+  config = sweep.load_config(path, arg)
+  assert config.data.name
+  config.lock()  # As the launcher locks it: every key must already exist.
+
+
+@pytest.mark.parametrize('baseline', mfeat_fusion.BASELINES)
+def test_mfeat_baseline_models_build_and_run(baseline):
+  config = mfeat_fusion.get_config(f'views=fou+mor,baseline={baseline}')
+  shapes = {v: MFEAT_SHAPES[v] for v in config.data.modalities}
+  model = models.build_model(config.model, modalities=shapes, num_classes=10)
+  inputs = {v: np.ones((2, *s), np.float32) for v, s in shapes.items()}
+  variables = model.init(jax.random.PRNGKey(0), inputs, train=False)
+  out = model.apply(variables, inputs, train=False)
+  assert out['logits']['fused'].shape == (2, 10)
+
+
+def test_unknown_config_argument_is_named():
+  with pytest.raises(ValueError, match="'view'.*valid"):
+    mfeat_fusion.get_config('view=fou')
+  with pytest.raises(ValueError, match=r"\['abc'\]"):
+    mfeat_fusion.get_config('views=fou+abc')
+
+
+def test_mfeat_real_data_end_to_end(data_dir, mfeat_manual_dir, tmp_path):
+  config = mfeat_fusion.get_config('views=fou+kar')
+  config.data.data_dir = data_dir
+  config.data.manual_dir = mfeat_manual_dir
+  config.num_train_steps = 60
+  config.eval_every_epochs = 100
+  results = train.train_and_evaluate(config, str(tmp_path))
+  final = results['final']
+  # 2000 digits: 1500 train (1350 train + 150 held-out) and 500 test.
+  with open(tmp_path / 'config.json') as f:
+    assert json.load(f)['data']['modalities'] == ['fou', 'kar']
+  # Three epochs of SGD already separate the ten digits well above chance.
+  assert final['test/fused/accuracy'] > 0.5
+  assert final['train/fused/loss'] < np.log(10)
+
+
+def test_sweep_table(data_dir, tmp_path):
+  config_path = os.path.join(train_utils.REPO, 'experiments', 'configs',
+                             'synthetic_fusion.py')
+  overrides = [f'data.data_dir={data_dir!s}', 'num_train_steps=3',
+               'data.batch_size=16']
+  rows = ['builder=tiny,modalities=strong', 'builder=tiny']
+  results = sweep.run_sweep(config_path, rows, 2, overrides, str(tmp_path))
+  assert [len(r) for r in results.values()] == [2, 2]
+  table = sweep.format_table('T', results, 2)
+  accuracies = 100 * np.array(
+      [r['reported']['test/fused/accuracy'] for r in results[rows[0]]])
+  assert f'{accuracies.mean():.2f} ± {accuracies.std():.2f}' in table
+  # Seeds differ, so the two runs of a row differ.
+  first, second = results[rows[1]]
+  assert first['final'] != second['final']
+  # A rerun finds every run finished and trains nothing.
+  again = sweep.run_sweep(config_path, rows, 2, overrides, str(tmp_path))
+  assert again[rows[1]][0]['final'] == first['final']
