@@ -22,31 +22,21 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 
 from gblend_jax import checkpointing
 from gblend_jax import config as config_lib
 from gblend_jax import data
-from gblend_jax import losses
 from gblend_jax import metric_writer
 from gblend_jax import metrics as metrics_lib
 from gblend_jax import models
 from gblend_jax import optim
+from gblend_jax import steps
 
-NON_INPUT_KEYS = ('label', 'id', 'mask')
 SPLITS = ('train', 'holdout', 'test')
 
 
-@flax.struct.dataclass
-class TrainState:
-  """Everything that changes during training, as one pytree."""
-
-  step: jax.Array  # shape=(), dtype=int32
-  params: Any
-  batch_stats: Any  # {} for models without BatchNorm.
-  opt_state: optax.OptState
-  rng: jax.Array  # shape=(2,), dtype=uint32; folded with the step.
+TrainState = steps.TrainState
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -77,18 +67,21 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     )
 
 
-def head_loss_weights(config: ml_collections.ConfigDict) -> dict[str, float]:
-  """Which heads are trained, with which weight.
+def head_loss_weights(
+    config: ml_collections.ConfigDict, heads: tuple[str, ...]
+) -> np.ndarray:
+  """The weight of each head's loss in the objective, in head order.
 
   Args:
     config: the run config.
+    heads: the model's heads in blend order (modalities, then ``'fused'``).
 
   Returns:
-    Head name to the weight of its loss in the objective. Naive training
-    (``blend.mode='none'``) trains the fused head only.
+    ``[H]`` float32 weights. Naive training (``blend.mode='none'``) trains
+    the fused head only.
   """
   del config  # Only the naive mode exists so far.
-  return {'fused': 1.0}
+  return np.array([h == steps.FUSED for h in heads], np.float32)
 
 
 def _mesh_and_shardings() -> tuple[
@@ -111,10 +104,6 @@ def _to_global(
       k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
       for k, v in batch.items()
   }
-
-
-def _model_inputs(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-  return {k: v for k, v in batch.items() if k not in NON_INPUT_KEYS}
 
 
 def _load_pretrained_encoders(
@@ -241,7 +230,6 @@ def train_and_evaluate(
       config.model, modalities=splits.modalities,
       num_classes=splits.num_classes,
   )
-  loss_weights = head_loss_weights(config)
   tx = optim.build_optimizer(
       config.optimizer, total_steps=total_steps,
       steps_per_epoch=steps_per_epoch,
@@ -302,62 +290,15 @@ def train_and_evaluate(
     logging.info('Resumed from the checkpoint at step %d.', start_step)
 
   # ---- Step functions.
-  def forward(params, batch_stats, inputs, *, train, rng=None):
-    variables = {'params': params}
-    if batch_stats:
-      variables['batch_stats'] = batch_stats
-    if not train:
-      return model.apply(variables, inputs, train=False), batch_stats
-    out, updated = model.apply(
-        variables, inputs, train=True, rngs={'dropout': rng},
-        mutable=['batch_stats'],
-    )
-    return out, updated.get('batch_stats', batch_stats)
-
-  def train_step(state: TrainState, batch):
-    rng = jax.random.fold_in(state.rng, state.step)
-
-    def objective(params):
-      out, batch_stats = forward(
-          params, state.batch_stats, _model_inputs(batch), train=True, rng=rng
-      )
-      per_head = losses.head_losses(out['logits'], batch['label'])
-      total = losses.weighted_loss(per_head, loss_weights)
-      return total, (per_head, out['logits'], batch_stats)
-
-    grads, (per_head, logits, batch_stats) = jax.grad(
-        objective, has_aux=True
-    )(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    step_metrics = {
-        'loss': losses.weighted_loss(per_head, loss_weights),
-        'grad_norm': optax.global_norm(grads),
-        'param_norm': optax.global_norm(params),
-        'learning_rate': learning_rate(state.step),
-    }
-    for head, head_logits in logits.items():
-      step_metrics[f'{head}/loss'] = per_head[head]
-      step_metrics[f'{head}/accuracy'] = jnp.mean(
-          metrics_lib.topk_correct(head_logits, batch['label'], 1)
-      )
-    new_state = state.replace(
-        step=state.step + 1, params=params, batch_stats=batch_stats,
-        opt_state=opt_state,
-    )
-    return new_state, step_metrics
-
-  def eval_step(state: TrainState, batch):
-    out, _ = forward(
-        state.params, state.batch_stats, _model_inputs(batch), train=False
-    )
-    return metrics_lib.head_metric_sums(
-        out['logits'], batch['label'], batch['mask']
-    )
-
+  heads = steps.head_order(tuple(splits.modalities),
+                           config.model.modality_heads)
+  naive_weights = head_loss_weights(config, heads)
+  head_weights = jax.device_put(naive_weights, replicated)
+  train_step = steps.make_train_step(model, tx, learning_rate, heads)
+  eval_step = steps.make_eval_step(model)
   train_step = jax.jit(
       train_step, donate_argnums=(0,),
-      in_shardings=(replicated, batch_sharding),
+      in_shardings=(replicated, batch_sharding, replicated),
       out_shardings=(replicated, replicated),
   )
   eval_step = jax.jit(
@@ -404,7 +345,7 @@ def train_and_evaluate(
   with _StopRequest() as stop:
     while step < total_steps and not loop['stopped_early']:
       batch = _to_global(next(train_iter), batch_sharding)
-      state, step_metrics = train_step(state, batch)
+      state, step_metrics = train_step(state, batch, head_weights)
       pending.append(step_metrics)
       step += 1
       if progress.should_report(step):

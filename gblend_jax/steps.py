@@ -1,0 +1,158 @@
+"""The pure step functions the trainer jit-compiles.
+
+A model returns logits per head (``'fused'`` and one per modality). Heads are
+ordered as G-Blend orders them: each modality's head, then the fused head.
+The training objective is ``sum_i w_i L_i`` (G-Blend, Eq. 3) with the weights
+``w`` passed to the step as an array, so one compiled step serves naive
+training (``w`` one-hot on the fused head), fixed weights, and weights that an
+estimator replaces during training.
+"""
+
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from gblend_jax import losses
+from gblend_jax import metrics as metrics_lib
+
+NON_INPUT_KEYS = ('label', 'id', 'mask')
+FUSED = 'fused'
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training, as one pytree."""
+
+  step: jax.Array  # shape=(), dtype=int32
+  params: Any
+  batch_stats: Any  # {} for models without BatchNorm.
+  opt_state: optax.OptState
+  rng: jax.Array  # shape=(2,), dtype=uint32; folded with the step.
+
+
+def head_order(
+    modalities: Sequence[str], modality_heads: bool
+) -> tuple[str, ...]:
+  """The heads of a model, in blend order: modalities, then ``'fused'``."""
+  return (*modalities, FUSED) if modality_heads else (FUSED,)
+
+
+def model_inputs(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  """The modalities of a batch (no label, id or mask)."""
+  return {k: v for k, v in batch.items() if k not in NON_INPUT_KEYS}
+
+
+def forward(
+    model: nn.Module, params, batch_stats, inputs, *, train: bool, rng=None
+):
+  """Applies the model; in training mode also returns new batch statistics.
+
+  Returns:
+    ``(outputs, batch_stats)``: the model's output dict and the (updated in
+    training mode) batch statistics.
+  """
+  variables = {'params': params}
+  if batch_stats:
+    variables['batch_stats'] = batch_stats
+  if not train:
+    return model.apply(variables, inputs, train=False), batch_stats
+  out, updated = model.apply(
+      variables, inputs, train=True, rngs={'dropout': rng},
+      mutable=['batch_stats'],
+  )
+  return out, updated.get('batch_stats', batch_stats)
+
+
+def stacked_head_losses(
+    logits: Mapping[str, jax.Array], labels: jax.Array, heads: Sequence[str]
+) -> jax.Array:
+  """Per-head cross-entropy stacked in head order, shape ``[H]``."""
+  return jnp.stack(
+      [losses.cross_entropy(logits[head], labels) for head in heads]
+  )
+
+
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    learning_rate: optax.Schedule,
+    heads: Sequence[str],
+) -> Callable[[TrainState, Any, jax.Array], tuple[TrainState, dict]]:
+  """A step on the objective ``sum_i w_i L_i`` with one backward pass.
+
+  Args:
+    model: the classifier.
+    tx: the optimiser.
+    learning_rate: its schedule, for logging.
+    heads: head names in blend order; ``head_weights[i]`` weights ``heads[i]``.
+
+  Returns:
+    ``train_step(state, batch, head_weights) -> (state, metrics)``.
+  """
+
+  def train_step(state: TrainState, batch, head_weights: jax.Array):
+    rng = jax.random.fold_in(state.rng, state.step)
+
+    def objective(params):
+      out, batch_stats = forward(
+          model, params, state.batch_stats, model_inputs(batch), train=True,
+          rng=rng,
+      )
+      per_head = stacked_head_losses(out['logits'], batch['label'], heads)
+      return jnp.dot(head_weights, per_head), (per_head, out, batch_stats)
+
+    (total, (per_head, out, batch_stats)), grads = jax.value_and_grad(
+        objective, has_aux=True
+    )(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    step_metrics = _step_metrics(
+        total, per_head, out['logits'], batch['label'], heads, grads, params,
+        learning_rate(state.step),
+    )
+    new_state = state.replace(
+        step=state.step + 1, params=params, batch_stats=batch_stats,
+        opt_state=opt_state,
+    )
+    return new_state, step_metrics
+
+  return train_step
+
+
+def _step_metrics(
+    total, per_head, logits, labels, heads, grads, params, learning_rate
+) -> dict[str, jax.Array]:
+  step_metrics = {
+      'loss': total,
+      'grad_norm': optax.global_norm(grads),
+      'param_norm': optax.global_norm(params),
+      'learning_rate': learning_rate,
+  }
+  for i, head in enumerate(heads):
+    step_metrics[f'{head}/loss'] = per_head[i]
+    step_metrics[f'{head}/accuracy'] = jnp.mean(
+        metrics_lib.topk_correct(logits[head], labels, 1)
+    )
+  return step_metrics
+
+
+def make_eval_step(model: nn.Module) -> Callable[[TrainState, Any], dict]:
+  """``eval_step(state, batch)``: per-head metric sums over a masked batch."""
+
+  def eval_step(state: TrainState, batch):
+    out, _ = forward(
+        model, state.params, state.batch_stats, model_inputs(batch),
+        train=False,
+    )
+    return metrics_lib.head_metric_sums(
+        out['logits'], batch['label'], batch['mask']
+    )
+
+  return eval_step
