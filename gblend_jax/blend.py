@@ -1,0 +1,340 @@
+"""Gradient Blending: blend weights and the optax transform that applies them.
+
+A late-fusion network with k modalities gets one classification head per
+modality plus the fused head, so H = k + 1 losses. Gradient Blending trains on
+``L_blend = Σ_i w_i L_i`` with weights chosen to minimise the
+Overfitting-to-Generalisation Ratio (OGR).
+
+* `blend_weights` turns per-head measurements of Algorithm 1 (``G_i = ΔG`` and
+  ``O_i = ΔO`` from `gblend_jax.ogr`) into weights ``w_i ∝ G_i / O_i²``.
+* `gradient_blend` is an optax transform that blends per-loss gradients with
+  the weights in its state; it can re-estimate them in gradient space
+  (Proposition 1, see `gblend_jax.gradient_space`) inside the jitted step.
+
+References:
+  Wang, Tran, Feiszli, "What Makes Training Multi-modal Classification
+  Networks Hard?", CVPR 2020, https://arxiv.org/abs/1905.12681 (Algorithm 1,
+  Proposition 1).
+"""
+
+from typing import Any
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gblend_jax import gradient_space
+
+__all__ = (
+    'GradientBlendState',
+    'blend_weights',
+    'blend_weights_with_status',
+    'gradient_blend',
+)
+
+
+def blend_weights_with_status(
+    gains: jax.Array,
+    overfits: jax.Array,
+    *,
+    eps: float = 1e-6,
+    fallback: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+  """Algorithm 1's blend weights, and whether the fallback was used.
+
+  ``w_i = G_i / max(O_i, eps)²``, normalised so that ``Σ_i w_i = 1``, with:
+
+  * ``G_i <= 0`` (the held-out loss did not improve), or a non-finite ``G_i``
+    or ``O_i``: ``w_i = 0``. The gain is never wrapped in ``abs()``, so a head
+    that got worse never gets a positive weight;
+  * ``O_i`` clipped below at ``eps``: ``O_i <= 0`` means no overfitting was
+    measured (the gap between held-out and training loss shrank), which gives
+    a large weight ``G_i / eps²``, capped by the clip;
+  * if no head is valid, ``fallback`` (default uniform ``1/H``) is returned and
+    ``used_fallback`` is True, so the caller can say so in its log.
+
+  The normalisation is done in log space: finite weights summing to 1 even for
+  huge ratios. Jit-compatible (no Python branching on values).
+
+  Args:
+    gains: [H] generalisation gains ``G_i = ΔG`` (one per head: each
+      modality's head, then the fused head).
+    overfits: [H] overfitting deltas ``O_i = ΔO``.
+    eps: lower clip of ``O_i``.
+    fallback: [H] weights returned when no head is valid; None is uniform.
+
+  Returns:
+    ``(weights, used_fallback)``: float32 [H] and a boolean scalar array.
+
+  Raises:
+    ValueError: if the shapes are not both [H] (or fallback is not [H]).
+  """
+  overfits = jnp.asarray(overfits, jnp.float32)
+  log_denominator = jnp.where(
+      jnp.isfinite(overfits),
+      2.0 * jnp.log(jnp.maximum(overfits, eps)),
+      jnp.nan,
+  )
+  return gradient_space.positive_ratio_weights(
+      gains, log_denominator, fallback=fallback
+  )
+
+
+def blend_weights(
+    gains: jax.Array,
+    overfits: jax.Array,
+    *,
+    eps: float = 1e-6,
+    fallback: jax.Array | None = None,
+) -> jax.Array:
+  """Algorithm 1's blend weights ``w_i = G_i / O_i²``, normalised to sum to 1.
+
+  See `blend_weights_with_status` for the rules (``G_i <= 0`` or non-finite
+  input gives 0, ``O_i`` clipped at ``eps``, fallback when no head is valid)
+  and for the flag that says whether the fallback was used.
+
+  Args:
+    gains: [H] generalisation gains ``G_i = ΔG``.
+    overfits: [H] overfitting deltas ``O_i = ΔO``.
+    eps: lower clip of ``O_i``.
+    fallback: [H] weights returned when no head is valid; None is uniform.
+
+  Returns:
+    float32 [H] weights.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from gblend_jax.blend import blend_weights
+    >>> w = blend_weights(jnp.array([0.2, 0.1, -0.4]),
+    ...                   jnp.array([0.1, 0.5, 0.2]))
+    >>> print(w.round(3))  # [20, 0.4, 0] / 20.4; the third head got worse.
+    [0.98 0.02 0.  ]
+  """
+  weights, _ = blend_weights_with_status(
+      gains, overfits, eps=eps, fallback=fallback
+  )
+  return weights
+
+
+class GradientBlendState(NamedTuple):
+  """State of `gradient_blend`."""
+
+  weights: jax.Array  # shape=(H,), dtype=float32; the blend weights in use.
+  count: jax.Array  # shape=(), dtype=int32; update calls so far.
+  gain: jax.Array  # shape=(H,), dtype=float32; EMA of <h, v_k>.
+  sigma_sq: jax.Array  # shape=(H,), dtype=float32; EMA of <u - h, v_k>².
+  estimate_count: jax.Array  # shape=(), dtype=int32; EMA updates so far.
+  used_fallback: jax.Array  # shape=(), dtype=bool; last estimate fell back.
+
+
+def gradient_blend(
+    weights: jax.Array | None = None,
+    *,
+    num_heads: int | None = None,
+    axis_name: str | None = None,
+    estimate_every: int = 0,
+    decay: float = 0.9,
+    eps: float = 1e-8,
+    fused_index: int = -1,
+) -> optax.GradientTransformationExtraArgs:
+  """Blends per-loss gradients: ``Σ_i w_i g_i``.
+
+  The update takes per-loss gradients, every leaf with a leading axis of size
+  H (one gradient per loss, in head order: each modality's head, then the
+  fused head), and returns one params-shaped update ``Σ_i w_i g_i``, the
+  gradient of ``L_blend = Σ_i w_i L_i``. The weights live in the state
+  (``optax.tree.get(state, 'weights')``) and are used as given (not
+  renormalised). They change in two ways:
+
+  * the ``weights`` extra arg: weights estimated outside (Algorithm 1 with
+    `blend_weights`) replace the state's weights, from this step on;
+  * ``estimate_every > 0`` and the ``holdout_grads`` extra arg (the
+    params-shaped gradient of the fused loss on a held-out batch): on every
+    step where ``count % estimate_every == 0`` the Proposition 1 statistics of
+    `gradient_space.gradient_statistics` update an EMA with ``decay``,
+    Adam-style bias-corrected by ``1 - decay^n``, and the weights become
+    `gradient_space.weights_from_statistics` of it. (As ``w ∝ gain /
+    sigma_sq`` and both share the correction, it matters only against the
+    ``eps`` floor.) If no head has a positive gain, or the batch statistics
+    are not finite, the previous weights are kept and ``used_fallback`` in the
+    state is set. On other steps ``holdout_grads`` is ignored (it may be
+    zeros; a caller that wants to skip the held-out pass can test
+    ``state.count % estimate_every == 0`` itself).
+
+  Must come first in an ``optax.chain``: transforms before it would see
+  gradients with a leading loss axis. Under ``optax.MultiSteps`` either put
+  the accumulation after the blend (``chain(gradient_blend(w),
+  MultiSteps(opt, k))``, params-shaped, works with any ``opt``) or wrap the
+  whole chain and initialise it with a per-loss-gradient-shaped tree (only
+  for stateless transforms after the blend, since MultiSteps then
+  initialises them with that shape; the weights are then re-estimated only
+  on the mini-step that emits, from the averaged per-loss gradients and that
+  mini-step's ``holdout_grads``). Under ``optax.inject_hyperparams`` pass
+  ``num_heads``, ``estimate_every`` and ``fused_index`` as ``static_args``
+  (``decay`` and ``eps`` may be injected); do not inject ``weights``: the
+  state's weights win, so change them with the ``weights`` extra arg.
+
+  Inside a user's ``jax.pmap`` with ``axis_name``, the statistics (inner
+  products) are averaged across devices with ``jax.lax.pmean``, so all devices
+  compute the same weights. The blended gradients are *not* reduced: pmean
+  the per-loss gradients (or the blended update) as usual. Under ``jax.jit``
+  with sharded arrays no ``axis_name`` is needed.
+
+  Args:
+    weights: [H] initial blend weights; None gives uniform ``1/H``.
+    num_heads: H, required when ``weights`` is None.
+    axis_name: mapped axis over which to average the statistics.
+    estimate_every: re-estimate the weights every this many steps from
+      ``holdout_grads`` (0: never).
+    decay: EMA decay of the statistics.
+    eps: floor of ``sigma_sq`` in the weights.
+    fused_index: position of the fused head among the H losses.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose update is
+    ``update(per_loss_grads, state, params=None, *, weights=None,
+    holdout_grads=None, **extra_args)``.
+
+  Raises:
+    ValueError: if H is unknown or inconsistent (at construction), or if a
+      leaf's leading axis is not H (at trace time, naming the leaf's shape).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import optax
+    >>> from gblend_jax.blend import gradient_blend
+    >>> params = {'w': jnp.zeros(2)}
+    >>> opt = optax.chain(gradient_blend(jnp.array([0.25, 0.75])),
+    ...                   optax.sgd(learning_rate=1.0))
+    >>> state = opt.init(params)
+    >>> per_loss_grads = {'w': jnp.array([[1.0, 0.0], [0.0, 1.0]])}
+    >>> updates, state = opt.update(per_loss_grads, state, params)
+    >>> print(updates['w'])
+    [-0.25 -0.75]
+    >>> print(optax.tree.get(state, 'weights'))
+    [0.25 0.75]
+
+  References:
+    Wang, Tran, Feiszli, "What Makes Training Multi-modal Classification
+    Networks Hard?", CVPR 2020, https://arxiv.org/abs/1905.12681
+    (Algorithm 1, Proposition 1).
+  """
+  if weights is not None:
+    weight_shape = jnp.shape(weights)
+    if len(weight_shape) != 1:
+      raise ValueError(f'weights must have shape [H]; got {weight_shape}.')
+    if num_heads is not None and num_heads != weight_shape[0]:
+      raise ValueError(
+          f'num_heads={num_heads} disagrees with weights of shape '
+          f'{weight_shape}.'
+      )
+    num_heads = weight_shape[0]
+  if num_heads is None:
+    raise ValueError('gradient_blend needs `weights` or `num_heads`.')
+  if num_heads < 1:
+    raise ValueError(f'num_heads must be positive; got {num_heads}.')
+  if estimate_every < 0:
+    raise ValueError(f'estimate_every must be >= 0; got {estimate_every}.')
+
+  def as_weights(w):
+    w = jnp.asarray(w, jnp.float32)
+    if w.shape != (num_heads,):
+      raise ValueError(
+          f'weights has shape {w.shape}; expected ({num_heads},).'
+      )
+    return w
+
+  def init_fn(params):
+    del params  # The state does not depend on the parameters' shapes.
+    if weights is None:
+      initial = jnp.full((num_heads,), 1.0 / num_heads, jnp.float32)
+    else:
+      initial = as_weights(weights)
+    zeros = jnp.zeros((num_heads,), jnp.float32)
+    return GradientBlendState(
+        weights=initial,
+        count=jnp.zeros([], jnp.int32),
+        gain=zeros,
+        sigma_sq=zeros,
+        estimate_count=jnp.zeros([], jnp.int32),
+        used_fallback=jnp.zeros([], jnp.bool_),
+    )
+
+  def update_fn(
+      per_loss_grads: Any,
+      state: GradientBlendState,
+      params: Any = None,
+      *,
+      weights: jax.Array | None = None,
+      holdout_grads: Any = None,
+      **extra_args: Any,
+  ):
+    del params, extra_args
+    gradient_space.check_per_loss_grads(per_loss_grads, num_heads)
+    current = state.weights if weights is None else as_weights(weights)
+    estimate = (current, state.gain, state.sigma_sq, state.estimate_count,
+                state.used_fallback)
+
+    if estimate_every > 0 and holdout_grads is not None:
+      gradient_space.check_holdout_grads(per_loss_grads, holdout_grads)
+
+      def reestimate(operand):
+        current, gain, sigma_sq, estimate_count, _ = operand
+        batch_gain, batch_sigma_sq = gradient_space.gradient_statistics(
+            per_loss_grads,
+            holdout_grads,
+            fused_index=fused_index,
+            axis_name=axis_name,
+        )
+        finite = jnp.all(jnp.isfinite(batch_gain)) & jnp.all(
+            jnp.isfinite(batch_sigma_sq)
+        )
+        new_gain = decay * gain + (1.0 - decay) * batch_gain
+        new_sigma_sq = decay * sigma_sq + (1.0 - decay) * batch_sigma_sq
+        new_count = optax.safe_increment(estimate_count)
+        correction = 1.0 - jnp.power(
+            jnp.asarray(decay, jnp.float32), new_count.astype(jnp.float32)
+        )
+        new_weights, used_fallback = (
+            gradient_space.weights_from_statistics_with_status(
+                new_gain / correction,
+                new_sigma_sq / correction,
+                eps,
+                fallback=current,
+            )
+        )
+        keep = lambda new, old: jnp.where(finite, new, old)
+        return (
+            keep(new_weights, current),
+            keep(new_gain, gain),
+            keep(new_sigma_sq, sigma_sq),
+            keep(new_count, estimate_count),
+            used_fallback | ~finite,
+        )
+
+      estimate = jax.lax.cond(
+          state.count % estimate_every == 0,
+          reestimate,
+          lambda operand: operand,
+          estimate,
+      )
+
+    current, gain, sigma_sq, estimate_count, used_fallback = estimate
+    blended = jax.tree.map(
+        lambda g: jnp.einsum(
+            'i,i...->...', current, g, precision=jax.lax.Precision.HIGHEST
+        ).astype(g.dtype),
+        per_loss_grads,
+    )
+    new_state = GradientBlendState(
+        weights=current,
+        count=optax.safe_increment(state.count),
+        gain=gain,
+        sigma_sq=sigma_sq,
+        estimate_count=estimate_count,
+        used_fallback=used_fallback,
+    )
+    return blended, new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
