@@ -17,6 +17,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from gblend_jax import metric_writer
 from gblend_jax import train
 
 _WORKDIR = flags.DEFINE_string(
@@ -31,13 +32,21 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  metric_writer.quiet_library_logs()
   os.makedirs(_WORKDIR.value, exist_ok=True)
   command = shlex.join([os.path.basename(sys.executable), '-m',
                         'experiments.main', *sys.argv[1:]])
   with open(os.path.join(_WORKDIR.value, 'command.txt'), 'a') as f:
     f.write(command + '\n')
   results = train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
-  logging.info('Results: %s', results)
+  if 'final' in results:
+    final = results['final']
+    logging.info(
+        'Done at step %d: fused test accuracy %.4f, held-out %.4f; results '
+        'in %s.', results['step'], final['test/fused/accuracy'],
+        final['holdout/fused/accuracy'],
+        os.path.join(_WORKDIR.value, 'results.json'),
+    )
 
 
 if __name__ == '__main__':

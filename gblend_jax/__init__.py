@@ -10,12 +10,21 @@ The library's public surface. Submodules:
   gblend_jax.train          `train_and_evaluate`, the one training loop
   gblend_jax.checkpointing  orbax checkpoints of a run
   gblend_jax.config         `default_config`, every key of a run
+  gblend_jax.blend          `blend_weights`, `gradient_blend` (G-Blend)
+  gblend_jax.ogr            overfitting, generalisation and OGR per head
+  gblend_jax.gradient_space Proposition 1's statistics in gradient space
 """
 
+from gblend_jax import ogr
+from gblend_jax.blend import blend_weights
+from gblend_jax.blend import gradient_blend
 from gblend_jax.config import default_config
 from gblend_jax.train import train_and_evaluate
 
 __all__ = (
+    'blend_weights',
     'default_config',
+    'gradient_blend',
+    'ogr',
     'train_and_evaluate',
 )

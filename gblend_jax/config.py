@@ -11,9 +11,13 @@ from gblend_jax import data
 from gblend_jax import models
 from gblend_jax import optim
 
-# How the per-head losses are combined. This trainer knows 'none'
-# (naive training: the fused head's loss only, G-Blend's baseline).
-BLEND_MODES = ('none',)
+# How the per-head losses are combined (G-Blend, Wang et al. CVPR 2020):
+#   none      naive training: the fused head's loss only (the baseline);
+#   fixed     sum_i w_i L_i with blend.weights;
+#   offline   Algorithm 2: Algorithm 1 once from the initial model;
+#   online    Algorithm 3: Algorithm 1 at the start of every super-epoch;
+#   gradient  Proposition 1 estimated in gradient space inside the step.
+BLEND_MODES = ('none', 'fixed', 'offline', 'online', 'gradient')
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -22,7 +26,28 @@ def default_config() -> ml_collections.ConfigDict:
   config.data = data.default_data_config()
   config.model = models.default_model_config()
   config.optimizer = optim.default_optimizer_config()
-  config.blend = ml_collections.ConfigDict({'mode': 'none'})
+  config.blend = ml_collections.ConfigDict({
+      'mode': 'none',  # One of BLEND_MODES.
+      # One weight per head in head order (modalities, then fused): the
+      # weights of 'fixed'; the starting weights of the other modes (default
+      # uniform).
+      'weights': (),
+      # Algorithm 1: epochs of training each head's model (offline: N;
+      # online: n, the super-epoch length).
+      'estimate_epochs': 5.0,
+      # Online: epochs of training with the starting weights before the
+      # first estimate.
+      'warmup_epochs': 0.0,
+      # Algorithm 1 measures 'loss' or 'accuracy' (the paper allows both).
+      'measure': 'loss',
+      # Size of the fixed training subset on which L^T is measured; 0: as
+      # many examples as the held-out split.
+      'train_subset_size': 0,
+      'eps': 1e-6,  # Lower clip of O_i (Algorithm 1) and sigma_k^2.
+      # Gradient mode: re-estimate every this many steps, EMA decay.
+      'estimate_every_steps': 1,
+      'decay': 0.9,
+  })
   config.seed = 0  # Parameter initialisation and dropout.
   config.num_epochs = 10
   config.num_train_steps = -1  # When > 0, overrides num_epochs.

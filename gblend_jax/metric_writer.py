@@ -8,6 +8,7 @@ Files inside the work directory::
 """
 
 import json
+import logging as std_logging
 import math
 import os
 import time
@@ -108,6 +109,17 @@ class ProgressReporter:
     )
     self._last_step, self._last_time = step, now
     return rate
+
+
+def quiet_library_logs() -> None:
+  """Hides orbax's INFO lines (several per checkpoint) from the absl log.
+
+  Warnings and errors still show; the trainer's own progress lines stay.
+  """
+  logging.get_absl_handler().addFilter(
+      lambda record: record.levelno >= std_logging.WARNING
+      or 'orbax' not in record.pathname
+  )
 
 
 def _format_seconds(seconds: float) -> str:

@@ -156,3 +156,79 @@ def make_eval_step(model: nn.Module) -> Callable[[TrainState, Any], dict]:
     )
 
   return eval_step
+
+
+def make_gradient_blend_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformationExtraArgs,
+    learning_rate: optax.Schedule,
+    heads: Sequence[str],
+) -> Callable[[TrainState, Any, Any], tuple[TrainState, dict]]:
+  """A step that blends per-loss gradients with `gblend_jax.gradient_blend`.
+
+  The per-loss gradients ``v_k`` come from one forward pass and H
+  vector-Jacobian products (``jax.jacrev`` of the ``[H]`` loss vector); the
+  gradient of the fused loss on a held-out batch estimates ``∇L*``
+  (Proposition 1). `tx` must start with ``gradient_blend``, which blends the
+  per-loss gradients and re-estimates its weights from these statistics.
+
+  Args:
+    model: the classifier.
+    tx: ``optax.chain(gradient_blend(...), optimiser)``.
+    learning_rate: the optimiser's schedule, for logging.
+    heads: head names in blend order.
+
+  Returns:
+    ``train_step(state, batch, holdout_batch) -> (state, metrics)``; the
+    metrics include ``blend/weight/<head>`` (the weights after the step).
+  """
+  def train_step(state: TrainState, batch, holdout_batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+
+    def loss_vector(params):
+      out, batch_stats = forward(
+          model, params, state.batch_stats, model_inputs(batch), train=True,
+          rng=rng,
+      )
+      per_head = stacked_head_losses(out['logits'], batch['label'], heads)
+      return per_head, (per_head, out, batch_stats)
+
+    per_loss_grads, (per_head, out, batch_stats) = jax.jacrev(
+        loss_vector, has_aux=True
+    )(state.params)
+
+    def holdout_loss(params):
+      holdout_out, _ = forward(
+          model, params, batch_stats, model_inputs(holdout_batch), train=False
+      )
+      return losses.cross_entropy(
+          holdout_out['logits'][FUSED], holdout_batch['label']
+      )
+
+    holdout_grads = jax.grad(holdout_loss)(state.params)
+    updates, opt_state = tx.update(
+        per_loss_grads, state.opt_state, state.params,
+        holdout_grads=holdout_grads,
+    )
+    params = optax.apply_updates(state.params, updates)
+    blend_state = optax.tree.get(opt_state, 'weights')
+    blended = jax.tree.map(
+        lambda g: jnp.einsum('i,i...->...', blend_state, g), per_loss_grads
+    )
+    step_metrics = _step_metrics(
+        jnp.dot(blend_state, per_head), per_head, out['logits'],
+        batch['label'], heads, blended, params, learning_rate(state.step),
+    )
+    for i, head in enumerate(heads):
+      step_metrics[f'blend/weight/{head}'] = blend_state[i]
+      step_metrics[f'blend/gain/{head}'] = optax.tree.get(opt_state,
+                                                          'gain')[i]
+      step_metrics[f'blend/sigma_sq/{head}'] = optax.tree.get(
+          opt_state, 'sigma_sq')[i]
+    new_state = state.replace(
+        step=state.step + 1, params=params, batch_stats=batch_stats,
+        opt_state=opt_state,
+    )
+    return new_state, step_metrics
+
+  return train_step

@@ -22,8 +22,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from absl import logging
 
+from gblend_jax import blend
+from gblend_jax import blend_estimation
 from gblend_jax import checkpointing
 from gblend_jax import config as config_lib
 from gblend_jax import data
@@ -31,6 +34,7 @@ from gblend_jax import metric_writer
 from gblend_jax import metrics as metrics_lib
 from gblend_jax import models
 from gblend_jax import optim
+from gblend_jax import plots
 from gblend_jax import steps
 
 SPLITS = ('train', 'holdout', 'test')
@@ -70,18 +74,53 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def head_loss_weights(
     config: ml_collections.ConfigDict, heads: tuple[str, ...]
 ) -> np.ndarray:
-  """The weight of each head's loss in the objective, in head order.
+  """The starting weight of each head's loss, in head order.
 
   Args:
     config: the run config.
     heads: the model's heads in blend order (modalities, then ``'fused'``).
 
   Returns:
-    ``[H]`` float32 weights. Naive training (``blend.mode='none'``) trains
-    the fused head only.
+    ``[H]`` float32 weights: one-hot on the fused head for naive training
+    (``blend.mode='none'``); ``blend.weights`` if given; else uniform.
+
+  Raises:
+    ValueError: for blend weights of the wrong length, negative, not finite
+      or not summing to 1, and for a blend mode on a model with one head.
   """
-  del config  # Only the naive mode exists so far.
-  return np.array([h == steps.FUSED for h in heads], np.float32)
+  mode = config.blend.mode
+  if mode == 'none':
+    return np.array([h == steps.FUSED for h in heads], np.float32)
+  if len(heads) < 3:
+    raise ValueError(
+        f'config.blend.mode={mode!r} blends one loss per head and needs '
+        'several modalities with config.model.modality_heads=True; this '
+        f'model has the heads {list(heads)}.'
+    )
+  weights = np.asarray(config.blend.weights, np.float64)
+  if weights.size == 0:
+    if mode == 'fixed':
+      raise ValueError(
+          "config.blend.mode='fixed' needs config.blend.weights, one per "
+          f'head in the order {list(heads)}.'
+      )
+    return np.full(len(heads), 1.0 / len(heads), np.float32)
+  if weights.shape != (len(heads),):
+    raise ValueError(
+        f'config.blend.weights={tuple(config.blend.weights)} has '
+        f'{weights.size} entries; the heads are {list(heads)}.'
+    )
+  if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+    raise ValueError(
+        f'config.blend.weights={tuple(config.blend.weights)} must be finite '
+        'and non-negative.'
+    )
+  if abs(weights.sum() - 1.0) > 1e-6:
+    raise ValueError(
+        f'config.blend.weights={tuple(config.blend.weights)} sum to '
+        f'{weights.sum():.6g}, not 1.'
+    )
+  return weights.astype(np.float32)
 
 
 def _mesh_and_shardings() -> tuple[
@@ -230,10 +269,23 @@ def train_and_evaluate(
       config.model, modalities=splits.modalities,
       num_classes=splits.num_classes,
   )
+  heads = steps.head_order(tuple(splits.modalities),
+                           config.model.modality_heads)
+  initial_weights = head_loss_weights(config, heads)
   tx = optim.build_optimizer(
       config.optimizer, total_steps=total_steps,
       steps_per_epoch=steps_per_epoch,
   )
+  if config.blend.mode == 'gradient':
+    tx = optax.chain(
+        blend.gradient_blend(
+            initial_weights,
+            estimate_every=config.blend.estimate_every_steps,
+            decay=config.blend.decay,
+            eps=config.blend.eps,
+        ),
+        tx,
+    )
   learning_rate = optim.learning_rate_schedule(
       config.optimizer, total_steps=total_steps,
       steps_per_epoch=steps_per_epoch,
@@ -274,8 +326,18 @@ def train_and_evaluate(
       process_index=jax.process_index(),
       process_count=jax.process_count(),
   )
+  holdout_iter = None
+  if config.blend.mode == 'gradient':
+    holdout_iter = data.train_iterator(
+        splits.holdout,
+        global_batch_size=global_batch,
+        seed=config.data.shuffle_seed + 1,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
   loop = {'best_metric': None, 'best_step': None, 'evals_since_best': 0,
-          'stopped_early': False}
+          'stopped_early': False, 'blend_weights': None,
+          'last_estimate_step': None}
   start_step = checkpointer.latest_step()
   if start_step is None:
     start_step = 0
@@ -286,21 +348,39 @@ def train_and_evaluate(
   else:
     state, extra = checkpointer.restore(abstract_state, step=start_step)
     train_iter.set_state(extra['data_iterator'])
+    if holdout_iter is not None:
+      holdout_iter.set_state(extra['holdout_iterator'])
     loop.update(extra['loop'])
     logging.info('Resumed from the checkpoint at step %d.', start_step)
 
   # ---- Step functions.
-  heads = steps.head_order(tuple(splits.modalities),
-                           config.model.modality_heads)
-  naive_weights = head_loss_weights(config, heads)
-  head_weights = jax.device_put(naive_weights, replicated)
-  train_step = steps.make_train_step(model, tx, learning_rate, heads)
-  eval_step = steps.make_eval_step(model)
-  train_step = jax.jit(
-      train_step, donate_argnums=(0,),
-      in_shardings=(replicated, batch_sharding, replicated),
-      out_shardings=(replicated, replicated),
+  head_weights = jax.device_put(
+      np.asarray(loop['blend_weights'] or initial_weights, np.float32),
+      replicated,
   )
+  eval_step = steps.make_eval_step(model)
+  if config.blend.mode == 'gradient':
+    train_step = jax.jit(
+        steps.make_gradient_blend_train_step(model, tx, learning_rate, heads),
+        donate_argnums=(0,),
+        in_shardings=(replicated, batch_sharding, batch_sharding),
+        out_shardings=(replicated, replicated),
+    )
+
+    def run_step(state, batch):
+      holdout_batch = _to_global(next(holdout_iter), batch_sharding)
+      return train_step(state, batch, holdout_batch)
+  else:
+    train_step = jax.jit(
+        steps.make_train_step(model, tx, learning_rate, heads),
+        donate_argnums=(0,),
+        in_shardings=(replicated, batch_sharding, replicated),
+        out_shardings=(replicated, replicated),
+    )
+
+    def run_step(state, batch):
+      return train_step(state, batch, head_weights)
+
   eval_step = jax.jit(
       eval_step, in_shardings=(replicated, batch_sharding),
       out_shardings=replicated,
@@ -310,9 +390,11 @@ def train_and_evaluate(
   eval_batch = -(-config.data.eval_batch_size // jax.device_count())
   eval_batch *= jax.device_count()
 
-  def evaluate(state: TrainState) -> dict[str, float]:
+  def evaluate(
+      state: TrainState, sources: Mapping[str, data.Source] = eval_sources
+  ) -> dict[str, float]:
     results = {}
-    for split, source in eval_sources.items():
+    for split, source in sources.items():
       batch_sums = []
       for batch in data.eval_batches(
           source, batch_size=eval_batch,
@@ -329,7 +411,49 @@ def train_and_evaluate(
 
   def save(step: int, state: TrainState) -> None:
     extra = {'data_iterator': train_iter.get_state(), 'loop': dict(loop)}
+    if holdout_iter is not None:
+      extra['holdout_iterator'] = holdout_iter.get_state()
     checkpointer.save(step, state, _jsonable(extra))
+
+  # ---- Blend weights by Algorithm 1 (offline and online modes).
+  estimate = None
+  if config.blend.mode in ('offline', 'online'):
+    constant = config.optimizer.copy_and_resolve_references()
+    constant.schedule, constant.warmup_epochs = 'constant', 0.0
+    estimate_tx = optim.build_optimizer(
+        constant, total_steps=total_steps, steps_per_epoch=steps_per_epoch
+    )
+    estimate_step = jax.jit(
+        steps.make_train_step(
+            model, estimate_tx,
+            optax.constant_schedule(constant.learning_rate), heads,
+        ),
+        in_shardings=(replicated, batch_sharding, replicated),
+        out_shardings=(replicated, replicated),
+    )
+    subset_size = min(
+        config.blend.train_subset_size or len(splits.holdout),
+        len(splits.train),
+    )
+    train_subset = data.IndexSubset(splits.train, np.sort(
+        np.random.default_rng(config.data.holdout_seed).choice(
+            len(splits.train), subset_size, replace=False)))
+
+    def make_batches(seed: int):
+      batches = data.train_iterator(
+          splits.train, global_batch_size=global_batch, seed=seed,
+          process_index=jax.process_index(),
+          process_count=jax.process_count(),
+      )
+      return (_to_global(b, batch_sharding) for b in batches)
+
+    estimate = blend_estimation.ScheduledEstimator(
+        config, train_step=estimate_step, tx=estimate_tx,
+        make_batches=make_batches, evaluate=evaluate,
+        sources={'train': train_subset, 'holdout': splits.holdout},
+        heads=heads, steps_per_epoch=steps_per_epoch,
+        put=lambda x: jax.device_put(x, replicated),
+    )
 
   # ---- The loop.
   writer = metric_writer.MetricWriter(
@@ -344,8 +468,15 @@ def train_and_evaluate(
   interrupted = False
   with _StopRequest() as stop:
     while step < total_steps and not loop['stopped_early']:
+      if estimate is not None and estimate.due(step, loop):
+        result = estimate(state, step, loop['blend_weights'] or initial_weights)
+        loop['blend_weights'] = result.weights.tolist()
+        loop['last_estimate_step'] = step
+        head_weights = jax.device_put(result.weights, replicated)
+        writer.write(step, {**result.as_metrics(heads),
+                            'blend/epoch': step / steps_per_epoch})
       batch = _to_global(next(train_iter), batch_sharding)
-      state, step_metrics = train_step(state, batch, head_weights)
+      state, step_metrics = run_step(state, batch)
       pending.append(step_metrics)
       step += 1
       if progress.should_report(step):
@@ -355,7 +486,10 @@ def train_and_evaluate(
         summary['steps_per_second'] = progress.report(
             step, f"loss {summary['loss']:.4f}"
         )
-        writer.write(step, {f'train_step/{k}': v for k, v in summary.items()})
+        writer.write(step, {
+            k if k.startswith('blend/') else f'train_step/{k}': v
+            for k, v in summary.items()
+        })
       if step % eval_every == 0 or step == total_steps:
         last_eval = evaluate(state)
         writer.write(step, last_eval)
@@ -388,9 +522,17 @@ def train_and_evaluate(
       'best': best,
       'stopped_early': loop['stopped_early'],
   }
+  if config.blend.mode != 'none':
+    results['blend_weights'] = dict(zip(
+        heads, np.asarray(jax.device_get(
+            optax.tree.get(state.opt_state, 'weights')
+            if config.blend.mode == 'gradient' else head_weights
+        )).tolist(), strict=True))
   if is_chief:
     with open(os.path.join(workdir, 'results.json'), 'w') as f:
       json.dump(results, f, indent=2)
+    if config.blend.mode in ('offline', 'online', 'gradient'):
+      plots.plot_blend(workdir, heads)
   checkpointer.close()
   writer.close()
   return results

@@ -62,23 +62,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(
   straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
 
   # Interrupt at step 7 (mid-epoch: 5 steps per epoch) as SIGTERM would.
-  class StopAtStep7(train._StopRequest):  # pylint: disable=protected-access
-    calls = 0
-
-    @property
-    def signal_name(self):
-      StopAtStep7.calls += 1
-      return 'SIGTERM' if StopAtStep7.calls == 7 else None
-
-    @signal_name.setter
-    def signal_name(self, value):
-      pass
-
-  monkeypatch.setattr(train, '_StopRequest', StopAtStep7)
-  interrupted = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
-  assert interrupted == {'interrupted_at_step': 7}
-  monkeypatch.undo()
-  resumed = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  resumed = train_utils.interrupted_then_resumed(
+      config, str(tmp_path / 'resumed'), 7, monkeypatch)
   assert resumed['final'] == straight['final']
   # The metrics file reads as one run: each step logged once.
   steps = [r['step'] for r in metric_writer.read_metrics(

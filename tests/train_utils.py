@@ -21,3 +21,37 @@ def tiny_synthetic_config(
   config.log_every_steps = 2
   config.eval_every_epochs = 1.0
   return config
+
+
+def stop_request_at(step: int):
+  """A `train._StopRequest` that acts as if SIGTERM came during `step`.
+
+  The trainer reads ``signal_name`` once per step, after the step, so the
+  run saves a checkpoint at `step` and returns, as it does on SIGTERM.
+  """
+  from gblend_jax import train  # pylint: disable=g-import-not-at-top
+
+  class StopAtStep(train._StopRequest):  # pylint: disable=protected-access
+    reads = 0
+
+    @property
+    def signal_name(self):
+      StopAtStep.reads += 1
+      return 'SIGTERM' if StopAtStep.reads == step else None
+
+    @signal_name.setter
+    def signal_name(self, value):
+      del value
+
+  return StopAtStep
+
+
+def interrupted_then_resumed(config, workdir: str, step: int, monkeypatch):
+  """Runs `config` to `step`, stops as on SIGTERM, reruns to the end."""
+  from gblend_jax import train  # pylint: disable=g-import-not-at-top
+
+  with monkeypatch.context() as patch:
+    patch.setattr(train, '_StopRequest', stop_request_at(step))
+    assert train.train_and_evaluate(config, workdir) == {
+        'interrupted_at_step': step}
+  return train.train_and_evaluate(config, workdir)

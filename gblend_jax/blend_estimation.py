@@ -1,0 +1,211 @@
+"""Algorithm 1 of Gradient Blending: weights from training each head's model.
+
+Wang, Tran, Feiszli, "What Makes Training Multi-modal Classification Networks
+Hard?", CVPR 2020, Algorithm 1. From the current checkpoint N, for every head
+i (each modality's head, then the fused head): train head i's model (its
+encoder(s) and its head, i.e. the parameters that its loss reaches) alone for
+n epochs, and measure the training loss ``L^T`` (on a fixed training subset)
+and the held-out loss ``L^V`` (on the held-out split, never the test split)
+before and after. Then ``G_i = ΔG``, ``O_i = ΔO`` and ``w_i = G_i / O_i²``,
+normalised (`gblend_jax.blend.blend_weights_with_status`).
+
+The trainer supplies how to train a head and how to measure, so this module
+holds only the algorithm; Algorithm 2 (offline: once, from the initial model)
+and Algorithm 3 (online: at the start of every super-epoch) call it.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from gblend_jax import blend
+from gblend_jax import ogr
+
+
+@dataclasses.dataclass(frozen=True)
+class BlendEstimate:
+  """The outcome of one run of Algorithm 1.
+
+  Attributes:
+    weights: ``[H]`` weights that sum to 1 (the previous ones on fallback).
+    report: per-head ``ΔG``, ``ΔO``, ``O`` before and after, and OGR.
+    used_fallback: True when no head had ``G_i > 0``.
+  """
+
+  weights: np.ndarray
+  report: ogr.OGRReport
+  used_fallback: bool
+
+  def as_metrics(self, heads: Sequence[str]) -> dict[str, float]:
+    """Flat metrics ``blend/<quantity>/<head>`` for the metrics log."""
+    values = {
+        'weight': self.weights,
+        'gain': self.report.gain,
+        'overfit_delta': self.report.overfit_delta,
+        'overfitting': self.report.overfitting_after,
+        'ogr': self.report.ogr,
+    }
+    result = {'blend/used_fallback': float(self.used_fallback)}
+    for quantity, per_head in values.items():
+      for head, value in zip(heads, np.asarray(per_head), strict=True):
+        result[f'blend/{quantity}/{head}'] = float(value)
+    return result
+
+
+def estimate_blend_weights(
+    state: Any,
+    *,
+    num_heads: int,
+    train_head: Callable[[Any, int], Any],
+    measure: Callable[[Any], tuple[np.ndarray, np.ndarray]],
+    previous_weights: np.ndarray,
+    higher_is_better: bool = False,
+    eps: float = 1e-6,
+) -> BlendEstimate:
+  """Runs Algorithm 1 from `state`.
+
+  Args:
+    state: the current checkpoint (left unchanged).
+    num_heads: H, the number of heads.
+    train_head: ``train_head(state, i)`` returns the state after training
+      head i's model alone for n epochs.
+    measure: ``measure(state)`` returns ``(train, holdout)``, each ``[H]``:
+      every head's loss (or accuracy) on the fixed training subset and on the
+      held-out split.
+    previous_weights: ``[H]`` weights kept when no head generalised.
+    higher_is_better: True when `measure` returns accuracies.
+    eps: lower clip of ``O_i`` (see `blend.blend_weights_with_status`).
+
+  Returns:
+    The weights and the measurements behind them.
+  """
+  train_before, holdout_before = measure(state)
+  train_after = np.empty(num_heads, np.float64)
+  holdout_after = np.empty(num_heads, np.float64)
+  for head in range(num_heads):
+    train, holdout = measure(train_head(state, head))
+    train_after[head], holdout_after[head] = train[head], holdout[head]
+  report = ogr.OGRReport.from_losses(
+      np.asarray(train_before, np.float32),
+      np.asarray(holdout_before, np.float32),
+      train_after.astype(np.float32),
+      holdout_after.astype(np.float32),
+      higher_is_better=higher_is_better,
+  )
+  weights, used_fallback = blend.blend_weights_with_status(
+      report.gain, report.overfit_delta, eps=eps,
+      fallback=np.asarray(previous_weights, np.float32),
+  )
+  return BlendEstimate(
+      weights=np.asarray(weights),
+      report=ogr.OGRReport(*(np.asarray(x) for x in report)),
+      used_fallback=bool(used_fallback),
+  )
+
+
+class ScheduledEstimator:
+  """Algorithm 1 run by the trainer: when (Algorithms 2 and 3) and how.
+
+  Offline (Algorithm 2): once, before the first step, from the initial
+  model, training each head's model for N = ``blend.estimate_epochs``.
+  Online (Algorithm 3): after ``blend.warmup_epochs``, at the start of every
+  super-epoch of n = ``blend.estimate_epochs``, from the current checkpoint.
+
+  Each head's model is trained with the trainer's own compiled step and the
+  objective one-hot on that head (only the parameters its loss reaches move;
+  the copy is discarded), with the configured optimiser at its peak learning
+  rate (a fresh optimiser state; no schedule), on a training-data order
+  seeded by the data seed, the step and the head. Losses are measured in
+  evaluation mode on a fixed, seeded training subset (``L^T``) and on the
+  held-out split (``L^V``); never on the test split.
+
+  Args:
+    config: the run config.
+    train_step: the jitted ``train_step(state, batch, head_weights)`` of
+      `steps.make_train_step`, built with `tx`.
+    tx: the estimation optimiser (constant learning rate).
+    make_batches: ``make_batches(seed)`` returns an iterator of global
+      training batches.
+    evaluate: ``evaluate(state, sources)`` returns metrics
+      ``'<split>/<head>/<metric>'``.
+    sources: ``{'train': fixed training subset, 'holdout': held-out split}``.
+    heads: head names in blend order.
+    steps_per_epoch: steps in one epoch of the training split.
+    put: places a host array on the devices (replicated).
+  """
+
+  def __init__(self, config, *, train_step, tx, make_batches, evaluate,
+               sources, heads, steps_per_epoch, put):
+    self._mode = config.blend.mode
+    self._train_step = train_step
+    self._tx_init = tx.init
+    self._make_batches = make_batches
+    self._evaluate = evaluate
+    self._sources = sources
+    self._heads = tuple(heads)
+    self._put = put
+    self._metric = 'accuracy' if config.blend.measure == 'accuracy' else 'loss'
+    self._eps = config.blend.eps
+    self._seed = config.data.shuffle_seed
+    self.estimate_steps = max(
+        int(round(config.blend.estimate_epochs * steps_per_epoch)), 1
+    )
+    self.warmup_steps = int(round(config.blend.warmup_epochs * steps_per_epoch))
+
+  def due(self, step: int, loop: dict[str, Any]) -> bool:
+    """Whether Algorithm 1 runs before training step `step`."""
+    last = loop['last_estimate_step']
+    if self._mode == 'offline':
+      return last is None
+    if step < self.warmup_steps:
+      return False
+    return last is None or step - last >= self.estimate_steps
+
+  def _measure(self, state) -> tuple[np.ndarray, np.ndarray]:
+    results = self._evaluate(state, self._sources)
+    return tuple(
+        np.array([results[f'{split}/{head}/{self._metric}']
+                  for head in self._heads])
+        for split in ('train', 'holdout')
+    )
+
+  def _train_head(self, state, head: int, step: int):
+    one_hot = self._put(np.eye(len(self._heads), dtype=np.float32)[head])
+    seed = int(np.random.SeedSequence([self._seed, step, head])
+               .generate_state(1)[0])
+    batches = self._make_batches(seed)
+    state = state.replace(opt_state=self._tx_init(state.params))
+    for _ in range(self.estimate_steps):
+      state, _ = self._train_step(state, next(batches), one_hot)
+    return state
+
+  def __call__(self, state, step: int, previous_weights) -> BlendEstimate:
+    """Runs Algorithm 1 from `state` (the checkpoint at `step`)."""
+    logging.info('Estimating blend weights (Algorithm 1) at step %d: %d '
+                 'steps for each of the heads %s.', step, self.estimate_steps,
+                 list(self._heads))
+    result = estimate_blend_weights(
+        state,
+        num_heads=len(self._heads),
+        train_head=lambda s, head: self._train_head(s, head, step),
+        measure=self._measure,
+        previous_weights=np.asarray(previous_weights, np.float32),
+        higher_is_better=self._metric == 'accuracy',
+        eps=self._eps,
+    )
+    if result.used_fallback:
+      logging.warning(
+          'Blend estimate at step %d: no head improved its held-out %s '
+          '(gains %s); keeping the previous weights %s.', step, self._metric,
+          np.round(result.report.gain, 4).tolist(),
+          np.round(result.weights, 4).tolist(),
+      )
+    logging.info('Blend weights at step %d: %s (OGR %s).', step,
+                 dict(zip(self._heads, np.round(result.weights, 4).tolist(),
+                          strict=True)),
+                 np.round(result.report.ogr, 3).tolist())
+    return result
