@@ -10,6 +10,7 @@ from gblend_jax.data.pipeline import default_data_config
 from gblend_jax.data.pipeline import eval_batches
 from gblend_jax.data.pipeline import gather
 from gblend_jax.data.pipeline import load_dataset
+from gblend_jax.data.pipeline import mismatch_modalities
 from gblend_jax.data.pipeline import standardize
 from gblend_jax.data.pipeline import steps_per_epoch
 from gblend_jax.data.pipeline import train_iterator
@@ -35,6 +36,7 @@ __all__ = [
     'gather',
     'get_builder',
     'load_dataset',
+    'mismatch_modalities',
     'standardize',
     'prepare',
     'steps_per_epoch',

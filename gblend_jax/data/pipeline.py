@@ -154,6 +154,11 @@ def default_data_config() -> ml_collections.ConfigDict:
       'modalities': (),  # Names to use, in this order; (): all.
       'holdout_fraction': 0.1,  # Of each class of `train`, in (0, 1).
       'holdout_seed': 0,
+      # Keep only this many training examples per class (seeded; 0: all).
+      'train_examples_per_class': 0,
+      # Modality -> probability that an example's features come from a
+      # random example of the split (see mismatch_modalities); {}: none.
+      'mismatched_modalities': ml_collections.ConfigDict(),
       # Standardise every feature with the mean and std of the train split.
       'standardize': False,
       'batch_size': 128,  # Global, over all processes.
@@ -212,9 +217,22 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> DatasetSplits:
   splits.check_disjoint(
       train_ids[held_out], test_ids, f'{name} holdout', 'test'
   )
+  if data_config.train_examples_per_class > 0:
+    # A smaller training set, drawn after the held-out split so that the
+    # held-out split is the same for every training-set size.
+    kept = kept[splits.per_class_subset(
+        train_labels[kept], data_config.train_examples_per_class,
+        data_config.holdout_seed + 1,
+    )]
   train = ArraySource(read['train'].take(kept))
   holdout = ArraySource(read['train'].take(held_out))
   test = read['test']
+  if data_config.mismatched_modalities:
+    train, holdout, test = (
+        mismatch_modalities(source, data_config.mismatched_modalities,
+                            seed=data_config.holdout_seed + index)
+        for index, source in enumerate((train, holdout, test))
+    )
   if data_config.standardize:
     train, holdout, test = standardize(train, (train, holdout, test),
                                        tuple(modalities))
@@ -229,6 +247,51 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> DatasetSplits:
       ),
       name=name,
   )
+
+
+def mismatch_modalities(
+    source: ArraySource, probabilities: Mapping[str, float], *, seed: int
+) -> ArraySource:
+  """Makes modalities less reliable by pairing examples at random.
+
+  For modality m with probability p_m, each example's m features are, with
+  probability p_m, replaced by those of an example drawn uniformly from the
+  same split (of any class), so m carries the label only for the other
+  examples. This builds, from real data, a modality that is weakly
+  informative and easy to memorise: the setting in which a late-fusion model
+  overfits through one modality (Wang et al., CVPR 2020, §3).
+
+  Args:
+    source: a split in memory.
+    probabilities: modality name to the probability of a random pairing.
+    seed: seed of the draws.
+
+  Returns:
+    The split with those modalities re-paired.
+
+  Raises:
+    ValueError: for an unknown modality or a probability outside [0, 1].
+  """
+  rng = np.random.default_rng(seed)
+  arrays = dict(source.arrays)
+  for name, probability in sorted(probabilities.items()):
+    if name not in arrays or name in RESERVED_KEYS:
+      raise ValueError(
+          f'data.mismatched_modalities names {name!r}; modalities: '
+          f'{sorted(k for k in arrays if k not in RESERVED_KEYS)}.'
+      )
+    if not 0.0 <= probability <= 1.0:
+      raise ValueError(
+          f'data.mismatched_modalities.{name}={probability} is not in [0, 1].'
+      )
+    count = len(source)
+    replaced = rng.random(count) < probability
+    partners = rng.integers(0, count, size=count)
+    arrays[name] = np.where(
+        replaced.reshape((-1,) + (1,) * (arrays[name].ndim - 1)),
+        arrays[name][partners], arrays[name],
+    )
+  return ArraySource(arrays)
 
 
 def standardize(

@@ -38,6 +38,28 @@ def stratified_holdout(
   return kept, held_out
 
 
+def per_class_subset(
+    labels: np.ndarray, count: int, seed: int
+) -> np.ndarray:
+  """Positions of at most `count` examples of every class, drawn seeded.
+
+  Args:
+    labels: Integer class of each example, shape ``[n]``.
+    count: Examples to keep per class (all of a class that has fewer).
+    seed: Seed of the per-class draws.
+
+  Returns:
+    Sorted int64 positions into `labels`.
+  """
+  if count < 1:
+    raise ValueError(f'count={count} must be at least 1.')
+  labels = np.asarray(labels)
+  rng = np.random.default_rng(seed)
+  kept = [rng.permutation(np.flatnonzero(labels == label))[:count]
+          for label in np.unique(labels)]
+  return np.sort(np.concatenate(kept)).astype(np.int64)
+
+
 def check_disjoint(
     ids_a: Sequence[int] | np.ndarray,
     ids_b: Sequence[int] | np.ndarray,

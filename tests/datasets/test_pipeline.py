@@ -30,7 +30,9 @@ def _ids(source) -> np.ndarray:
 def test_default_data_config_keys():
   assert set(data.default_data_config()) == {
       'name', 'builder_config', 'data_dir', 'manual_dir', 'modalities',
-      'holdout_fraction', 'holdout_seed', 'standardize', 'batch_size',
+      'holdout_fraction', 'holdout_seed', 'train_examples_per_class',
+      'mismatched_modalities',
+      'standardize', 'batch_size',
       'eval_batch_size', 'shuffle_seed'}
 
 
@@ -203,3 +205,38 @@ def test_load_dataset_standardizes_with_train_statistics(tiny_config):
     np.testing.assert_allclose(train.mean(axis=0), 0, atol=1e-5)
     np.testing.assert_allclose(train.std(axis=0), 1, atol=1e-5)
     assert abs(splits.test.arrays[name].mean()) > 1e-4  # Not refitted.
+
+
+def test_train_examples_per_class_keeps_holdout_fixed(tiny_config):
+  full = data.load_dataset(tiny_config)
+  config = tiny_config.copy_and_resolve_references()
+  config.train_examples_per_class = 4
+  small = data.load_dataset(config)
+  labels = small.train.arrays['label']
+  np.testing.assert_array_equal(np.bincount(labels), [4, 4, 4])
+  np.testing.assert_array_equal(small.train_class_counts, [4, 4, 4])
+  # The smaller training set is a subset of the full one; the held-out split
+  # does not change.
+  assert set(small.train.arrays['id']) <= set(full.train.arrays['id'])
+  np.testing.assert_array_equal(small.holdout.arrays['id'],
+                                full.holdout.arrays['id'])
+
+
+def test_mismatch_modalities_repairs_at_the_given_rate():
+  count = 4000
+  source = data.ArraySource({
+      'id': np.arange(count, dtype=np.int32),
+      'label': np.zeros(count, np.int32),
+      'x': np.arange(count, dtype=np.float32)[:, None],
+      'y': np.arange(count, dtype=np.float32)[:, None]})
+  mixed = data.mismatch_modalities(source, {'x': 0.3}, seed=0)
+  changed = mixed.arrays['x'][:, 0] != np.arange(count)
+  # About 30% re-paired (minus the 1/count chance of drawing oneself).
+  assert abs(changed.mean() - 0.3) < 0.03
+  # Replacements come from the same split; other features are untouched.
+  assert set(mixed.arrays['x'][:, 0]) <= set(range(count))
+  np.testing.assert_array_equal(mixed.arrays['y'], source.arrays['y'])
+  with pytest.raises(ValueError, match="'z'"):
+    data.mismatch_modalities(source, {'z': 0.5}, seed=0)
+  with pytest.raises(ValueError, match='not in'):
+    data.mismatch_modalities(source, {'x': 1.5}, seed=0)

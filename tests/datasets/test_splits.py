@@ -43,3 +43,13 @@ def test_check_disjoint_names_the_shared_ids():
   splits.check_disjoint([1, 2, 3], [4, 5], 'train', 'test')
   with pytest.raises(ValueError, match=r'holdout and test: \[3, 7\]'):
     splits.check_disjoint([1, 3, 7], [7, 3, 9], 'holdout', 'test')
+
+
+def test_per_class_subset_by_hand():
+  labels = np.array([0, 0, 0, 1, 1, 2])
+  kept = splits.per_class_subset(labels, 2, seed=0)
+  np.testing.assert_array_equal(np.bincount(labels[kept]), [2, 2, 1])
+  assert np.all(np.diff(kept) > 0)
+  np.testing.assert_array_equal(kept, splits.per_class_subset(labels, 2, 0))
+  with pytest.raises(ValueError, match='count=0'):
+    splits.per_class_subset(labels, 0, seed=0)
