@@ -79,6 +79,22 @@ def stacked_head_losses(
   )
 
 
+def _training_losses(model: nn.Module, state: TrainState, batch, heads):
+  """``params -> ([H] head losses, (outputs, new batch_stats))`` in training
+  mode, with the dropout key of this step."""
+  rng = jax.random.fold_in(state.rng, state.step)
+
+  def loss_vector(params):
+    out, batch_stats = forward(
+        model, params, state.batch_stats, model_inputs(batch), train=True,
+        rng=rng,
+    )
+    per_head = stacked_head_losses(out['logits'], batch['label'], heads)
+    return per_head, (out, batch_stats)
+
+  return loss_vector
+
+
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -98,14 +114,10 @@ def make_train_step(
   """
 
   def train_step(state: TrainState, batch, head_weights: jax.Array):
-    rng = jax.random.fold_in(state.rng, state.step)
+    loss_vector = _training_losses(model, state, batch, heads)
 
     def objective(params):
-      out, batch_stats = forward(
-          model, params, state.batch_stats, model_inputs(batch), train=True,
-          rng=rng,
-      )
-      per_head = stacked_head_losses(out['logits'], batch['label'], heads)
+      per_head, (out, batch_stats) = loss_vector(params)
       return jnp.dot(head_weights, per_head), (per_head, out, batch_stats)
 
     (total, (per_head, out, batch_stats)), grads = jax.value_and_grad(
@@ -183,18 +195,14 @@ def make_gradient_blend_train_step(
     metrics include ``blend/weight/<head>`` (the weights after the step).
   """
   def train_step(state: TrainState, batch, holdout_batch):
-    rng = jax.random.fold_in(state.rng, state.step)
+    loss_vector = _training_losses(model, state, batch, heads)
 
-    def loss_vector(params):
-      out, batch_stats = forward(
-          model, params, state.batch_stats, model_inputs(batch), train=True,
-          rng=rng,
-      )
-      per_head = stacked_head_losses(out['logits'], batch['label'], heads)
-      return per_head, (per_head, out, batch_stats)
+    def with_losses(params):
+      per_head, aux = loss_vector(params)
+      return per_head, (per_head, *aux)
 
     per_loss_grads, (per_head, out, batch_stats) = jax.jacrev(
-        loss_vector, has_aux=True
+        with_losses, has_aux=True
     )(state.params)
 
     def holdout_loss(params):

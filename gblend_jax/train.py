@@ -14,6 +14,7 @@ initialisation or resume, step functions, evaluation, the loop.
 import json
 import os
 import signal
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -337,7 +338,7 @@ def train_and_evaluate(
     )
   loop = {'best_metric': None, 'best_step': None, 'evals_since_best': 0,
           'stopped_early': False, 'blend_weights': None,
-          'last_estimate_step': None}
+          'last_estimate_step': None, 'train_seconds': 0.0}
   start_step = checkpointer.latest_step()
   if start_step is None:
     start_step = 0
@@ -409,7 +410,13 @@ def train_and_evaluate(
           results[f'{split}/{name}'] = value
     return results
 
+  run_start = time.perf_counter()
+  seconds_before = loop['train_seconds']
+
   def save(step: int, state: TrainState) -> None:
+    # Wall time of training (with estimates and evaluations), summed over
+    # the invocations of an interrupted run.
+    loop['train_seconds'] = seconds_before + time.perf_counter() - run_start
     extra = {'data_iterator': train_iter.get_state(), 'loop': dict(loop)}
     if holdout_iter is not None:
       extra['holdout_iterator'] = holdout_iter.get_state()
@@ -517,6 +524,7 @@ def train_and_evaluate(
     best = evaluate(best_state)
   results = {
       'step': step,
+      'train_seconds': loop['train_seconds'],
       'final': final,
       'best_step': loop['best_step'],
       'best': best,

@@ -157,19 +157,21 @@ from tests import train_utils
 assert jax.device_count() == int(sys.argv[3]), jax.devices()
 config = train_utils.tiny_synthetic_config(sys.argv[1], steps=6)
 config.model.fused_head.input_dropout_rate = 0.0
+config.blend.mode = sys.argv[4]
 results = train.train_and_evaluate(config, sys.argv[2])
 print(json.dumps(results['final']))
 """
 
 
-def test_eight_devices_match_one_device(data_dir, tmp_path):
+@pytest.mark.parametrize('blend_mode', ['none', 'gradient'])
+def test_eight_devices_match_one_device(data_dir, tmp_path, blend_mode):
   finals = {}
   for devices in (1, 8):
     env = dict(os.environ,
                XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
     out = subprocess.run(
         [sys.executable, '-c', _DEVICE_RUN, data_dir,
-         str(tmp_path / f'devices_{devices}'), str(devices)],
+         str(tmp_path / f'devices_{devices}'), str(devices), blend_mode],
         cwd=train_utils.REPO, env=env, capture_output=True, text=True,
         timeout=300,
     )
