@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import gblend_jax
-from experiments import sweep
+from experiments import runs
 from experiments.configs import mfeat_fusion
 from gblend_jax import models
 from gblend_jax import train
@@ -40,7 +40,8 @@ def _module_names():
 
 # Launchers define absl flags at import time (--config, --workdir): each is
 # imported in a process of its own, as it runs.
-LAUNCHERS = ('experiments.main', 'experiments.sweep')
+LAUNCHERS = ('experiments.main', 'experiments.sweep',
+             'experiments.gblend_grid')
 
 
 @pytest.mark.parametrize('name', _module_names())
@@ -62,7 +63,7 @@ CONFIG_FILES = sorted(
                                                          'common.py'))])
 @pytest.mark.parametrize('arg', [None, 'runlocal'])
 def test_every_config_builds(path, arg):
-  config = sweep.load_config(path, arg)
+  config = runs.load_config(path, arg)
   assert config.data.name
   config.lock()  # As the launcher locks it: every key must already exist.
 
@@ -107,9 +108,9 @@ def test_sweep_table(data_dir, tmp_path):
   overrides = [f'data.data_dir={data_dir!s}', 'num_train_steps=3',
                'data.batch_size=16']
   rows = ['builder=tiny,modalities=strong', 'builder=tiny']
-  results = sweep.run_sweep(config_path, rows, 2, overrides, str(tmp_path))
+  results = runs.run_sweep(config_path, rows, 2, overrides, str(tmp_path))
   assert [len(r) for r in results.values()] == [2, 2]
-  table = sweep.format_table('T', results, 2)
+  table = runs.format_table('T', results, 2)
   accuracies = 100 * np.array(
       [r['reported']['test/fused/accuracy'] for r in results[rows[0]]])
   assert f'{accuracies.mean():.2f} ± {accuracies.std():.2f}' in table
@@ -117,5 +118,28 @@ def test_sweep_table(data_dir, tmp_path):
   first, second = results[rows[1]]
   assert first['final'] != second['final']
   # A rerun finds every run finished and trains nothing.
-  again = sweep.run_sweep(config_path, rows, 2, overrides, str(tmp_path))
+  again = runs.run_sweep(config_path, rows, 2, overrides, str(tmp_path))
   assert again[rows[1]][0]['final'] == first['final']
+
+
+def test_gblend_table_format():
+  from experiments import gblend_grid  # Defines flags: imported here only.
+
+  def run(test, train, seconds, weights=None):
+    result = {'reported': {'test/fused/accuracy': test,
+                           'train/fused/accuracy': train},
+              'train_seconds': seconds}
+    if weights:
+      result['blend_weights'] = weights
+    return result
+
+  runs_by_method = {
+      'single_a': [run(0.9, 1.0, 2.0), run(0.8, 1.0, 2.0)],
+      'naive': [run(0.7, 1.0, 4.0), run(0.7, 1.0, 4.0)],
+      'online': [run(0.8, 1.0, 12.0, {'a': 1.0, 'b': 0.0, 'fused': 0.0}),
+                 run(0.8, 1.0, 12.0, {'a': 0.5, 'b': 0.0, 'fused': 0.5})],
+  }
+  table = gblend_grid.format_setting('a+b', 'two views', runs_by_method)
+  assert '| a alone | 85.00 ± 5.00 | 100.00 ± 0.00 | — | 2.0 | 0.5 |' in table
+  assert ('| online | 80.00 ± 0.00 | 100.00 ± 0.00 | [0.750, 0.000, 0.250] '
+          '| 12.0 | 3.0 |') in table

@@ -1,0 +1,102 @@
+"""Running a config file over several arguments and seeds, and tabulating.
+
+The functions behind `experiments.sweep` and `experiments.gblend_grid` (no
+absl flags here, so any script can import them).
+"""
+
+import ast
+import importlib.util
+import json
+import os
+import time
+
+import ml_collections
+import numpy as np
+
+from gblend_jax import train
+
+COLUMNS = (('test', 'test/fused/accuracy'),
+           ('held-out', 'holdout/fused/accuracy'),
+           ('train', 'train/fused/accuracy'))
+
+
+def load_config(path: str, arg: str | None) -> ml_collections.ConfigDict:
+  """Calls ``get_config(arg)`` of the config file at `path`."""
+  spec = importlib.util.spec_from_file_location('sweep_config', path)
+  if spec is None:
+    raise FileNotFoundError(f'No config file {path}.')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: list[str]
+) -> None:
+  """Sets ``a.b=value`` overrides; values are Python literals or strings."""
+  for override in overrides:
+    key, sep, text = override.partition('=')
+    if not sep:
+      raise ValueError(f'Override {override!r} is not key=value.')
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    parent = config
+    *path, leaf = key.split('.')
+    for part in path:
+      parent = parent[part]
+    if leaf not in parent:
+      raise KeyError(f'Override {override!r}: the config has no key {key}.')
+    parent[leaf] = value
+
+
+def format_table(title: str, rows: dict[str, list[dict]], seeds: int) -> str:
+  """A markdown table of mean ± std over seeds for every row."""
+  lines = [f'## {title}', '',
+           f'Fused-head top-1 accuracy (%), mean ± std over {seeds} seeds.', '',
+           '| run | ' + ' | '.join(c for c, _ in COLUMNS) + ' |',
+           '|---|' + '---:|' * len(COLUMNS)]
+  for row, runs in rows.items():
+    cells = []
+    for _, key in COLUMNS:
+      values = 100 * np.array([r['reported'][key] for r in runs])
+      cells.append(f'{values.mean():.2f} ± {values.std():.2f}')
+    lines.append(f'| {row} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def run_sweep(
+    config_path: str, rows: list[str], seeds: int, overrides: list[str],
+    workdir: str,
+) -> dict[str, list[dict]]:
+  """Trains every (row, seed) not finished yet; returns their results."""
+  total = len(rows) * seeds
+  done = 0
+  results: dict[str, list[dict]] = {}
+  start = time.perf_counter()
+  for row in rows:
+    results[row] = []
+    for seed in range(seeds):
+      run_dir = os.path.join(workdir, row.replace('=', '_').replace(',', '__'),
+                             f'seed_{seed}')
+      results_path = os.path.join(run_dir, 'results.json')
+      if not os.path.exists(results_path):
+        config = load_config(config_path, row)
+        apply_overrides(config, overrides)
+        config.seed = seed
+        config.data.shuffle_seed = seed
+        train.train_and_evaluate(config, run_dir)
+      with open(results_path) as f:
+        run = json.load(f)
+      # Early-stopped runs report their best held-out checkpoint.
+      run['reported'] = run['best'] if run['stopped_early'] else run['final']
+      results[row].append(run)
+      done += 1
+      elapsed = time.perf_counter() - start
+      print(f'[{done}/{total}] {row} seed {seed}: test acc '
+            f"{100 * run['reported']['test/fused/accuracy']:.2f}% "
+            f'({elapsed:.0f} s elapsed)', flush=True)
+  return results
+
+
