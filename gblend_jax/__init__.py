@@ -13,18 +13,28 @@ The library's public surface. Submodules:
   gblend_jax.blend          `blend_weights`, `gradient_blend` (G-Blend)
   gblend_jax.ogr            overfitting, generalisation and OGR per head
   gblend_jax.gradient_space Proposition 1's statistics in gradient space
+  gblend_jax.ogm            `ogm_coefficients`, `ogm_ge` (OGM-GE)
+  gblend_jax.unimodal       `unimodal_logits`: each modality's share of the
+                            fused logits
+  gblend_jax.modulation     OGM-GE in the trainer (config, scores)
 """
 
 from gblend_jax import ogr
 from gblend_jax.blend import blend_weights
 from gblend_jax.blend import gradient_blend
 from gblend_jax.config import default_config
+from gblend_jax.ogm import ogm_coefficients
+from gblend_jax.ogm import ogm_ge
 from gblend_jax.train import train_and_evaluate
+from gblend_jax.unimodal import unimodal_logits
 
 __all__ = (
     'blend_weights',
     'default_config',
     'gradient_blend',
+    'ogm_coefficients',
+    'ogm_ge',
     'ogr',
     'train_and_evaluate',
+    'unimodal_logits',
 )

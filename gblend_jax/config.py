@@ -9,6 +9,7 @@ import ml_collections
 
 from gblend_jax import data
 from gblend_jax import models
+from gblend_jax import modulation
 from gblend_jax import optim
 
 # How the per-head losses are combined (G-Blend, Wang et al. CVPR 2020):
@@ -48,6 +49,8 @@ def default_config() -> ml_collections.ConfigDict:
       'estimate_every_steps': 1,
       'decay': 0.9,
   })
+  # OGM-GE (Peng et al. CVPR 2022): see gblend_jax/modulation.py.
+  config.modulation = modulation.default_modulation_config()
   config.seed = 0  # Parameter initialisation and dropout.
   config.num_epochs = 10
   config.num_train_steps = -1  # When > 0, overrides num_epochs.

@@ -21,9 +21,15 @@ import optax
 
 from gblend_jax import losses
 from gblend_jax import metrics as metrics_lib
+from gblend_jax import modulation
 
 NON_INPUT_KEYS = ('label', 'id', 'mask')
 FUSED = 'fused'
+
+# Eval heads of each modality's share of the fused logits: 'unimodal_<m>'.
+UNIMODAL_PREFIX = 'unimodal_'
+# (params, batch_stats, model outputs, batch) -> (tx.update kwargs, metrics).
+UpdateArgs = Callable[..., tuple[dict[str, Any], dict[str, jax.Array]]]
 
 
 @flax.struct.dataclass
@@ -100,6 +106,9 @@ def make_train_step(
     tx: optax.GradientTransformation,
     learning_rate: optax.Schedule,
     heads: Sequence[str],
+    *,
+    update_args: UpdateArgs | None = None,
+    opt_state_metrics: Callable[[optax.OptState], dict] | None = None,
 ) -> Callable[[TrainState, Any, jax.Array], tuple[TrainState, dict]]:
   """A step on the objective ``sum_i w_i L_i`` with one backward pass.
 
@@ -108,6 +117,11 @@ def make_train_step(
     tx: the optimiser.
     learning_rate: its schedule, for logging.
     heads: head names in blend order; ``head_weights[i]`` weights ``heads[i]``.
+    update_args: optional ``(params, batch_stats, outputs, batch) ->
+      (extra_args, metrics)``: keyword arguments for ``tx.update`` computed
+      from this step's forward pass (OGM-GE's scores) and metrics to log.
+    opt_state_metrics: optional ``opt_state -> metrics`` read after the
+      update (OGM-GE's ratios and coefficients).
 
   Returns:
     ``train_step(state, batch, head_weights) -> (state, metrics)``.
@@ -123,12 +137,22 @@ def make_train_step(
     (total, (per_head, out, batch_stats)), grads = jax.value_and_grad(
         objective, has_aux=True
     )(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    extra_args, extra_metrics = {}, {}
+    if update_args is not None:
+      extra_args, extra_metrics = update_args(
+          state.params, state.batch_stats, out, batch
+      )
+    updates, opt_state = tx.update(
+        grads, state.opt_state, state.params, **extra_args
+    )
     params = optax.apply_updates(state.params, updates)
     step_metrics = _step_metrics(
         total, per_head, out['logits'], batch['label'], heads, grads, params,
         learning_rate(state.step),
     )
+    step_metrics.update(extra_metrics)
+    if opt_state_metrics is not None:
+      step_metrics.update(opt_state_metrics(opt_state))
     new_state = state.replace(
         step=state.step + 1, params=params, batch_stats=batch_stats,
         opt_state=opt_state,
@@ -155,17 +179,37 @@ def _step_metrics(
   return step_metrics
 
 
-def make_eval_step(model: nn.Module) -> Callable[[TrainState, Any], dict]:
-  """``eval_step(state, batch)``: per-head metric sums over a masked batch."""
+def make_eval_step(
+    model: nn.Module, unimodal_modalities: Sequence[str] = ()
+) -> Callable[[TrainState, Any], dict]:
+  """``eval_step(state, batch)``: per-head metric sums over a masked batch.
+
+  Args:
+    model: the classifier.
+    unimodal_modalities: for a late-fusion model, the modalities whose share
+      of the fused logits (`gblend_jax.unimodal`) is measured as the extra
+      heads ``unimodal_<m>``: how well each encoder is trained inside the
+      fused model, without a linear probe (OGM-GE's diagnostic).
+
+  Returns:
+    ``eval_step(state, batch) -> {'<head>/<metric>': sum, 'count': n}``.
+  """
 
   def eval_step(state: TrainState, batch):
     out, _ = forward(
         model, state.params, state.batch_stats, model_inputs(batch),
         train=False,
     )
-    return metrics_lib.head_metric_sums(
-        out['logits'], batch['label'], batch['mask']
-    )
+    logits = dict(out['logits'])
+    if unimodal_modalities:
+      variables = {'params': state.params}
+      if state.batch_stats:
+        variables['batch_stats'] = state.batch_stats
+      shares = modulation.unimodal_logits_of(
+          model, variables, out['features'], unimodal_modalities
+      )
+      logits.update({f'{UNIMODAL_PREFIX}{m}': v for m, v in shares.items()})
+    return metrics_lib.head_metric_sums(logits, batch['label'], batch['mask'])
 
   return eval_step
 

@@ -34,6 +34,7 @@ from gblend_jax import data
 from gblend_jax import metric_writer
 from gblend_jax import metrics as metrics_lib
 from gblend_jax import models
+from gblend_jax import modulation
 from gblend_jax import optim
 from gblend_jax import plots
 from gblend_jax import steps
@@ -65,6 +66,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         "('holdout/<head>/<metric>'): choosing checkpoints on the test split "
         'leaks the test set.'
     )
+  modulation.check_modulation_config(config)
   if config.early_stopping_patience < 0:
     raise ValueError(
         'config.early_stopping_patience='
@@ -277,6 +279,12 @@ def train_and_evaluate(
       config.optimizer, total_steps=total_steps,
       steps_per_epoch=steps_per_epoch,
   )
+  modalities = tuple(splits.modalities)
+  modulation_tx = modulation.build_transform(
+      config, modalities, steps_per_epoch
+  )
+  if modulation_tx is not None:
+    tx = optax.chain(modulation_tx, tx)
   if config.blend.mode == 'gradient':
     tx = optax.chain(
         blend.gradient_blend(
@@ -359,7 +367,10 @@ def train_and_evaluate(
       np.asarray(loop['blend_weights'] or initial_weights, np.float32),
       replicated,
   )
-  eval_step = steps.make_eval_step(model)
+  late_fusion = config.model.fusion not in models.MID_FUSIONS
+  eval_step = steps.make_eval_step(
+      model, modalities if late_fusion and len(modalities) > 1 else ()
+  )
   if config.blend.mode == 'gradient':
     train_step = jax.jit(
         steps.make_gradient_blend_train_step(model, tx, learning_rate, heads),
@@ -372,8 +383,14 @@ def train_and_evaluate(
       holdout_batch = _to_global(next(holdout_iter), batch_sharding)
       return train_step(state, batch, holdout_batch)
   else:
+    hooks = {}
+    if modulation_tx is not None:
+      hooks = dict(
+          update_args=modulation.make_update_args(model, modalities),
+          opt_state_metrics=lambda s: modulation.state_metrics(s, modalities),
+      )
     train_step = jax.jit(
-        steps.make_train_step(model, tx, learning_rate, heads),
+        steps.make_train_step(model, tx, learning_rate, heads, **hooks),
         donate_argnums=(0,),
         in_shardings=(replicated, batch_sharding, replicated),
         out_shardings=(replicated, replicated),
@@ -494,7 +511,7 @@ def train_and_evaluate(
             step, f"loss {summary['loss']:.4f}"
         )
         writer.write(step, {
-            k if k.startswith('blend/') else f'train_step/{k}': v
+            k if k.startswith(('blend/', 'ogm/')) else f'train_step/{k}': v
             for k, v in summary.items()
         })
       if step % eval_every == 0 or step == total_steps:
@@ -541,6 +558,8 @@ def train_and_evaluate(
       json.dump(results, f, indent=2)
     if config.blend.mode in ('offline', 'online', 'gradient'):
       plots.plot_blend(workdir, heads)
+    if modulation_tx is not None:
+      plots.plot_modulation(workdir, modalities)
   checkpointer.close()
   writer.close()
   return results

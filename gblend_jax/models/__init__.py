@@ -1,6 +1,7 @@
 """Encoders, fusion modules, heads and the multi-modal classifier."""
 
 from gblend_jax.models.builder import FUSIONS
+from gblend_jax.models.builder import MID_FUSIONS
 from gblend_jax.models.builder import build_model
 from gblend_jax.models.builder import default_model_config
 from gblend_jax.models.encoders import ENCODERS
@@ -33,6 +34,7 @@ __all__ = [
     'ConcatFusion',
     'ENCODERS',
     'FUSIONS',
+    'MID_FUSIONS',
     'FiLMFusion',
     'FrameResNet18',
     'GatedFusion',

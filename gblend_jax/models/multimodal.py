@@ -100,3 +100,32 @@ class MultiModalClassifier(nn.Module):
         modality_head = ClassifierHead(self.num_classes, name=f'head_{m}')
         logits[m] = modality_head(features[m], train=train)
     return {'logits': logits, 'features': {**features, FUSED: fused}}
+
+  def classify_features(
+      self, features: Mapping[str, Array], *, train: bool
+  ) -> Array:
+    """Late fusion and the fused head on given encoder features.
+
+    What the fused logits would be for these per-modality features: the
+    function whose per-modality decomposition OGM-GE needs
+    (`gblend_jax.unimodal.unimodal_logits`). Call it with
+    ``model.apply(variables, features, train=False,
+    method=MultiModalClassifier.classify_features)``.
+
+    Args:
+      features: ``{m: [B, D_m]}``, e.g. ``outputs['features']`` of a call.
+      train: Training mode of fusion and head (dropout).
+
+    Returns:
+      ``[B, num_classes]`` fused logits.
+
+    Raises:
+      ValueError: for mid fusion, whose fusion point lies inside the
+        encoders, so per-modality encoder features do not determine it.
+    """
+    if isinstance(self.fusion, MidFusion):
+      raise ValueError(
+          'classify_features needs late fusion; this model fuses in the '
+          f'middle of its encoders ({type(self.fusion).__name__}).'
+      )
+    return self.fused_head(self.fusion(features, train=train), train=train)

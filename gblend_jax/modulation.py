@@ -1,0 +1,221 @@
+"""OGM-GE in the trainer: the config block, the optax transform, the scores.
+
+On-the-fly gradient modulation (Peng, Wei, Deng, Wang, Hu, "Balanced
+Multimodal Learning via On-the-fly Gradient Modulation", CVPR 2022) needs,
+in every training step, each modality's score ``s_m``: the true-class softmax
+probability of its unimodal logits (its share of the fused logits, see
+`gblend_jax.unimodal`), summed over the batch. This module computes those
+scores from a `MultiModalClassifier`'s outputs and builds the
+`gblend_jax.ogm.ogm_ge` transform that consumes them from
+``config.modulation``.
+"""
+
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from gblend_jax import ogm
+from gblend_jax import unimodal
+from gblend_jax.models.builder import MID_FUSIONS
+from gblend_jax.models.multimodal import MultiModalClassifier
+
+Array = jax.Array
+
+# none: plain training; ogm: coefficients only; ogm_ge: coefficients and
+# Gaussian noise with each gradient tensor's standard deviation.
+MODULATION_METHODS = ('none', 'ogm', 'ogm_ge')
+MODULATED_PARAMS = ('conv_kernels', 'matrices', 'all')
+
+
+def default_modulation_config() -> ml_collections.ConfigDict:
+  """The ``config.modulation`` block.
+
+  Keys:
+    method: One of ``MODULATION_METHODS``.
+    alpha: α of ``k_u = 1 - tanh(α ρ_u)`` (official: 0.8 CREMA-D, 0.1
+      VGGSound).
+    start_epoch, end_epoch: Active window ``[start, end)`` in epochs (the
+      official ``modulation_starts``/``modulation_ends``, default 0 to 50);
+      ``end_epoch < 0`` runs to the end of training.
+    modulated: Which encoder tensors are modulated: ``'conv_kernels'``
+      (4-D, the official code's choice), ``'matrices'`` (every tensor with
+      more than one dimension; the choice for MLP encoders) or ``'all'``.
+  """
+  return ml_collections.ConfigDict({
+      'method': 'none',
+      'alpha': 0.8,
+      'start_epoch': 0.0,
+      'end_epoch': -1.0,
+      'modulated': 'conv_kernels',
+  })
+
+
+def check_modulation_config(config: ml_collections.ConfigDict) -> None:
+  """Rejects a bad ``config.modulation`` before any training.
+
+  Args:
+    config: The run config.
+
+  Raises:
+    ValueError: naming the key, its value and what is allowed.
+  """
+  block = config.modulation
+  if block.method not in MODULATION_METHODS:
+    raise ValueError(
+        f'Unknown config.modulation.method={block.method!r}; valid: '
+        f'{list(MODULATION_METHODS)}.'
+    )
+  if block.method == 'none':
+    return
+  if block.alpha < 0:
+    raise ValueError(
+        f'config.modulation.alpha={block.alpha} must be >= 0.'
+    )
+  if block.modulated not in MODULATED_PARAMS:
+    raise ValueError(
+        f'Unknown config.modulation.modulated={block.modulated!r}; valid: '
+        f'{list(MODULATED_PARAMS)}.'
+    )
+  if block.start_epoch < 0 or (
+      block.end_epoch >= 0 and block.end_epoch <= block.start_epoch
+  ):
+    raise ValueError(
+        'config.modulation window [start_epoch, end_epoch) = '
+        f'[{block.start_epoch}, {block.end_epoch}) is empty or reversed; '
+        'need 0 <= start_epoch < end_epoch (end_epoch < 0: to the end).'
+    )
+  if config.blend.mode == 'gradient':
+    raise ValueError(
+        f"config.modulation.method={block.method!r} cannot be combined with "
+        "config.blend.mode='gradient' (both transform the gradients of one "
+        'step); use another blend mode.'
+    )
+  if config.model.fusion in MID_FUSIONS:
+    raise ValueError(
+        f'config.modulation.method={block.method!r} needs late fusion; '
+        f'config.model.fusion={config.model.fusion!r} fuses inside the '
+        'encoders, where unimodal logits are not defined.'
+    )
+
+
+def build_transform(
+    config: ml_collections.ConfigDict,
+    modalities: Sequence[str],
+    steps_per_epoch: int,
+) -> optax.GradientTransformationExtraArgs | None:
+  """The `ogm.ogm_ge` transform that ``config.modulation`` asks for.
+
+  Args:
+    config: The run config.
+    modalities: The model's modalities in fusion order (the order of the
+      scores).
+    steps_per_epoch: Optimiser steps per epoch, to turn the window's epochs
+      into steps.
+
+  Returns:
+    The transform to chain before the optimiser, or None for
+    ``method='none'``.
+  """
+  block = config.modulation
+  if block.method == 'none':
+    return None
+  if len(modalities) < 2:
+    raise ValueError(
+        f'config.modulation.method={block.method!r} balances several '
+        f'modalities; the data have {list(modalities)}.'
+    )
+  start = int(round(block.start_epoch * steps_per_epoch))
+  end = (
+      None if block.end_epoch < 0
+      else int(round(block.end_epoch * steps_per_epoch))
+  )
+  return ogm.ogm_ge(
+      block.alpha,
+      param_labels=ogm.label_encoders(tuple(modalities)),
+      noise=block.method == 'ogm_ge',
+      modulated=block.modulated,
+      window=(start, end),
+      modalities=tuple(modalities),
+      seed=config.seed,
+  )
+
+
+def unimodal_logits_of(
+    model: nn.Module, variables: Mapping[str, object],
+    features: Mapping[str, Array], modalities: Sequence[str],
+) -> dict[str, Array]:
+  """Each modality's share of the fused logits of a `MultiModalClassifier`.
+
+  Args:
+    model: The classifier (late fusion).
+    variables: Its variables (``{'params': ...}`` and batch statistics).
+    features: Encoder outputs ``{m: [B, D_m]}`` of a forward pass.
+    modalities: The modalities, in fusion order.
+
+  Returns:
+    ``{m: [B, C]}`` from `gblend_jax.unimodal.unimodal_logits`, computed in
+    evaluation mode (no dropout in fusion or head).
+  """
+
+  def classify(encoded):
+    return model.apply(
+        variables, encoded, train=False,
+        method=MultiModalClassifier.classify_features,
+    )
+
+  return unimodal.unimodal_logits(
+      classify, {m: features[m] for m in modalities}, tuple(modalities)
+  )
+
+
+def make_update_args(
+    model: nn.Module, modalities: Sequence[str]
+) -> Callable[..., tuple[dict[str, Array], dict[str, Array]]]:
+  """The train step's hook that hands OGM-GE its scores.
+
+  Args:
+    model: The classifier.
+    modalities: Fusion order (the order of ``scores``).
+
+  Returns:
+    ``update_args(params, batch_stats, outputs, batch) -> (extra_args,
+    metrics)``: ``{'scores': [M]}`` for ``tx.update`` and the per-modality
+    scores as ``ogm/score/<m>`` (divided by the batch size: a mean
+    true-class probability, comparable across batch sizes).
+  """
+
+  def update_args(params, batch_stats, outputs, batch):
+    variables = {'params': params}
+    if batch_stats:
+      variables['batch_stats'] = batch_stats
+    features = jax.lax.stop_gradient(outputs['features'])
+    logits = unimodal_logits_of(model, variables, features, modalities)
+    scores = ogm.ogm_scores(logits, batch['label'], modalities)
+    batch_size = batch['label'].shape[0]
+    metrics = {
+        f'ogm/score/{m}': scores[i] / batch_size
+        for i, m in enumerate(modalities)
+    }
+    return {'scores': scores}, metrics
+
+  return update_args
+
+
+def state_metrics(
+    opt_state: optax.OptState, modalities: Sequence[str]
+) -> dict[str, Array]:
+  """ρ, the coefficients and whether the window was open at the last
+  update, as ``ogm/...`` metrics."""
+  ratios = optax.tree.get(opt_state, 'ratios')
+  coefficients = optax.tree.get(opt_state, 'coefficients')
+  out = {'ogm/active': optax.tree.get(opt_state, 'active').astype(jnp.float32)}
+  for i, m in enumerate(modalities):
+    out[f'ogm/ratio/{m}'] = ratios[i]
+    out[f'ogm/coefficient/{m}'] = coefficients[i]
+  return out
