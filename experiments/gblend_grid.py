@@ -8,19 +8,15 @@ and writes the table, with the command, the date and the machine, to
   python -m experiments.gblend_grid --seeds 5 --workdir workdirs/gblend_mfeat
 """
 
-import datetime
 import os
-import platform
-import shlex
 import sys
 
-import jax
-import numpy as np
 from absl import app
 from absl import flags
 from absl import logging
 
 from experiments import runs
+from experiments import tables
 from experiments.configs import mfeat_gblend
 from gblend_jax import metric_writer
 
@@ -68,48 +64,6 @@ falls below the first view alone, as audio+RGB fell below RGB on Kinetics.
 """
 
 
-def machine() -> str:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open('/proc/cpuinfo') as f:
-      cpu = next(line.split(':', 1)[1].strip() for line in f
-                 if line.startswith('model name'))
-  except (OSError, StopIteration):
-    pass
-  return (f'{cpu}, {os.cpu_count()} cores; jax {jax.__version__} on '
-          f'{jax.devices()[0].platform} ({jax.device_count()} device(s))')
-
-
-def format_setting(pair: str, description: str,
-                   runs: dict[str, list[dict]]) -> str:
-  views = pair.split('+')
-  lines = [f'### {pair}: {description}', '',
-           '| method | test | train | weights [' + ', '.join(
-               [*views, 'fused']) + '] | s/run | × naive |',
-           '|---|---:|---:|---|---:|---:|']
-  naive_seconds = np.mean([r['train_seconds'] for r in runs['naive']])
-  for method, results in runs.items():
-    test = 100 * np.array([r['reported']['test/fused/accuracy']
-                           for r in results])
-    train = 100 * np.array([r['reported']['train/fused/accuracy']
-                            for r in results])
-    name = {'single_a': f'{views[0]} alone',
-            'single_b': f'{views[1]} alone'}.get(method, method)
-    weights = '—'
-    if 'blend_weights' in results[0]:
-      keys = list(results[0]['blend_weights'])
-      mean = np.mean([[r['blend_weights'][k] for k in keys]
-                      for r in results], axis=0)
-      weights = '[' + ', '.join(f'{w:.3f}' for w in mean) + ']'
-    seconds = np.mean([r['train_seconds'] for r in results])
-    lines.append(
-        f'| {name} | {test.mean():.2f} ± {test.std():.2f} | '
-        f'{train.mean():.2f} ± {train.std():.2f} | {weights} | '
-        f'{seconds:.1f} | {seconds / naive_seconds:.1f} |'
-    )
-  return '\n'.join(lines) + '\n'
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -120,16 +74,11 @@ def main(argv: list[str]) -> None:
     rows = [f'views={pair},method={m},{args}' for m in mfeat_gblend.METHODS]
     results = runs.run_sweep(CONFIG, rows, _SEEDS.value, [], _WORKDIR.value)
     by_method = dict(zip(mfeat_gblend.METHODS, results.values(), strict=True))
-    sections.append(format_setting(pair, description, by_method))
-  command = shlex.join(['python', '-m', 'experiments.gblend_grid',
-                        *sys.argv[1:]])
-  footer = (f'\nCommand: `{command}`  \n'
-            f'Date: {datetime.date.today().isoformat()}  \n'
-            f'Machine: {machine()}\n')
-  text = INTRO.format(seeds=_SEEDS.value) + '\n'.join(sections) + footer
-  os.makedirs(os.path.dirname(_OUTPUT.value) or '.', exist_ok=True)
-  with open(_OUTPUT.value, 'w') as f:
-    f.write(text)
+    sections.append(tables.gblend_setting(pair, description, by_method))
+  text = runs.write_report(
+      _OUTPUT.value, INTRO.format(seeds=_SEEDS.value) + '\n'.join(sections),
+      'experiments.gblend_grid', sys.argv[1:],
+  )
   print(text)
 
 

@@ -5,11 +5,15 @@ absl flags here, so any script can import them).
 """
 
 import ast
+import datetime
 import importlib.util
 import json
 import os
+import platform
+import shlex
 import time
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -100,3 +104,38 @@ def run_sweep(
   return results
 
 
+
+
+def machine() -> str:
+  """The CPU, core count and JAX backend, for result files."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next(line.split(':', 1)[1].strip() for line in f
+                 if line.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  return (f'{cpu}, {os.cpu_count()} cores; jax {jax.__version__} on '
+          f'{jax.devices()[0].platform} ({jax.device_count()} device(s))')
+
+
+def write_report(path: str, body: str, module: str, argv: list[str]) -> str:
+  """Writes a result file: ``body``, then the command, date and machine.
+
+  Args:
+    path: the markdown file to write.
+    body: the tables and their explanation.
+    module: the script that made them, e.g. ``'experiments.gblend_grid'``.
+    argv: its arguments (``sys.argv[1:]``).
+
+  Returns:
+    The text written.
+  """
+  command = shlex.join(['python', '-m', module, *argv])
+  text = (f'{body}\nCommand: `{command}`  \n'
+          f'Date: {datetime.date.today().isoformat()}  \n'
+          f'Machine: {machine()}\n')
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  with open(path, 'w') as f:
+    f.write(text)
+  return text

@@ -15,6 +15,7 @@ import pytest
 
 import gblend_jax
 from experiments import runs
+from experiments import tables
 from experiments.configs import mfeat_fusion
 from gblend_jax import models
 from gblend_jax import train
@@ -41,7 +42,7 @@ def _module_names():
 # Launchers define absl flags at import time (--config, --workdir): each is
 # imported in a process of its own, as it runs.
 LAUNCHERS = ('experiments.main', 'experiments.sweep',
-             'experiments.gblend_grid')
+             'experiments.gblend_grid', 'experiments.ogm_grid')
 
 
 @pytest.mark.parametrize('name', _module_names())
@@ -123,8 +124,6 @@ def test_sweep_table(data_dir, tmp_path):
 
 
 def test_gblend_table_format():
-  from experiments import gblend_grid  # Defines flags: imported here only.
-
   def run(test, train, seconds, weights=None):
     result = {'reported': {'test/fused/accuracy': test,
                            'train/fused/accuracy': train},
@@ -139,7 +138,33 @@ def test_gblend_table_format():
       'online': [run(0.8, 1.0, 12.0, {'a': 1.0, 'b': 0.0, 'fused': 0.0}),
                  run(0.8, 1.0, 12.0, {'a': 0.5, 'b': 0.0, 'fused': 0.5})],
   }
-  table = gblend_grid.format_setting('a+b', 'two views', runs_by_method)
+  table = tables.gblend_setting('a+b', 'two views', runs_by_method)
   assert '| a alone | 85.00 ± 5.00 | 100.00 ± 0.00 | — | 2.0 | 0.5 |' in table
   assert ('| online | 80.00 ± 0.00 | 100.00 ± 0.00 | [0.750, 0.000, 0.250] '
           '| 12.0 | 3.0 |') in table
+
+
+def test_ogm_table_format():
+  def run(test, train, holdout):
+    reported = {'test/fused/accuracy': test, 'train/fused/accuracy': train}
+    reported.update({f'holdout/{k}/accuracy': v for k, v in holdout.items()})
+    return {'reported': reported, 'train_seconds': 3.0}
+
+  by_method = {
+      'single_a': [run(0.9, 1.0, {'fused': 0.95}),
+                   run(0.9, 1.0, {'fused': 0.85})],
+      'single_b': [run(0.6, 0.7, {'fused': 0.5}),
+                   run(0.6, 0.7, {'fused': 0.5})],
+      'ogm': [run(0.9, 1.0, {'fused': 0.9, 'unimodal_a': 0.8,
+                             'unimodal_b': 0.4}),
+              run(0.9, 1.0, {'fused': 0.9, 'unimodal_a': 0.8,
+                             'unimodal_b': 0.2})],
+  }
+  table = tables.ogm_setting('a+b', 'two views', by_method)
+  # Single views fill their own column with their network's held-out score.
+  assert ('| a alone | 90.00 ± 0.00 | 100.00 ± 0.00 | 90.00 ± 5.00 | — '
+          '| 3.0 |') in table
+  assert ('| b alone | 60.00 ± 0.00 | 70.00 ± 0.00 | — | 50.00 ± 0.00 '
+          '| 3.0 |') in table
+  assert ('| ogm | 90.00 ± 0.00 | 100.00 ± 0.00 | 80.00 ± 0.00 | '
+          '30.00 ± 10.00 | 3.0 |') in table

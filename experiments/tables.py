@@ -1,0 +1,69 @@
+"""Markdown tables of the experiment grids (no absl flags: importable by
+tests and by any script)."""
+
+import numpy as np
+
+
+def gblend_setting(pair: str, description: str,
+                   runs: dict[str, list[dict]]) -> str:
+  """G-Blend grid: a row per method with weights found and cost vs naive."""
+  views = pair.split('+')
+  lines = [f'### {pair}: {description}', '',
+           '| method | test | train | weights [' + ', '.join(
+               [*views, 'fused']) + '] | s/run | × naive |',
+           '|---|---:|---:|---|---:|---:|']
+  naive_seconds = np.mean([r['train_seconds'] for r in runs['naive']])
+  for method, results in runs.items():
+    test = 100 * np.array([r['reported']['test/fused/accuracy']
+                           for r in results])
+    train = 100 * np.array([r['reported']['train/fused/accuracy']
+                            for r in results])
+    name = {'single_a': f'{views[0]} alone',
+            'single_b': f'{views[1]} alone'}.get(method, method)
+    weights = '—'
+    if 'blend_weights' in results[0]:
+      keys = list(results[0]['blend_weights'])
+      mean = np.mean([[r['blend_weights'][k] for k in keys]
+                      for r in results], axis=0)
+      weights = '[' + ', '.join(f'{w:.3f}' for w in mean) + ']'
+    seconds = np.mean([r['train_seconds'] for r in results])
+    lines.append(
+        f'| {name} | {test.mean():.2f} ± {test.std():.2f} | '
+        f'{train.mean():.2f} ± {train.std():.2f} | {weights} | '
+        f'{seconds:.1f} | {seconds / naive_seconds:.1f} |'
+    )
+  return '\n'.join(lines) + '\n'
+
+
+def _percent(results: list[dict], key: str) -> str:
+  values = 100 * np.array([r['reported'][key] for r in results])
+  return f'{values.mean():.2f} ± {values.std():.2f}'
+
+
+def ogm_setting(pair: str, description: str,
+                by_method: dict[str, list[dict]]) -> str:
+  """OGM-GE grid: a row per method with each view's held-out share."""
+  views = pair.split('+')
+  lines = [f'### {pair}: {description}', '',
+           f'| method | test | train | held-out {views[0]} share | '
+           f'held-out {views[1]} share | s/run |',
+           '|---|---:|---:|---:|---:|---:|']
+  for method, results in by_method.items():
+    name = {'single_a': f'{views[0]} alone',
+            'single_b': f'{views[1]} alone'}.get(method, method)
+    shares = []
+    for index, view in enumerate(views):
+      alone = ('single_a', 'single_b')[index]
+      if method == alone:
+        shares.append(_percent(results, 'holdout/fused/accuracy'))
+      elif method.startswith('single'):
+        shares.append('—')
+      else:
+        shares.append(_percent(results, f'holdout/unimodal_{view}/accuracy'))
+    seconds = np.mean([r['train_seconds'] for r in results])
+    lines.append(
+        f'| {name} | {_percent(results, "test/fused/accuracy")} | '
+        f'{_percent(results, "train/fused/accuracy")} | {shares[0]} | '
+        f'{shares[1]} | {seconds:.1f} |'
+    )
+  return '\n'.join(lines) + '\n'
