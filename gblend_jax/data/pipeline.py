@@ -99,7 +99,9 @@ class IndexSubset:
 class SelectedFeatures:
   """Each example of ``source`` with only ``id``, ``label`` and ``modalities``.
 
-  ``id`` and ``label`` become int32 scalars and the modalities float32.
+  ``label`` becomes an int32 scalar, ``id`` an int32 scalar when it is an
+  integer (else it stays a string: clip names of audio-visual data sets)
+  and the modalities float32.
   """
 
   def __init__(self, source: Source, modalities: Sequence[str]):
@@ -112,11 +114,20 @@ class SelectedFeatures:
   def __getitem__(self, index: int) -> Example:
     example = self.source[index]
     selected = {
-        key: np.asarray(example[key], np.int32) for key in RESERVED_KEYS
+        'id': _as_id(example['id']),
+        'label': np.asarray(example['label'], np.int32),
     }
     for name in self.modalities:
       selected[name] = np.asarray(example[name], np.float32)
     return selected
+
+
+def _as_id(value: Any) -> np.ndarray:
+  """An example id: int32 if it is an integer, else its bytes or string."""
+  value = np.asarray(value)
+  if np.issubdtype(value.dtype, np.integer):
+    return value.astype(np.int32)
+  return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -367,7 +378,8 @@ def check_examples(
         )
     for key in keys:
       columns[key].append(example[key])
-  arrays = {key: np.asarray(columns[key], np.int32) for key in RESERVED_KEYS}
+  arrays = {'id': _as_id(columns['id']),
+            'label': np.asarray(columns['label'], np.int32)}
   for name in modalities:
     arrays[name] = np.asarray(columns[name], np.float32).reshape(
         (len(source), *modalities[name])

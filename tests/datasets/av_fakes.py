@@ -1,0 +1,89 @@
+"""Tiny fake copies of CREMA-D, Kinetics-Sounds and AVE in their layouts.
+
+Clip ``i`` of a copy holds a tone in STFT bin ``20 + 3 i`` and frames whose
+red level is ``25 i`` and green level ``20 k`` for frame k, so that every
+stored array can be traced to its clip.
+"""
+
+import dataclasses
+import os
+from collections.abc import Callable
+
+import numpy as np
+import scipy.io.wavfile
+from PIL import Image
+
+from data.ave import ave_dataset_builder as ave
+from data.crema_d import crema_d_dataset_builder as crema_d
+from data.kinetics_sounds import kinetics_sounds_dataset_builder as ks
+from gblend_jax.data import audio_visual as av
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """A data set's fake copy: its clips and how its files are named."""
+
+  builder: type
+  clips: dict[str, list[tuple[str, int]]]  # split -> (id, label).
+  line: Callable[[str, int], str]  # A split file's line for (id, label).
+  frame_names: tuple[str, ...]
+  bom: bool = False  # OGM-GE opens CREMA-D's lists as UTF-8-sig.
+
+
+def crema_line(clip_id, label):
+  return f'{clip_id},{crema_d.Builder.CLASS_NAMES[label]}'
+
+
+def ave_line(clip_id, label):
+  return f'{ave.Builder.CLASS_NAMES[label]}&{clip_id}&good&0&10'
+
+
+_TEN_FRAMES = tuple(f'frame_{k:05d}.jpg' for k in range(1, 11))
+LAYOUTS = {
+    'crema_d': Layout(
+        crema_d.Builder,
+        {'train': [('1001_DFA_ANG_XX', 5), ('1001_DFA_HAP_XX', 1),
+                   ('1002_IEO_NEU_XX', 0), ('1003_TIE_FEA_XX', 3)],
+         'test': [('1041_TIE_DIS_XX', 4), ('1071_MTI_SAD_XX', 2)]},
+        crema_line, ('00000.jpg', '00030.jpg', '00060.jpg'), bom=True),
+    'kinetics_sounds': Layout(
+        ks.Builder,
+        {'train': [('--4-0ihtnBU_000058_000068', 4),
+                   ('-00nar1nEPc_000033_000043', 13),
+                   ('-Y3tYswTUCE_000167_000177', 30)],
+         'test': [('-3Mwkq-7TV4_2', 23), ('04fLIUMTbco_6', 0)]},
+        lambda clip_id, label: f'{clip_id},10,{label}', _TEN_FRAMES),
+    'ave': Layout(
+        ave.Builder,
+        {'train': [('c---zaDCTaE', 7), ('fCZi6I6kPpU', 0), ('RUhOCu3LNXM', 27)],
+         'validation': [('EV1bVf8Bldk', 12)],
+         'test': [('OXvrQ0XIAeM', 3), ('DxQmMOIMRt0', 25)]},
+        ave_line, _TEN_FRAMES),
+}
+
+
+def all_clips(layout):
+  return [clip for split in layout.clips.values() for clip in split]
+
+
+def write_copy(root, layout):
+  """Writes ``layout``'s clips into ``root`` as its builder expects them."""
+  builder = layout.builder
+  audio_dir = os.path.join(root, builder.AUDIO_DIR)
+  os.makedirs(audio_dir, exist_ok=True)
+  for index, (clip_id, _) in enumerate(all_clips(layout)):
+    time = np.arange(8000) / 16000  # 0.5 s at 16 kHz, int16 as CREMA-D.
+    tone = 0.5 * np.sin(2 * np.pi * (20 + 3 * index) * av.SAMPLE_RATE
+                        / av.N_FFT * time)
+    scipy.io.wavfile.write(os.path.join(audio_dir, clip_id + '.wav'), 16000,
+                           (tone * 2**15).astype(np.int16))
+    frames_dir = os.path.join(root, builder.FRAMES_DIR, clip_id)
+    os.makedirs(frames_dir)
+    for k, name in enumerate(layout.frame_names):
+      Image.new('RGB', (24, 16), (25 * index, 20 * k, 90)).save(
+          os.path.join(frames_dir, name))
+  for split, clips in layout.clips.items():
+    lines = [layout.line(clip_id, label) for clip_id, label in clips]
+    with open(os.path.join(root, builder.SPLIT_FILES[split]), 'w',
+              encoding='utf-8-sig' if layout.bom else 'utf-8') as file:
+      file.write('\n'.join(lines) + '\n')
