@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 
 export GBLEND_DATA_DIR := $(DATA_DIR)
 
-.PHONY: setup data demo test lint clean gblend
+.PHONY: setup data demo test lint clean gblend ogm
 
 setup: $(STAMP)
 
@@ -62,3 +62,8 @@ clean:
 # experiments/results/gblend_mfeat.md.
 gblend: setup data
 	$(PY) -m experiments.gblend_grid --seeds 5 --workdir workdirs/gblend_mfeat
+
+# OGM and OGM-GE against naive fusion on UCI Multiple Features: three view
+# pairs (strong + weak), 5 seeds; writes experiments/results/ogm_ge_mfeat.md.
+ogm: setup data
+	$(PY) -m experiments.ogm_grid --seeds 5 --workdir workdirs/ogm_mfeat

@@ -141,10 +141,13 @@ def _mesh_and_shardings() -> tuple[
 def _to_global(
     batch: Mapping[str, np.ndarray], sharding: jax.sharding.NamedSharding
 ) -> dict[str, jax.Array]:
-  """Assembles each process's share of a batch into one global array."""
+  """Assembles each process's share of a batch into one global array.
+
+  Example ids stay on the host (they may be strings).
+  """
   return {
       k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-      for k, v in batch.items()
+      for k, v in batch.items() if k != 'id'
   }
 
 
