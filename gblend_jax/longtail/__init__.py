@@ -1,0 +1,28 @@
+"""Long-tailed recognition: the tricks of Zhang et al. (AAAI 2021).
+
+Submodules:
+
+  profiles      long-tailed class counts (exponential, step) and subsets
+  losses        CS-CE, focal, class-balanced, LDAM, balanced softmax
+  sampling      class-aware / progressive sampling, over-/under-sampling,
+                a seeded resumable epoch sampler for grain
+  mixup         input and manifold mixup, Remix, the mixed loss
+  cam           class activation maps and CAM-based sampling images
+  shot_metrics  many-/medium-/few-shot accuracy, top-1 error
+"""
+
+from gblend_jax.longtail import cam
+from gblend_jax.longtail import losses
+from gblend_jax.longtail import mixup
+from gblend_jax.longtail import profiles
+from gblend_jax.longtail import sampling
+from gblend_jax.longtail import shot_metrics
+
+__all__ = (
+    'cam',
+    'losses',
+    'mixup',
+    'profiles',
+    'sampling',
+    'shot_metrics',
+)

@@ -1,0 +1,439 @@
+"""Re-weighting losses for long-tailed classification, one value per example.
+
+Every loss takes logits ``[B, C]``, integer labels ``[B]`` and, where it needs
+them, the training-set class counts ``n_c`` ``[C]``, and returns the
+per-example losses ``[B]`` (float32). Reduce them with
+`gblend_jax.losses.masked_mean`: a class-weighted loss is then
+``(1/B) Σ_b w_{y_b} ℓ_b``, the normalisation of Cui et al. (2019) and of Lin et
+al. (2017), not PyTorch's ``Σ_b w_{y_b} ℓ_b / Σ_b w_{y_b}``.
+
+The tricks of Zhang et al. (2021, §"Re-weighting methods"):
+
+* cost-sensitive CE: ``w_c = n_min / n_c``;
+* focal loss (Lin et al., 2017, §3.2, Eq. 4):
+  ``-(1 - p_y)^γ log p_y`` on the softmax probability ``p_y``;
+* class-balanced CE / focal (Cui et al., 2019, §3.2 and §4):
+  ``w_c = (1 - β) / (1 - β^{n_c})`` normalised so that ``Σ_c w_c = C``;
+* LDAM (Cao et al., 2019, §3.2): ``CE(s·(z - Δ_y e_y), y)`` with margins
+  ``Δ_c ∝ n_c^{-1/4}``, the largest one ``max_margin``;
+* balanced softmax (Ren et al., 2020, §3.1): ``CE(z + log n, y)``.
+
+`make_loss` builds any of them by name as ``loss_fn(logits, labels) -> [B]``.
+All functions are pure and jit-compatible (the counts may be traced arrays;
+the hyper-parameters are Python floats).
+
+References:
+  Zhang, Wei, Zhou, Wu, "Bag of Tricks for Long-Tailed Visual Recognition
+  with Deep Convolutional Neural Networks", AAAI 2021.
+  Lin, Goyal, Girshick, He, Dollár, "Focal Loss for Dense Object Detection",
+  ICCV 2017, https://arxiv.org/abs/1708.02002.
+  Cui, Jia, Lin, Song, Belongie, "Class-Balanced Loss Based on Effective
+  Number of Samples", CVPR 2019, https://arxiv.org/abs/1901.05555.
+  Cao, Wei, Gaidon, Arechiga, Ma, "Learning Imbalanced Datasets with
+  Label-Distribution-Aware Margin Loss", NeurIPS 2019,
+  https://arxiv.org/abs/1906.07413.
+  Ren, Yu, Sheng, Ma, Zhao, Yi, Li, "Balanced Meta-Softmax for Long-Tailed
+  Visual Recognition", NeurIPS 2020, https://arxiv.org/abs/2007.10740.
+"""
+
+import functools
+import inspect
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = (
+    'LOSSES',
+    'balanced_softmax_loss',
+    'class_balanced_cross_entropy',
+    'class_balanced_focal_loss',
+    'class_balanced_weights',
+    'cost_sensitive_cross_entropy',
+    'cost_sensitive_weights',
+    'cross_entropy',
+    'focal_loss',
+    'ldam_loss',
+    'ldam_margins',
+    'make_loss',
+)
+
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def _log_probabilities(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """``log softmax(logits)[b, labels_b]``, ``[B]`` float32."""
+  if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+    raise ValueError(
+        f'Expected logits [B, C] and labels [B]; got {logits.shape} and '
+        f'{labels.shape}.'
+    )
+  log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return jnp.take_along_axis(log_p, labels[:, None], axis=-1)[:, 0]
+
+
+def _class_weight(
+    weights: jax.Array | np.ndarray | None, labels: jax.Array
+) -> jax.Array | float:
+  if weights is None:
+    return 1.0
+  return jnp.asarray(weights, jnp.float32)[labels]
+
+
+def _counts(counts: jax.Array | np.ndarray) -> jax.Array:
+  counts = jnp.asarray(counts, jnp.float32)
+  if counts.ndim != 1:
+    raise ValueError(f'Class counts must be [C]; got shape {counts.shape}.')
+  return counts
+
+
+def cross_entropy(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    weights: jax.Array | np.ndarray | None = None,
+) -> jax.Array:
+  """Per-example softmax cross-entropy ``-w_y log p_y``.
+
+  Args:
+    logits: ``[B, C]`` scores.
+    labels: ``[B]`` integer classes.
+    weights: optional ``[C]`` class weights ``w_c`` (None: all 1).
+
+  Returns:
+    ``[B]`` float32 losses.
+
+  Examples:
+    >>> logits = jnp.array([[0.0, math.log(3.0)]])
+    >>> round(float(cross_entropy(logits, jnp.array([1]))[0]), 4)  # ln 4/3
+    0.2877
+  """
+  return -_class_weight(weights, labels) * _log_probabilities(logits, labels)
+
+
+def focal_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    gamma: float = 2.0,
+    weights: jax.Array | np.ndarray | None = None,
+) -> jax.Array:
+  """Per-example softmax focal loss ``-w_y (1 - p_y)^γ log p_y``.
+
+  Lin et al. (2017), §3.2: ``FL = -(1 - p_t)^γ log p_t`` (Eq. 4), with the
+  class weights ``w`` in the role of the α-balancing ``α_t`` (Eq. 5) and
+  ``p_y`` the softmax probability of the true class, as in Zhang et al.
+  (2021). γ = 0 is cross-entropy.
+
+  Args:
+    logits: ``[B, C]`` scores.
+    labels: ``[B]`` integer classes.
+    gamma: focusing parameter ``γ >= 0``.
+    weights: optional ``[C]`` class weights (None: all 1).
+
+  Returns:
+    ``[B]`` float32 losses.
+
+  Examples:
+    >>> logits = jnp.array([[0.0, math.log(3.0)]])  # p_1 = 3/4.
+    >>> # (1/4)^2 * ln(4/3)
+    >>> round(float(focal_loss(logits, jnp.array([1]), gamma=2.0)[0]), 5)
+    0.01798
+  """
+  if gamma < 0:
+    raise ValueError(f'gamma={gamma} must be non-negative.')
+  log_p = _log_probabilities(logits, labels)
+  one_minus_p = -jnp.expm1(log_p)
+  # The clip keeps the gradient of x^γ finite at p = 1 for γ < 1.
+  modulator = jnp.power(jnp.maximum(one_minus_p, 1e-30), gamma)
+  return -_class_weight(weights, labels) * modulator * log_p
+
+
+def cost_sensitive_weights(counts: jax.Array | np.ndarray) -> jax.Array:
+  """Cost-sensitive class weights ``w_c = n_min / n_c`` (Zhang et al., 2021).
+
+  Args:
+    counts: ``[C]`` training examples per class, all positive.
+
+  Returns:
+    ``[C]`` float32 weights; the rarest class has weight 1.
+
+  Examples:
+    >>> [round(float(w), 4) for w in cost_sensitive_weights([100, 10, 50])]
+    [0.1, 1.0, 0.2]
+  """
+  counts = _counts(counts)
+  return jnp.min(counts) / counts
+
+
+def class_balanced_weights(
+    counts: jax.Array | np.ndarray, beta: float = 0.9999
+) -> jax.Array:
+  """Class-balanced weights by the effective number (Cui et al., 2019).
+
+  ``w_c ∝ 1 / E_{n_c}`` with the effective number
+  ``E_n = (1 - β^n) / (1 - β)`` (Cui et al., §3.2, Proposition 1),
+  normalised so that ``Σ_c w_c = C`` (§4). β = 0 gives equal weights;
+  β → 1 gives inverse-frequency weights ``∝ 1 / n_c``.
+
+  Args:
+    counts: ``[C]`` training examples per class, all positive.
+    beta: ``β`` in ``[0, 1)``.
+
+  Returns:
+    ``[C]`` float32 weights summing to ``C``.
+
+  Examples:
+    >>> # beta = 0.5: 1 - beta^n = 1/2, 3/4 for n = 1, 2; w ∝ 2, 4/3.
+    >>> [round(float(w), 4) for w in class_balanced_weights([1, 2], 0.5)]
+    [1.2, 0.8]
+  """
+  if not 0.0 <= beta < 1.0:
+    raise ValueError(f'beta={beta} must be in [0, 1).')
+  counts = _counts(counts)
+  if beta == 0.0:
+    return jnp.ones_like(counts)
+  # 1 - beta^n, computed without cancellation for beta close to 1.
+  not_effective = -jnp.expm1(counts * math.log(beta))
+  weights = 1.0 / not_effective
+  return weights * (counts.shape[0] / jnp.sum(weights))
+
+
+def cost_sensitive_cross_entropy(
+    logits: jax.Array, labels: jax.Array, counts: jax.Array | np.ndarray
+) -> jax.Array:
+  """Cross-entropy weighted by ``n_min / n_y`` (CS-CE, Zhang et al., 2021).
+
+  Args:
+    logits: ``[B, C]`` scores.
+    labels: ``[B]`` integer classes.
+    counts: ``[C]`` training examples per class.
+
+  Returns:
+    ``[B]`` float32 losses.
+  """
+  return cross_entropy(logits, labels, weights=cost_sensitive_weights(counts))
+
+
+def class_balanced_cross_entropy(
+    logits: jax.Array,
+    labels: jax.Array,
+    counts: jax.Array | np.ndarray,
+    *,
+    beta: float = 0.9999,
+) -> jax.Array:
+  """Class-balanced softmax cross-entropy (Cui et al., 2019, §4.1).
+
+  Args:
+    logits: ``[B, C]`` scores.
+    labels: ``[B]`` integer classes.
+    counts: ``[C]`` training examples per class.
+    beta: ``β`` of `class_balanced_weights`.
+
+  Returns:
+    ``[B]`` float32 losses ``-w_y log p_y``.
+  """
+  return cross_entropy(
+      logits, labels, weights=class_balanced_weights(counts, beta)
+  )
+
+
+def class_balanced_focal_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    counts: jax.Array | np.ndarray,
+    *,
+    beta: float = 0.9999,
+    gamma: float = 2.0,
+) -> jax.Array:
+  """Class-balanced focal loss (Cui et al., 2019, §4.3), softmax form.
+
+  Cui et al. write the focal term with per-class sigmoids; like Zhang et al.
+  (2021) this uses the softmax probability of the true class:
+  ``-w_y (1 - p_y)^γ log p_y`` with ``w = class_balanced_weights(n, β)``.
+
+  Args:
+    logits: ``[B, C]`` scores.
+    labels: ``[B]`` integer classes.
+    counts: ``[C]`` training examples per class.
+    beta: ``β`` of `class_balanced_weights`.
+    gamma: focusing parameter of `focal_loss`.
+
+  Returns:
+    ``[B]`` float32 losses.
+  """
+  return focal_loss(
+      logits, labels, gamma=gamma,
+      weights=class_balanced_weights(counts, beta),
+  )
+
+
+def ldam_margins(
+    counts: jax.Array | np.ndarray, max_margin: float = 0.5
+) -> jax.Array:
+  """LDAM margins ``Δ_c = K / n_c^{1/4}`` (Cao et al., 2019, §3.2).
+
+  The constant ``K`` is chosen so that the largest margin (that of the rarest
+  class) is ``max_margin``: ``Δ_c = max_margin · (n_min / n_c)^{1/4}``.
+
+  Args:
+    counts: ``[C]`` training examples per class, all positive.
+    max_margin: the margin of the rarest class (0.5 in Cao et al.).
+
+  Returns:
+    ``[C]`` float32 margins.
+
+  Examples:
+    >>> [round(float(m), 4) for m in ldam_margins([1, 16, 81])]
+    [0.5, 0.25, 0.1667]
+  """
+  counts = _counts(counts)
+  inverse_root = counts ** -0.25
+  return inverse_root * (max_margin / jnp.max(inverse_root))
+
+
+def ldam_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    counts: jax.Array | np.ndarray,
+    *,
+    max_margin: float = 0.5,
+    scale: float = 30.0,
+    weights: jax.Array | np.ndarray | None = None,
+) -> jax.Array:
+  """Label-distribution-aware margin loss (Cao et al., 2019, §3.2).
+
+  ``-w_y log softmax(s · (z - Δ_y e_y))_y``: the margin ``Δ_y`` of
+  `ldam_margins` is subtracted from the true-class logit only, and all
+  logits are multiplied by the scale ``s`` (Cao et al. normalise features
+  and weights and use s = 30; the logits here are used as given). With
+  ``weights`` set to `class_balanced_weights` after the switch epoch this is
+  LDAM-DRW (Cao et al., Algorithm 1).
+
+  Args:
+    logits: ``[B, C]`` scores.
+    labels: ``[B]`` integer classes.
+    counts: ``[C]`` training examples per class.
+    max_margin: the largest margin.
+    scale: ``s``.
+    weights: optional ``[C]`` class weights (None: all 1).
+
+  Returns:
+    ``[B]`` float32 losses.
+
+  Examples:
+    >>> # Class 1 is rare: margin 0.5; 30 * (1 - 0.5) vs 30 * 1 for class 0.
+    >>> logits = jnp.array([[1.0, 1.0]])
+    >>> loss = ldam_loss(logits, jnp.array([1]), np.array([10000, 1]))
+    >>> round(float(loss[0]), 4)  # log(1 + e^{30 - 15})
+    15.0
+  """
+  margins = ldam_margins(counts, max_margin)
+  one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+  shifted = logits.astype(jnp.float32) - one_hot * margins[labels][:, None]
+  return cross_entropy(scale * shifted, labels, weights=weights)
+
+
+def balanced_softmax_loss(
+    logits: jax.Array, labels: jax.Array, counts: jax.Array | np.ndarray
+) -> jax.Array:
+  """Balanced softmax: cross-entropy of ``z + log n`` (Ren et al., 2020).
+
+  ``-log (n_y e^{z_y} / Σ_c n_c e^{z_c})`` (Ren et al., §3.1): the softmax
+  with the training label prior ``π_c ∝ n_c`` folded in. Adding ``log n_c``
+  or ``log π_c`` gives the same loss. At test time the plain logits are used.
+
+  Args:
+    logits: ``[B, C]`` scores.
+    labels: ``[B]`` integer classes.
+    counts: ``[C]`` training examples per class, all positive.
+
+  Returns:
+    ``[B]`` float32 losses.
+
+  Examples:
+    >>> # Equal logits, counts 3 and 1: p_1 = 1/4.
+    >>> loss = balanced_softmax_loss(jnp.zeros((1, 2)), jnp.array([1]),
+    ...                              np.array([3, 1]))
+    >>> round(float(loss[0]), 4)  # ln 4
+    1.3863
+  """
+  log_prior = jnp.log(_counts(counts))
+  return cross_entropy(logits.astype(jnp.float32) + log_prior, labels)
+
+
+def _cross_entropy_by_name(logits, labels, counts, *, weights=None):
+  del counts  # Unused; kept so that every registered loss takes counts.
+  return cross_entropy(logits, labels, weights=weights)
+
+
+def _focal_by_name(logits, labels, counts, *, gamma=2.0, weights=None):
+  del counts
+  return focal_loss(logits, labels, gamma=gamma, weights=weights)
+
+
+# Name -> loss taking (logits, labels, counts, **hyper_parameters).
+LOSSES: dict[str, Callable[..., jax.Array]] = {
+    'ce': _cross_entropy_by_name,
+    'cs_ce': cost_sensitive_cross_entropy,
+    'focal': _focal_by_name,
+    'cb_ce': class_balanced_cross_entropy,
+    'cb_focal': class_balanced_focal_loss,
+    'ldam': ldam_loss,
+    'balanced_softmax': balanced_softmax_loss,
+}
+
+
+def make_loss(
+    name: str, counts: jax.Array | np.ndarray, **kwargs
+) -> LossFn:
+  """A per-example loss ``loss_fn(logits, labels) -> [B]`` by name.
+
+  Names: ``'ce'``, ``'cs_ce'``, ``'focal'``, ``'cb_ce'``, ``'cb_focal'``,
+  ``'ldam'``, ``'balanced_softmax'`` (see the module docstring for the
+  formulas). Keyword arguments are the loss's hyper-parameters: ``gamma``
+  (focal, cb_focal), ``beta`` (cb_ce, cb_focal), ``max_margin`` and
+  ``scale`` (ldam), ``weights`` (ce, focal, ldam; e.g. the
+  `class_balanced_weights` of deferred re-weighting).
+
+  Args:
+    name: a key of `LOSSES`.
+    counts: ``[C]`` training examples per class (ignored by ce and focal).
+    **kwargs: hyper-parameters of that loss.
+
+  Returns:
+    A jit-compatible function of ``(logits [B, C], labels [B])``.
+
+  Raises:
+    ValueError: for an unknown name or a hyper-parameter the loss does not
+      take, listing the valid ones.
+
+  Examples:
+    >>> loss_fn = make_loss('cb_focal', np.array([100, 10]), beta=0.99,
+    ...                     gamma=1.0)
+    >>> loss_fn(jnp.zeros((3, 2)), jnp.array([0, 1, 1])).shape
+    (3,)
+  """
+  if name not in LOSSES:
+    raise ValueError(
+        f'Unknown long-tail loss {name!r}; valid: {sorted(LOSSES)}.'
+    )
+  loss = LOSSES[name]
+  accepted = sorted(
+      p.name for p in inspect.signature(loss).parameters.values()
+      if p.kind is inspect.Parameter.KEYWORD_ONLY
+  )
+  unknown = sorted(set(kwargs) - set(accepted))
+  if unknown:
+    raise ValueError(
+        f'Loss {name!r} takes no {unknown}; its hyper-parameters: '
+        f'{accepted}.'
+    )
+  counts = np.asarray(counts) if not isinstance(counts, jax.Array) else counts
+  return functools.partial(_apply, loss, counts=counts, kwargs=kwargs)
+
+
+def _apply(loss, logits, labels, *, counts, kwargs):
+  return loss(logits, labels, counts, **kwargs)
