@@ -69,12 +69,10 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)
   metric_writer.quiet_library_logs()
-  sections = []
-  for pair, args, description in SETTINGS:
-    rows = [f'views={pair},method={m},{args}' for m in mfeat_gblend.METHODS]
-    results = runs.run_sweep(CONFIG, rows, _SEEDS.value, [], _WORKDIR.value)
-    by_method = dict(zip(mfeat_gblend.METHODS, results.values(), strict=True))
-    sections.append(tables.gblend_setting(pair, description, by_method))
+  sections = runs.run_view_pair_grid(
+      CONFIG, mfeat_gblend.METHODS, SETTINGS, tables.gblend_setting,
+      seeds=_SEEDS.value, workdir=_WORKDIR.value,
+  )
   text = runs.write_report(
       _OUTPUT.value, INTRO.format(seeds=_SEEDS.value) + '\n'.join(sections),
       'experiments.gblend_grid', sys.argv[1:],

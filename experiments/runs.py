@@ -12,6 +12,7 @@ import os
 import platform
 import shlex
 import time
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -104,6 +105,39 @@ def run_sweep(
   return results
 
 
+
+
+def run_view_pair_grid(
+    config_path: str,
+    methods: tuple[str, ...],
+    settings: tuple[tuple[str, str, str], ...],
+    table: Callable[[str, str, dict[str, list[dict]]], str],
+    *,
+    seeds: int,
+    workdir: str,
+) -> list[str]:
+  """Runs every method on every view-pair setting over seeds.
+
+  Args:
+    config_path: a config file taking ``views=a+b,method=m[,args]``.
+    methods: the methods, in table order.
+    settings: ``(view pair, extra config arguments, description)`` each.
+    table: formats one setting: ``table(pair, description, {method:
+      [results per seed]})``.
+    seeds: seeds per method.
+    workdir: where the runs go (finished runs are read, not rerun).
+
+  Returns:
+    One markdown section per setting.
+  """
+  sections = []
+  for pair, args, description in settings:
+    rows = [','.join(filter(None, (f'views={pair},method={m}', args)))
+            for m in methods]
+    results = run_sweep(config_path, rows, seeds, [], workdir)
+    by_method = dict(zip(methods, results.values(), strict=True))
+    sections.append(table(pair, description, by_method))
+  return sections
 
 
 def machine() -> str:

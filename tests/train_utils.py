@@ -1,6 +1,8 @@
 """Helpers for the end-to-end tests: tiny configs of the real experiments."""
 
 import os
+import subprocess
+import sys
 
 import ml_collections
 
@@ -55,3 +57,24 @@ def interrupted_then_resumed(config, workdir: str, step: int, monkeypatch):
     assert train.train_and_evaluate(config, workdir) == {
         'interrupted_at_step': step}
   return train.train_and_evaluate(config, workdir)
+
+
+def run_on_cpu_devices(script: str, devices: int = 8,
+                       timeout: int = 300) -> subprocess.CompletedProcess:
+  """Runs a Python script in a subprocess that sees `devices` CPU devices.
+
+  XLA reads the device count once, before JAX starts, so multi-device
+  checks run in a process of their own.
+  """
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = (
+      env.get('XLA_FLAGS', '')
+      + f' --xla_force_host_platform_device_count={devices}'
+  ).strip()
+  env['JAX_PLATFORMS'] = 'cpu'
+  env['PYTHONPATH'] = os.pathsep.join(
+      p for p in (REPO, env.get('PYTHONPATH')) if p
+  )
+  return subprocess.run([sys.executable, script], env=env,
+                        capture_output=True, text=True, timeout=timeout,
+                        check=False)

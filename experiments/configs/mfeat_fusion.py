@@ -79,3 +79,35 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every_epochs = 1
     config.log_every_steps = 1
   return config
+
+
+def two_view_config(
+    args: dict[str, str | bool], methods: tuple[str, ...]
+) -> tuple[ml_collections.ConfigDict, str]:
+  """The start of a two-view method grid's config (`mfeat_gblend`,
+  `mfeat_ogm`).
+
+  Args:
+    args: parsed arguments with ``views`` (``a+b``), ``method``,
+      ``per_class`` and ``mismatch`` (see `mfeat_gblend`).
+    methods: the allowed methods; ``single_a``/``single_b`` train the first
+      or second view alone.
+
+  Returns:
+    ``(config, method)``: this file's config for the views the
+    method uses, with the training-set size and the second view's mismatch
+    set.
+  """
+  views = args['views'].split('+')
+  if len(views) != 2:
+    raise ValueError(f'views={args["views"]!r} must name two views (a+b).')
+  method = args['method']
+  if method not in methods:
+    raise ValueError(f'Unknown method={method!r}; valid: {list(methods)}.')
+  used = {'single_a': views[:1], 'single_b': views[1:]}.get(method, views)
+  config = get_config(f'views={"+".join(used)}')
+  config.data.train_examples_per_class = int(args['per_class'])
+  mismatch = float(args['mismatch'])
+  if mismatch and views[1] in used:
+    config.data.mismatched_modalities[views[1]] = mismatch
+  return config, method

@@ -36,19 +36,7 @@ METHODS = ('single_a', 'single_b', 'naive', 'offline', 'online', 'gradient')
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, views='kar+pix', method='naive',
                           per_class='20', mismatch='0', runlocal=False)
-  views = args['views'].split('+')
-  if len(views) != 2:
-    raise ValueError(f'views={args["views"]!r} must name two views (a+b).')
-  method = args['method']
-  if method not in METHODS:
-    raise ValueError(f'Unknown method={method!r}; valid: {list(METHODS)}.')
-  used = {'single_a': views[:1], 'single_b': views[1:]}.get(method, views)
-
-  config = mfeat_fusion.get_config(f'views={"+".join(used)}')
-  config.data.train_examples_per_class = int(args['per_class'])
-  mismatch = float(args['mismatch'])
-  if mismatch and views[1] in used:
-    config.data.mismatched_modalities[views[1]] = mismatch
+  config, method = mfeat_fusion.two_view_config(args, METHODS)
   config.data.batch_size = 32
 
   config.model.encoder.mlp.hidden_sizes = (128,)

@@ -2,8 +2,6 @@
 
 import math
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,10 +10,8 @@ import optax
 import pytest
 
 from gblend_jax import ogm
+from tests import train_utils
 
-REPO = os.path.dirname(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-)
 PMAP_SCRIPT = os.path.join(os.path.dirname(__file__), 'ogm_pmap_checks.py')
 LABELS = ogm.label_encoders(('a', 'b'))
 
@@ -446,21 +442,6 @@ def test_labels_and_scores_are_checked():
 
 
 def test_pmap_with_axis_name_on_8_cpu_devices():
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = (
-      env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
-  ).strip()
-  env['JAX_PLATFORMS'] = 'cpu'
-  env['PYTHONPATH'] = os.pathsep.join(
-      p for p in (REPO, env.get('PYTHONPATH')) if p
-  )
-  result = subprocess.run(
-      [sys.executable, PMAP_SCRIPT],
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=300,
-      check=False,
-  )
+  result = train_utils.run_on_cpu_devices(PMAP_SCRIPT, 8)
   assert result.returncode == 0, result.stdout + result.stderr
   assert 'pmap: ok' in result.stdout
