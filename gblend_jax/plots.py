@@ -97,3 +97,37 @@ def plot_modulation(workdir: str, modalities: Sequence[str]) -> str | None:
           'fused': 'holdout/fused/accuracy',
       }, 'linear'),
   ])
+
+
+def plot_per_class_accuracy(
+    workdir: str, train_counts: Sequence[int], accuracy: Sequence[float]
+) -> str:
+  """Per-class test accuracy against training-class size.
+
+  The many-, medium- and few-shot thresholds (100 and 20 training images,
+  Zhang et al., AAAI 2021) are drawn as vertical lines.
+
+  Args:
+    workdir: the run's work directory.
+    train_counts: ``[C]`` training images per class.
+    accuracy: ``[C]`` test accuracy per class (fractions).
+
+  Returns:
+    The path of ``per_class_accuracy.png``.
+  """
+  figure, axis = plt.subplots(figsize=(7, 4))
+  axis.scatter(train_counts, [100 * a for a in accuracy])
+  for c, (n, a) in enumerate(zip(train_counts, accuracy, strict=True)):
+    axis.annotate(str(c), (n, 100 * a), textcoords='offset points',
+                  xytext=(3, 3), fontsize=7)
+  for threshold in (20, 100):
+    axis.axvline(threshold, color='grey', linestyle=':', linewidth=1)
+  axis.set_xscale('log')
+  axis.set_xlabel('training images of the class')
+  axis.set_ylabel('test accuracy (%)')
+  axis.set_title('Per-class accuracy (labels: class index)')
+  figure.tight_layout()
+  path = os.path.join(workdir, 'per_class_accuracy.png')
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+  return path

@@ -30,6 +30,10 @@ FUSED = 'fused'
 UNIMODAL_PREFIX = 'unimodal_'
 # (params, batch_stats, model outputs, batch) -> (tx.update kwargs, metrics).
 UpdateArgs = Callable[..., tuple[dict[str, Any], dict[str, jax.Array]]]
+# (key, batch, loss_args) -> (model inputs, logits -> [H] head losses,
+# metrics): a training objective other than per-head cross-entropy (the
+# long-tail losses and mixup, `gblend_jax.longtail.trainer_hooks`).
+Objective = Callable[..., tuple[Any, Callable[..., jax.Array], dict]]
 
 
 @flax.struct.dataclass
@@ -85,18 +89,31 @@ def stacked_head_losses(
   )
 
 
-def _training_losses(model: nn.Module, state: TrainState, batch, heads):
-  """``params -> ([H] head losses, (outputs, new batch_stats))`` in training
-  mode, with the dropout key of this step."""
+def _training_losses(
+    model: nn.Module, state: TrainState, batch, heads,
+    objective: Objective | None = None, loss_args: Any = None,
+):
+  """``params -> ([H] head losses, (outputs, new batch_stats, metrics))``
+  in training mode, with the dropout key of this step.
+
+  Without ``objective`` the head losses are cross-entropies of the batch's
+  inputs; with it, ``objective(key, batch, loss_args)`` gives the inputs
+  (e.g. mixed) and the head losses of their logits.
+  """
   rng = jax.random.fold_in(state.rng, state.step)
+  if objective is None:
+    inputs, metrics = model_inputs(batch), {}
+
+    def head_losses(logits):
+      return stacked_head_losses(logits, batch['label'], heads)
+  else:
+    inputs, head_losses, metrics = objective(rng, batch, loss_args)
 
   def loss_vector(params):
     out, batch_stats = forward(
-        model, params, state.batch_stats, model_inputs(batch), train=True,
-        rng=rng,
+        model, params, state.batch_stats, inputs, train=True, rng=rng,
     )
-    per_head = stacked_head_losses(out['logits'], batch['label'], heads)
-    return per_head, (out, batch_stats)
+    return head_losses(out['logits']), (out, batch_stats, metrics)
 
   return loss_vector
 
@@ -109,7 +126,8 @@ def make_train_step(
     *,
     update_args: UpdateArgs | None = None,
     opt_state_metrics: Callable[[optax.OptState], dict] | None = None,
-) -> Callable[[TrainState, Any, jax.Array], tuple[TrainState, dict]]:
+    objective: Objective | None = None,
+) -> Callable[..., tuple[TrainState, dict]]:
   """A step on the objective ``sum_i w_i L_i`` with one backward pass.
 
   Args:
@@ -122,21 +140,29 @@ def make_train_step(
       from this step's forward pass (OGM-GE's scores) and metrics to log.
     opt_state_metrics: optional ``opt_state -> metrics`` read after the
       update (OGM-GE's ratios and coefficients).
+    objective: optional `Objective` replacing per-head cross-entropy (the
+      long-tail losses and mixup); it receives the step's ``loss_args``.
 
   Returns:
-    ``train_step(state, batch, head_weights) -> (state, metrics)``.
+    ``train_step(state, batch, head_weights, loss_args=None) -> (state,
+    metrics)``.
   """
 
-  def train_step(state: TrainState, batch, head_weights: jax.Array):
-    loss_vector = _training_losses(model, state, batch, heads)
+  def train_step(
+      state: TrainState, batch, head_weights: jax.Array, loss_args=None
+  ):
+    loss_vector = _training_losses(
+        model, state, batch, heads, objective, loss_args
+    )
 
-    def objective(params):
-      per_head, (out, batch_stats) = loss_vector(params)
-      return jnp.dot(head_weights, per_head), (per_head, out, batch_stats)
+    def weighted_sum(params):
+      per_head, (out, batch_stats, metrics) = loss_vector(params)
+      return jnp.dot(head_weights, per_head), (
+          per_head, out, batch_stats, metrics)
 
-    (total, (per_head, out, batch_stats)), grads = jax.value_and_grad(
-        objective, has_aux=True
-    )(state.params)
+    (total, (per_head, out, batch_stats, objective_metrics)), grads = (
+        jax.value_and_grad(weighted_sum, has_aux=True)(state.params)
+    )
     extra_args, extra_metrics = {}, {}
     if update_args is not None:
       extra_args, extra_metrics = update_args(
@@ -151,6 +177,7 @@ def make_train_step(
         learning_rate(state.step),
     )
     step_metrics.update(extra_metrics)
+    step_metrics.update(objective_metrics)
     if opt_state_metrics is not None:
       step_metrics.update(opt_state_metrics(opt_state))
     new_state = state.replace(
@@ -245,7 +272,7 @@ def make_gradient_blend_train_step(
       per_head, aux = loss_vector(params)
       return per_head, (per_head, *aux)
 
-    per_loss_grads, (per_head, out, batch_stats) = jax.jacrev(
+    per_loss_grads, (per_head, out, batch_stats, _) = jax.jacrev(
         with_losses, has_aux=True
     )(state.params)
 

@@ -38,6 +38,7 @@ from gblend_jax import modulation
 from gblend_jax import optim
 from gblend_jax import plots
 from gblend_jax import steps
+from gblend_jax.longtail import trainer_hooks as longtail_hooks
 
 SPLITS = ('train', 'holdout', 'test')
 
@@ -67,6 +68,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         'leaks the test set.'
     )
   modulation.check_modulation_config(config)
+  longtail_hooks.check_config(config)
   if config.early_stopping_patience < 0:
     raise ValueError(
         'config.early_stopping_patience='
@@ -278,6 +280,13 @@ def train_and_evaluate(
   heads = steps.head_order(tuple(splits.modalities),
                            config.model.modality_heads)
   initial_weights = head_loss_weights(config, heads)
+  # Long-tail tricks (losses, DRW, samplers, DRS, mixup, shot metrics).
+  longtail = longtail_hooks.LongTailTraining(
+      config, splits, steps_per_epoch=steps_per_epoch,
+      total_steps=total_steps, heads=heads,
+  )
+  if is_chief:
+    longtail.write_class_counts(workdir)
   tx = optim.build_optimizer(
       config.optimizer, total_steps=total_steps,
       steps_per_epoch=steps_per_epoch,
@@ -337,6 +346,7 @@ def train_and_evaluate(
       seed=config.data.shuffle_seed,
       process_index=jax.process_index(),
       process_count=jax.process_count(),
+      sampler=longtail.sampler(global_batch),
   )
   holdout_iter = None
   if config.blend.mode == 'gradient':
@@ -382,25 +392,33 @@ def train_and_evaluate(
         out_shardings=(replicated, replicated),
     )
 
-    def run_step(state, batch):
+    def run_step(state, batch, step):
+      del step  # The gradient blend step has no per-step arguments.
       holdout_batch = _to_global(next(holdout_iter), batch_sharding)
       return train_step(state, batch, holdout_batch)
   else:
     hooks = {}
     if modulation_tx is not None:
-      hooks = dict(
+      hooks.update(
           update_args=modulation.make_update_args(model, modalities),
           opt_state_metrics=lambda s: modulation.state_metrics(s, modalities),
       )
+    if longtail.objective is not None:
+      hooks['objective'] = longtail.objective
     train_step = jax.jit(
         steps.make_train_step(model, tx, learning_rate, heads, **hooks),
         donate_argnums=(0,),
-        in_shardings=(replicated, batch_sharding, replicated),
+        in_shardings=(replicated, batch_sharding, replicated, replicated),
         out_shardings=(replicated, replicated),
     )
 
-    def run_step(state, batch):
-      return train_step(state, batch, head_weights)
+    def run_step(state, batch, step):
+      # The loss weights (DRW) and mixup's on/off flag of this step.
+      loss_args = None
+      if longtail.objective is not None:
+        loss_args = longtail.loss_args(
+            step, lambda x: jax.device_put(x, replicated))
+      return train_step(state, batch, head_weights, loss_args)
 
   eval_step = jax.jit(
       eval_step, in_shardings=(replicated, batch_sharding),
@@ -429,6 +447,21 @@ def train_and_evaluate(
         if name != 'count':
           results[f'{split}/{name}'] = value
     return results
+
+  per_class_eval = jax.jit(
+      longtail.make_per_class_eval(model),
+      in_shardings=(replicated, batch_sharding), out_shardings=replicated,
+  )
+
+  def test_shot_metrics(state: TrainState):
+    return longtail.shot_results(
+        jax.device_get(per_class_eval(state, _to_global(b, batch_sharding)))
+        for b in data.eval_batches(
+            splits.test, batch_size=eval_batch,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+    )
 
   run_start = time.perf_counter()
   seconds_before = loop['train_seconds']
@@ -503,7 +536,7 @@ def train_and_evaluate(
         writer.write(step, {**result.as_metrics(heads),
                             'blend/epoch': step / steps_per_epoch})
       batch = _to_global(next(train_iter), batch_sharding)
-      state, step_metrics = run_step(state, batch)
+      state, step_metrics = run_step(state, batch, step)
       pending.append(step_metrics)
       step += 1
       if progress.should_report(step):
@@ -539,9 +572,16 @@ def train_and_evaluate(
     return {'interrupted_at_step': step}
   final = last_eval or evaluate(state)  # None when resumed after the end.
   best = dict(final)
+  best_state = None
   if loop['best_step'] is not None and loop['best_step'] != step:
     best_state, _ = checkpointer.restore(abstract_state, best=True)
     best = evaluate(best_state)
+  if config.longtail.shot_metrics:
+    # Many/medium/few-shot test accuracy (Zhang et al., AAAI 2021).
+    final_shots, per_class_accuracy = test_shot_metrics(state)
+    final = {**final, **final_shots}
+    best = {**best, **(final_shots if best_state is None
+                       else test_shot_metrics(best_state)[0])}
   results = {
       'step': step,
       'train_seconds': loop['train_seconds'],
@@ -563,6 +603,9 @@ def train_and_evaluate(
       plots.plot_blend(workdir, heads)
     if modulation_tx is not None:
       plots.plot_modulation(workdir, modalities)
+    if config.longtail.shot_metrics:
+      plots.plot_per_class_accuracy(
+          workdir, splits.train_class_counts, per_class_accuracy)
   checkpointer.close()
   writer.close()
   return results

@@ -21,6 +21,7 @@ import numpy as np
 
 from gblend_jax.data import registry
 from gblend_jax.data import splits
+from gblend_jax.longtail import profiles
 
 Example = dict[str, np.ndarray]
 # Features that are not modalities.
@@ -167,6 +168,16 @@ def default_data_config() -> ml_collections.ConfigDict:
       'holdout_seed': 0,
       # Keep only this many training examples per class (seeded; 0: all).
       'train_examples_per_class': 0,
+      # Long-tailed training split (Zhang et al., AAAI 2021): after the
+      # held-out split is carved out, class c keeps n_c examples of the
+      # profile (see `longtail_subset`); held-out and test stay balanced.
+      'longtail': ml_collections.ConfigDict({
+          'profile': 'none',  # 'none', 'exponential' or 'step'.
+          'imbalance_factor': 100.0,  # IF = n_max / n_min, >= 1.
+          # n_max, the count of class 0; 0: the smallest class's count.
+          'max_count': 0,
+          'seed': 0,  # Seed of the per-class draws.
+      }),
       # Modality -> probability that an example's features come from a
       # random example of the split (see mismatch_modalities); {}: none.
       'mismatched_modalities': ml_collections.ConfigDict(),
@@ -235,6 +246,12 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> DatasetSplits:
         train_labels[kept], data_config.train_examples_per_class,
         data_config.holdout_seed + 1,
     )]
+  if data_config.longtail.profile != 'none':
+    # After the held-out split, so that held-out and test stay balanced (as
+    # the balanced test sets of CIFAR-LT and ImageNet-LT).
+    kept = kept[longtail_subset(
+        train_labels[kept], data_config.longtail, num_classes
+    )]
   train = ArraySource(read['train'].take(kept))
   holdout = ArraySource(read['train'].take(held_out))
   test = read['test']
@@ -258,6 +275,72 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> DatasetSplits:
       ),
       name=name,
   )
+
+
+def longtail_subset(
+    labels: np.ndarray, longtail: ml_collections.ConfigDict, num_classes: int
+) -> np.ndarray:
+  """Positions of a long-tailed subset of a labelled split.
+
+  Class ``c`` keeps ``n_c`` of its examples, ``n_c`` from
+  `gblend_jax.longtail.profiles.longtail_counts` (exponential:
+  ``n_c = int(n_max · IF^{-c/(C-1)})``, Cui et al., CVPR 2019; step: Cao et
+  al., NeurIPS 2019), drawn by `gblend_jax.longtail.profiles
+  .longtail_indices`: long-tailed CIFAR as Zhang et al. (AAAI 2021) use it.
+
+  Args:
+    labels: ``[n]`` labels of the split.
+    longtail: the ``data.longtail`` block (profile, imbalance_factor,
+      max_count, seed).
+    num_classes: ``C``.
+
+  Returns:
+    Sorted int64 positions into ``labels``.
+
+  Raises:
+    ValueError: naming the ``data.longtail`` key for an unknown profile, an
+      imbalance factor below 1, a class left empty or short of examples.
+  """
+  check_longtail_config(longtail)
+  available = np.bincount(labels, minlength=num_classes)
+  max_count = int(longtail.max_count) or int(available.min())
+  try:
+    counts = profiles.longtail_counts(
+        longtail.profile, num_classes, max_count, longtail.imbalance_factor
+    )
+    return profiles.longtail_indices(labels, counts, longtail.seed)
+  except ValueError as error:
+    raise ValueError(
+        f'data.longtail (profile={longtail.profile!r}, imbalance_factor='
+        f'{longtail.imbalance_factor}, max_count={max_count}): {error} '
+        f'Training examples per class: {available.tolist()}.'
+    ) from error
+
+
+def check_longtail_config(longtail: ml_collections.ConfigDict) -> None:
+  """Rejects a bad ``data.longtail`` block before any work.
+
+  Raises:
+    ValueError: naming the key, its value and what is allowed.
+  """
+  valid = ('none', 'exponential', 'step')
+  if longtail.profile not in valid:
+    raise ValueError(
+        f'Unknown data.longtail.profile={longtail.profile!r}; valid: '
+        f'{list(valid)}.'
+    )
+  if longtail.profile == 'none':
+    return
+  if not longtail.imbalance_factor >= 1.0:  # Also rejects NaN.
+    raise ValueError(
+        f'data.longtail.imbalance_factor={longtail.imbalance_factor} must '
+        'be >= 1 (n_max / n_min).'
+    )
+  if longtail.max_count < 0:
+    raise ValueError(
+        f'data.longtail.max_count={longtail.max_count} must be >= 0 (0: the '
+        'smallest class of the training split).'
+    )
 
 
 def mismatch_modalities(
@@ -417,6 +500,7 @@ def train_iterator(
     seed: int,
     process_index: int = 0,
     process_count: int = 1,
+    sampler: Any = None,
 ) -> grain.DatasetIterator:
   """Batches of this process's share of an endlessly reshuffled source.
 
@@ -431,6 +515,10 @@ def train_iterator(
     seed: Seed of the shuffle.
     process_index: This process, ``p``.
     process_count: Number of processes ``P``; must divide ``G``.
+    sampler: Optional `gblend_jax.longtail.sampling.EpochSampler` over
+      ``source`` (re-sampling of long-tailed training): its stream of
+      indices replaces the shuffle (``seed`` is then unused). Its position
+      is part of the iterator's state.
 
   Returns:
     An iterator of dicts of stacked arrays ``[G // P, ...]``, with
@@ -445,7 +533,10 @@ def train_iterator(
     raise ValueError(f'process_index={process_index} is not in '
                      f'[0, {process_count}).')
   # Positions are shuffled and batched; each batch is then gathered at once.
-  dataset = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat()
+  if sampler is None:
+    dataset = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat()
+  else:
+    dataset = sampler.to_map_dataset()
   dataset = dataset[process_index::process_count]
   dataset = dataset.batch(
       global_batch_size // process_count, drop_remainder=True

@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 DATASETS = {
     'ave': 'data.ave.ave_dataset_builder',
     'crema_d': 'data.crema_d.crema_d_dataset_builder',
+    'fashion_mnist': 'data.fashion_mnist.fashion_mnist_dataset_builder',
     'kinetics_sounds': 'data.kinetics_sounds.kinetics_sounds_dataset_builder',
     'mfeat': 'data.mfeat.mfeat_dataset_builder',
     'synthetic_multimodal': (

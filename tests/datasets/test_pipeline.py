@@ -31,7 +31,7 @@ def test_default_data_config_keys():
   assert set(data.default_data_config()) == {
       'name', 'builder_config', 'data_dir', 'manual_dir', 'modalities',
       'holdout_fraction', 'holdout_seed', 'train_examples_per_class',
-      'mismatched_modalities',
+      'mismatched_modalities', 'longtail',
       'standardize', 'batch_size',
       'eval_batch_size', 'shuffle_seed'}
 

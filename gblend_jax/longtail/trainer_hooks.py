@@ -1,0 +1,475 @@
+"""Long-tailed training in the trainer: ``config.longtail`` and its hooks.
+
+The tricks of Zhang et al. (AAAI 2021) as configuration of
+`gblend_jax.train.train_and_evaluate`'s one loop:
+
+* re-weighting: ``loss`` names a loss of `gblend_jax.longtail.losses`
+  (ce, cs_ce, focal, cb_ce, cb_focal, ldam, balanced_softmax), built with
+  the training split's class counts; it replaces every head's
+  cross-entropy;
+* deferred re-weighting (DRW, Cao et al., NeurIPS 2019, Algorithm 1): from
+  epoch ``drw_epoch`` each example's loss is multiplied by the
+  class-balanced weight ``w_y`` (Cui et al., CVPR 2019; β = ``drw_beta``).
+  The weights reach the jitted step as an array (``loss_args``), so the
+  switch recompiles nothing;
+* re-sampling: ``sampler`` (instance, class_balanced, sqrt, progressive) is
+  a `sampling.EpochSampler` in place of the shuffle of
+  `gblend_jax.data.train_iterator`; deferred re-sampling (DRS) starts it
+  at epoch ``drs_epoch`` (instance-balanced epochs before). A sampler epoch
+  is exactly a trainer epoch (``steps_per_epoch · G`` indices), so the
+  switch happens at step ``drs_epoch · steps_per_epoch``;
+* mixup: ``mixup`` (input mixup or Remix, `gblend_jax.longtail.mixup`) in
+  the jitted step with the key ``fold_in(fold_in(state.rng, step),
+  MIXUP_STREAM)``; ``mixup_off_last_epochs`` fine-tunes without mixup for
+  the last epochs (an on/off flag in ``loss_args``: no recompilation);
+* shot metrics: test accuracy on the many- (> 100 training images),
+  medium- (20 to 100) and few-shot (< 20) classes in ``results.json`` and
+  ``per_class_accuracy.png`` (per-class test accuracy against class size).
+
+Everything that changes during a run is a function of the step (the loss
+weights, mixup on or off) or of the input iterator's position (the sampler
+epoch), so a run resumed from a checkpoint equals an uninterrupted one.
+
+References:
+  Zhang, Wei, Zhou, Wu, "Bag of Tricks for Long-Tailed Visual Recognition
+  with Deep Convolutional Neural Networks", AAAI 2021.
+  Cao, Wei, Gaidon, Arechiga, Ma, "Learning Imbalanced Datasets with
+  Label-Distribution-Aware Margin Loss", NeurIPS 2019,
+  https://arxiv.org/abs/1906.07413.
+"""
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from gblend_jax import steps
+from gblend_jax.data import pipeline
+from gblend_jax.longtail import losses as lt_losses
+from gblend_jax.longtail import mixup as lt_mixup
+from gblend_jax.longtail import sampling
+from gblend_jax.longtail import shot_metrics
+
+# Sampler name -> q of p_j ∝ n_j^q (None: progressively balanced).
+SAMPLERS = {'instance': 1.0, 'class_balanced': 0.0, 'sqrt': 0.5,
+            'progressive': None}
+MIXUPS = ('none', 'input', 'remix')
+# Losses that take class weights, so that DRW can re-weight them.
+DRW_LOSSES = ('ce', 'focal', 'ldam')
+# Folded into the step's key for the mixup draws (the dropout key is the
+# step's key itself).
+MIXUP_STREAM = 0x6D6978
+SHOT_GROUPS = ('many_shot', 'medium_shot', 'few_shot')
+CLASS_COUNTS_FILE = 'class_counts.json'
+
+
+def default_longtail_config() -> ml_collections.ConfigDict:
+  """The ``config.longtail`` block.
+
+  Keys:
+    loss: A key of `gblend_jax.longtail.losses.LOSSES`.
+    focal_gamma: γ of focal and cb_focal.
+    cb_beta: β of cb_ce and cb_focal.
+    ldam_max_margin, ldam_scale: the largest margin and the scale ``s`` of
+      LDAM.
+    drw_epoch: Deferred re-weighting: from this epoch on, each example's
+      loss is multiplied by the class-balanced weight of its class (β =
+      ``drw_beta``); -1: never. Only with ce, focal, ldam.
+    drw_beta: β of the DRW weights (0.9999 in Cao et al.).
+    sampler: One of ``SAMPLERS``: instance-balanced (the shuffled epoch),
+      class-balanced (q = 0), square-root (q = 1/2) or progressively
+      balanced (from q = 1 to q = 0 over the run).
+    drs_epoch: Deferred re-sampling: instance-balanced epochs before this
+      one, ``sampler`` from it; -1: ``sampler`` from the start.
+    mixup: One of ``MIXUPS``: none, input mixup, Remix.
+    mixup_alpha: α of ``λ ~ Beta(α, α)`` (> 0).
+    remix_kappa, remix_tau: κ and τ of Remix.
+    mixup_off_last_epochs: Fine-tune without mixup for this many last
+      epochs (0: mixup to the end).
+    shot_metrics: Measure many/medium/few-shot test accuracy at the end and
+      plot per-class accuracy against class size.
+  """
+  return ml_collections.ConfigDict({
+      'loss': 'ce',
+      'focal_gamma': 2.0,
+      'cb_beta': 0.9999,
+      'ldam_max_margin': 0.5,
+      'ldam_scale': 30.0,
+      'drw_epoch': -1,
+      'drw_beta': 0.9999,
+      'sampler': 'instance',
+      'drs_epoch': -1,
+      'mixup': 'none',
+      'mixup_alpha': 1.0,
+      'remix_kappa': 3.0,
+      'remix_tau': 0.5,
+      'mixup_off_last_epochs': 0,
+      'shot_metrics': False,
+  })
+
+
+def _is_epoch(value: Any) -> bool:
+  return float(value) == int(value)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Rejects bad ``config.longtail`` and ``data.longtail`` values early.
+
+  Checks what needs no data; `LongTailTraining` checks the switch epochs
+  against the run's length.
+
+  Args:
+    config: the run config.
+
+  Raises:
+    ValueError: naming the key, its value and what is allowed.
+  """
+  pipeline.check_longtail_config(config.data.longtail)
+  block = config.longtail
+  if block.loss not in lt_losses.LOSSES:
+    raise ValueError(
+        f'Unknown config.longtail.loss={block.loss!r}; valid: '
+        f'{list(lt_losses.LOSSES)}.'
+    )
+  if block.sampler not in SAMPLERS:
+    raise ValueError(
+        f'Unknown config.longtail.sampler={block.sampler!r}; valid: '
+        f'{list(SAMPLERS)}.'
+    )
+  if block.mixup not in MIXUPS:
+    raise ValueError(
+        f'Unknown config.longtail.mixup={block.mixup!r}; valid: '
+        f'{list(MIXUPS)}.'
+    )
+  for key in ('drw_epoch', 'drs_epoch'):
+    value = block[key]
+    if not _is_epoch(value) or value < -1:
+      raise ValueError(
+          f'config.longtail.{key}={value} must be -1 (off) or a whole '
+          'epoch >= 0.'
+      )
+  if block.drw_epoch >= 0 and block.loss not in DRW_LOSSES:
+    raise ValueError(
+        f'config.longtail.drw_epoch={block.drw_epoch} re-weights the loss, '
+        f'but config.longtail.loss={block.loss!r} is already re-weighted; '
+        f'DRW works with {list(DRW_LOSSES)}.'
+    )
+  if block.drs_epoch >= 0 and block.sampler in ('instance', 'progressive'):
+    raise ValueError(
+        f'config.longtail.drs_epoch={block.drs_epoch} defers '
+        f'config.longtail.sampler={block.sampler!r}; choose class_balanced '
+        'or sqrt.'
+    )
+  for key in ('cb_beta', 'drw_beta'):
+    if not 0.0 <= block[key] < 1.0:
+      raise ValueError(
+          f'config.longtail.{key}={block[key]} must be in [0, 1).'
+      )
+  if block.focal_gamma < 0:
+    raise ValueError(
+        f'config.longtail.focal_gamma={block.focal_gamma} must be >= 0.'
+    )
+  if block.mixup != 'none' and not block.mixup_alpha > 0:
+    raise ValueError(
+        f'config.longtail.mixup_alpha={block.mixup_alpha} must be > 0 '
+        f'with config.longtail.mixup={block.mixup!r}.'
+    )
+  if not _is_epoch(block.mixup_off_last_epochs) or (
+      block.mixup_off_last_epochs < 0):
+    raise ValueError(
+        'config.longtail.mixup_off_last_epochs='
+        f'{block.mixup_off_last_epochs} must be a whole number >= 0.'
+    )
+  if uses_objective(config) and config.blend.mode == 'gradient':
+    raise ValueError(
+        "config.blend.mode='gradient' trains with per-head cross-entropy; "
+        f'it cannot be combined with config.longtail.loss={block.loss!r}, '
+        f'drw_epoch={block.drw_epoch}, mixup={block.mixup!r}.'
+    )
+
+
+def uses_objective(config: ml_collections.ConfigDict) -> bool:
+  """Whether the step needs the long-tail objective (else plain CE)."""
+  block = config.longtail
+  return (block.loss != 'ce' or block.drw_epoch >= 0
+          or block.mixup != 'none')
+
+
+def _loss_kwargs(block: ml_collections.ConfigDict) -> dict[str, float]:
+  name = block.loss
+  kwargs = {}
+  if name in ('focal', 'cb_focal'):
+    kwargs['gamma'] = float(block.focal_gamma)
+  if name in ('cb_ce', 'cb_focal'):
+    kwargs['beta'] = float(block.cb_beta)
+  if name == 'ldam':
+    kwargs['max_margin'] = float(block.ldam_max_margin)
+    kwargs['scale'] = float(block.ldam_scale)
+  return kwargs
+
+
+def make_objective(
+    block: ml_collections.ConfigDict,
+    counts: np.ndarray,
+    heads: Sequence[str],
+) -> steps.Objective:
+  """The long-tail objective of `steps.make_train_step`.
+
+  Args:
+    block: ``config.longtail``.
+    counts: ``[C]`` training examples per class.
+    heads: head names in blend order.
+
+  Returns:
+    ``objective(key, batch, loss_args) -> (inputs, head_losses, metrics)``:
+    the (mixed) model inputs, ``logits -> [H]`` per-head mean losses, and
+    step metrics. ``loss_args`` holds ``class_weights`` ``[C]`` (multiplied
+    into every example's loss: ones, or DRW's weights) and ``mixup_on``
+    (a scalar, 0 or 1).
+  """
+  counts = np.asarray(counts)
+  base = lt_losses.make_loss(block.loss, counts, **_loss_kwargs(block))
+  mode, alpha = block.mixup, float(block.mixup_alpha)
+  kappa, tau = float(block.remix_kappa), float(block.remix_tau)
+
+  def objective(key, batch, loss_args):
+    inputs = steps.model_inputs(batch)
+    labels = batch['label']
+    class_weights = loss_args['class_weights']
+
+    def weighted(logits, y):
+      return base(logits, y) * class_weights[y]
+
+    metrics = {'longtail/reweighted': loss_args['reweighted']}
+    if mode == 'none':
+      def head_losses(logits):
+        return jnp.stack(
+            [jnp.mean(weighted(logits[h], labels)) for h in heads]
+        )
+      return inputs, head_losses, metrics
+    mix_key = jax.random.fold_in(key, MIXUP_STREAM)
+    if mode == 'input':
+      mixed = lt_mixup.mixup(mix_key, inputs, labels, alpha=alpha)
+    else:
+      mixed = lt_mixup.remix(mix_key, inputs, labels, counts, alpha=alpha,
+                             kappa=kappa, tau=tau)
+    on = loss_args['mixup_on'] > 0
+    mixed = mixed._replace(
+        inputs=jax.tree.map(lambda m, x: jnp.where(on, m, x),
+                            mixed.inputs, inputs),
+        lam=jnp.where(on, mixed.lam, 1.0),
+        label_lam=jnp.where(on, mixed.label_lam, 1.0),
+    )
+    metrics.update({'longtail/mixup_on': loss_args['mixup_on'],
+                    'longtail/mixup_lam': mixed.lam})
+
+    def mixed_head_losses(logits):
+      return jnp.stack([
+          jnp.mean(lt_mixup.mixed_loss(weighted, logits[h], mixed))
+          for h in heads
+      ])
+    return mixed.inputs, mixed_head_losses, metrics
+
+  return objective
+
+
+class LongTailTraining:
+  """The long-tail parts of one run, from its config and data.
+
+  Args:
+    config: the run config.
+    splits: the run's data (``train_class_counts`` are the ``n_c``).
+    steps_per_epoch: trainer steps per epoch.
+    total_steps: length of the run.
+    heads: head names in blend order.
+
+  Raises:
+    ValueError: for a switch epoch beyond the run, or a class with no
+      training example where the loss or sampler needs every class.
+  """
+
+  def __init__(
+      self,
+      config: ml_collections.ConfigDict,
+      splits: pipeline.DatasetSplits,
+      *,
+      steps_per_epoch: int,
+      total_steps: int,
+      heads: Sequence[str],
+  ):
+    self.block = config.longtail
+    self.config = config
+    self.splits = splits
+    self.counts = np.asarray(splits.train_class_counts, np.int64)
+    self.steps_per_epoch = steps_per_epoch
+    self.total_steps = total_steps
+    self.heads = tuple(heads)
+    self.total_epochs = total_steps / steps_per_epoch
+    block = self.block
+    for key in ('drw_epoch', 'drs_epoch'):
+      if block[key] >= 0 and not block[key] < self.total_epochs:
+        raise ValueError(
+            f'config.longtail.{key}={block[key]} is beyond the run '
+            f'({self.total_epochs:g} epochs); allowed: -1 (off) or '
+            f'0 <= epoch < {self.total_epochs:g}.'
+        )
+    if block.mixup != 'none' and not (
+        block.mixup_off_last_epochs < self.total_epochs):
+      raise ValueError(
+          'config.longtail.mixup_off_last_epochs='
+          f'{block.mixup_off_last_epochs} leaves no epoch with mixup in a '
+          f'run of {self.total_epochs:g} epochs; allowed: 0 <= N < '
+          f'{self.total_epochs:g}.'
+      )
+    needs_all = (block.loss not in ('ce', 'focal') or block.drw_epoch >= 0
+                 or block.mixup == 'remix' or block.sampler != 'instance')
+    empty = np.flatnonzero(self.counts == 0)
+    if needs_all and empty.size:
+      raise ValueError(
+          f'Classes {empty.tolist()} have no training example (counts '
+          f'{self.counts.tolist()}); config.longtail (loss={block.loss!r}, '
+          f'sampler={block.sampler!r}, drw_epoch={block.drw_epoch}, '
+          f'mixup={block.mixup!r}) needs every class.'
+      )
+    self.mixup_off_step = total_steps - int(
+        block.mixup_off_last_epochs * steps_per_epoch)
+    self.drw_step = (int(block.drw_epoch * steps_per_epoch)
+                     if block.drw_epoch >= 0 else None)
+    self._loss_args = {}
+
+  # The objective and its per-step arguments.
+
+  @property
+  def objective(self) -> steps.Objective | None:
+    """The step's objective, or None for plain cross-entropy."""
+    if not uses_objective(self.config):
+      return None
+    return make_objective(self.block, self.counts, self.heads)
+
+  def stage(self, step: int) -> tuple[bool, bool]:
+    """``(reweighted, mixup_on)`` of the step about to run."""
+    reweighted = self.drw_step is not None and step >= self.drw_step
+    mixup_on = self.block.mixup != 'none' and step < self.mixup_off_step
+    return reweighted, mixup_on
+
+  def loss_args(
+      self, step: int, put: Callable[[Any], Any] | None = None
+  ) -> dict[str, jax.Array]:
+    """The ``loss_args`` of step ``step`` (device arrays, cached).
+
+    Args:
+      step: the step about to run.
+      put: puts a host pytree on the devices (e.g. replicated); None:
+        ``jnp.asarray`` of every leaf.
+
+    Returns:
+      ``{'class_weights': [C], 'reweighted': (), 'mixup_on': ()}``.
+    """
+    stage = self.stage(step)
+    if stage not in self._loss_args:
+      reweighted, mixup_on = stage
+      weights = (np.asarray(lt_losses.class_balanced_weights(
+          self.counts, self.block.drw_beta)) if reweighted
+                 else np.ones(len(self.counts)))
+      put = put or functools.partial(jax.tree.map, jnp.asarray)
+      self._loss_args[stage] = put({
+          'class_weights': weights.astype(np.float32),
+          'reweighted': np.float32(reweighted),
+          'mixup_on': np.float32(mixup_on),
+      })
+    return self._loss_args[stage]
+
+  # Re-sampling.
+
+  def sampler(self, global_batch_size: int) -> sampling.EpochSampler | None:
+    """The training split's sampler, or None for the plain shuffle.
+
+    A sampler epoch holds ``steps_per_epoch · G`` indices: one trainer
+    epoch, so that DRS and the progressive schedule switch at epoch
+    boundaries of the loop.
+    """
+    block = self.block
+    if block.sampler == 'instance':
+      return None
+    if block.sampler == 'progressive':
+      schedule = sampling.progressive_schedule(self.counts, self.total_epochs)
+    else:
+      probabilities = sampling.class_probabilities(
+          self.counts, SAMPLERS[block.sampler])
+      schedule = sampling.deferred_schedule(
+          probabilities, max(int(block.drs_epoch), 0))
+    return sampling.EpochSampler(
+        _labels(self.splits.train), schedule,
+        seed=self.config.data.shuffle_seed,
+        num_samples=self.steps_per_epoch * global_batch_size,
+    )
+
+  # Records and shot metrics.
+
+  def write_class_counts(self, workdir: str) -> None:
+    """Writes the class counts of every split to ``class_counts.json``."""
+    record = {
+        split: np.bincount(_labels(getattr(self.splits, split)),
+                           minlength=self.splits.num_classes).tolist()
+        for split in ('train', 'holdout', 'test')
+    }
+    record['data.longtail'] = self.config.data.longtail.to_dict()
+    with open(os.path.join(workdir, CLASS_COUNTS_FILE), 'w') as f:
+      json.dump(record, f, indent=2)
+
+  def make_per_class_eval(self, model) -> Callable[..., Any]:
+    """``(state, batch) -> (correct [C], total [C])`` of the fused head."""
+    num_classes = self.splits.num_classes
+
+    def per_class(state, batch):
+      out, _ = steps.forward(
+          model, state.params, state.batch_stats, steps.model_inputs(batch),
+          train=False,
+      )
+      return shot_metrics.per_class_correct(
+          out['logits'][steps.FUSED], batch['label'], num_classes,
+          batch['mask'],
+      )
+
+    return per_class
+
+  def shot_results(
+      self, per_class_sums: Iterable[tuple[Any, Any]], split: str = 'test'
+  ) -> tuple[dict[str, float], np.ndarray]:
+    """Shot accuracies from per-batch ``(correct, total)`` sums.
+
+    Args:
+      per_class_sums: ``(correct [C], total [C])`` of every batch.
+      split: the split measured, for the metric names.
+
+    Returns:
+      ``({'<split>/fused/<group>_accuracy': ..., '<split>/fused/top1_error':
+      ...}, per-class accuracy [C])``.
+    """
+    correct = np.zeros(self.splits.num_classes)
+    total = np.zeros(self.splits.num_classes)
+    for batch_correct, batch_total in per_class_sums:
+      correct += np.asarray(batch_correct)
+      total += np.asarray(batch_total)
+    measured = shot_metrics.shot_accuracies(correct, total, self.counts)
+    results = {f'{split}/{steps.FUSED}/{name}': value
+               for name, value in measured.items() if name != 'accuracy'}
+    per_class = np.divide(correct, total, out=np.full_like(correct, np.nan),
+                          where=total > 0)
+    return results, per_class
+
+
+def _labels(source: pipeline.Source) -> np.ndarray:
+  arrays = getattr(source, 'arrays', None)
+  if arrays is not None:
+    return np.asarray(arrays['label'], np.int64)
+  return np.asarray([source[i]['label'] for i in range(len(source))],
+                    np.int64)

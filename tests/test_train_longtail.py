@@ -1,0 +1,255 @@
+"""Long-tailed training through the real trainer, on a fake Fashion-MNIST.
+
+The fake copy (`tests/datasets/fashion_mnist_fakes.py`) has 30 training
+images a class; the held-out fraction 0.1 leaves 27, and the exponential
+profile with ``n_max = 20`` and ``IF = 4`` keeps
+``int(20 · 4^{-c/9})`` = 20, 17, 14, 12, 10, 9, 7, 6, 5, 5 (105 images:
+6 steps of batch 16 an epoch).
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from data.fashion_mnist import fashion_mnist_dataset_builder as fmnist
+from experiments.configs import fashion_mnist_lt
+from gblend_jax import data
+from gblend_jax import metric_writer
+from gblend_jax import train
+from gblend_jax.longtail import losses as lt_losses
+from gblend_jax.longtail import mixup as lt_mixup
+from gblend_jax.longtail import sampling
+from gblend_jax.longtail import trainer_hooks
+from tests import train_utils
+from tests.datasets import fashion_mnist_fakes as fakes
+
+LT_COUNTS = [20, 17, 14, 12, 10, 9, 7, 6, 5, 5]
+STEPS_PER_EPOCH = 105 // 16
+
+
+@pytest.fixture(scope='module')
+def fake_fmnist(tmp_path_factory) -> tuple[str, str]:
+  """``(data_dir, manual_dir)`` with the fake copy prepared once."""
+  root = tmp_path_factory.mktemp('fmnist')
+  fakes.write_fake_copy(root / 'manual', num_train=300, num_test=50)
+  return str(root / 'tfds'), str(root / 'manual')
+
+
+def _config(fake_fmnist, recipe='ce', **longtail) -> ml_collections.ConfigDict:
+  """The real config with an MLP (fast) on the fake copy, 2 epochs."""
+  config = fashion_mnist_lt.get_config(f'recipe={recipe},runlocal')
+  config.data.data_dir, config.data.manual_dir = fake_fmnist
+  config.data.longtail.update(imbalance_factor=4.0, max_count=20)
+  config.data.batch_size = 16
+  config.data.eval_batch_size = 64
+  config.model.encoder.name = 'mlp'
+  config.model.encoder.mlp.hidden_sizes = (32,)
+  config.num_epochs = 2
+  config.eval_every_epochs = 10.0  # Once, at the end.
+  config.log_every_steps = 1
+  config.longtail.shot_metrics = False  # Tested end to end below.
+  config.longtail.update(longtail)
+  return config
+
+
+def _logged(workdir, key):
+  return {r['step']: r[key] for r in metric_writer.read_metrics(workdir)
+          if key in r}
+
+
+def test_longtail_split_counts(fake_fmnist):
+  config = _config(fake_fmnist)
+  splits = data.load_dataset(config.data)
+  np.testing.assert_array_equal(splits.train_class_counts, LT_COUNTS)
+  np.testing.assert_array_equal(
+      np.bincount(splits.train.arrays['label']), LT_COUNTS)
+  # Held-out (3 of 30 a class) and test (5 a class) stay balanced.
+  np.testing.assert_array_equal(
+      np.bincount(splits.holdout.arrays['label']), [3] * 10)
+  np.testing.assert_array_equal(
+      np.bincount(splits.test.arrays['label']), [5] * 10)
+  assert not set(splits.train.arrays['id']) & set(splits.holdout.arrays['id'])
+  # The step profile: half the classes keep n_max, the rest int(20 / 4).
+  config.data.longtail.profile = 'step'
+  splits = data.load_dataset(config.data)
+  np.testing.assert_array_equal(splits.train_class_counts,
+                                [20] * 5 + [5] * 5)
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('data.longtail.imbalance_factor', 0.5,
+     r'data.longtail.imbalance_factor=0.5 must be >= 1'),
+    ('data.longtail.profile', 'pareto',
+     r"data.longtail.profile='pareto'; valid: \['none', 'exponential'"),
+    ('longtail.loss', 'lsce', r"longtail.loss='lsce'; valid: \['ce'"),
+    ('longtail.sampler', 'square', r"sampler='square'; valid: \['instance'"),
+    ('longtail.mixup', 'cutmix', r"mixup='cutmix'; valid"),
+    ('longtail.drw_epoch', 2, r'drw_epoch=2 is beyond the run \(2 epochs\)'),
+    ('longtail.drs_epoch', 1,
+     r"drs_epoch=1 defers config.longtail.sampler='instance'"),
+    ('longtail.mixup_off_last_epochs', 2,
+     r'mixup_off_last_epochs=2 leaves no epoch with mixup'),
+    # int(20 · 40^{-8/9}) = int(0.75) = 0 and int(20 / 40) = 0.
+    ('data.longtail.imbalance_factor', 40.0, r'classes \[8, 9\] empty'),
+])
+def test_bad_values_are_rejected_before_training(
+    fake_fmnist, tmp_path, key, value, message
+):
+  config = _config(fake_fmnist, mixup='input')
+  config.unlock()
+  block, name = key.rsplit('.', 1)
+  target = config
+  for part in block.split('.'):
+    target = target[part]
+  target[name] = value
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not os.path.exists(tmp_path / 'checkpoints')
+
+
+def test_drw_switches_the_weights_at_the_configured_epoch(
+    fake_fmnist, tmp_path
+):
+  config = _config(fake_fmnist, recipe='drw')  # runlocal: drw_epoch=1.
+  assert config.longtail.drw_epoch == 1
+  train.train_and_evaluate(config, str(tmp_path))
+  # The step run as step s (0-based) is logged at s + 1.
+  reweighted = _logged(str(tmp_path), 'train_step/longtail/reweighted')
+  assert reweighted == {s + 1: float(s >= STEPS_PER_EPOCH)
+                        for s in range(2 * STEPS_PER_EPOCH)}
+  # The weights of the second stage are the class-balanced ones.
+  splits = data.load_dataset(config.data)
+  hooks = trainer_hooks.LongTailTraining(
+      config, splits, steps_per_epoch=STEPS_PER_EPOCH,
+      total_steps=2 * STEPS_PER_EPOCH, heads=('fused',))
+  np.testing.assert_array_equal(
+      hooks.loss_args(STEPS_PER_EPOCH - 1)['class_weights'], np.ones(10))
+  np.testing.assert_allclose(
+      hooks.loss_args(STEPS_PER_EPOCH)['class_weights'],
+      lt_losses.class_balanced_weights(np.array(LT_COUNTS), 0.9999),
+      rtol=1e-6)
+
+
+def test_drs_sampler_switches_at_the_configured_epoch(fake_fmnist):
+  config = _config(fake_fmnist, recipe='drs')  # runlocal: drs_epoch=1.
+  splits = data.load_dataset(config.data)
+  hooks = trainer_hooks.LongTailTraining(
+      config, splits, steps_per_epoch=STEPS_PER_EPOCH,
+      total_steps=2 * STEPS_PER_EPOCH, heads=('fused',))
+  iterator = data.train_iterator(
+      splits.train, global_batch_size=16, seed=0,
+      sampler=hooks.sampler(16))
+  ids = [next(iterator)['id'] for _ in range(2 * STEPS_PER_EPOCH)]
+  first = np.concatenate(ids[:STEPS_PER_EPOCH])
+  second = np.concatenate(ids[STEPS_PER_EPOCH:])
+  # Epoch 0 is instance-balanced: 96 distinct examples of the 105.
+  assert len(set(first.tolist())) == 96
+  # Epoch 1 is class-balanced: the draws of p_j = 1/10 for epoch 1.
+  position = {i: k for k, i in enumerate(splits.train.arrays['id'])}
+  expected = sampling.EpochSampler(
+      splits.train.arrays['label'], np.full(10, 0.1), seed=0,
+      num_samples=96).epoch_indices(1)
+  np.testing.assert_array_equal([position[i] for i in second], expected)
+
+
+def test_best_bag_resumes_exactly_mid_epoch(fake_fmnist, tmp_path,
+                                            monkeypatch):
+  # Mixup, DRS at epoch 1, no mixup in the last epoch: 3 epochs.
+  config = _config(fake_fmnist, recipe='best_bag')
+  config.num_epochs = 3
+  config.longtail.update(drs_epoch=1, mixup_off_last_epochs=1)
+  straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
+  # Interrupted after the switch, mid-epoch.
+  resumed = train_utils.interrupted_then_resumed(
+      config, str(tmp_path / 'resumed'), STEPS_PER_EPOCH + 2, monkeypatch)
+  # json: equal NaNs (no many-shot class) compare equal.
+  assert json.dumps(resumed['final']) == json.dumps(straight['final'])
+  workdir = str(tmp_path / 'straight')
+  lam = _logged(workdir, 'train_step/longtail/mixup_lam')
+  on = _logged(workdir, 'train_step/longtail/mixup_on')
+  # Mixup in the first two epochs (λ ~ Beta(1, 1) is never exactly 1),
+  # none in the last.
+  assert all(on[s] == 1.0 and lam[s] < 1.0
+             for s in range(1, 2 * STEPS_PER_EPOCH + 1))
+  assert all(on[s] == 0.0 and lam[s] == 1.0
+             for s in range(2 * STEPS_PER_EPOCH + 1, 3 * STEPS_PER_EPOCH + 1))
+  assert _logged(str(tmp_path / 'resumed'),
+                 'train_step/longtail/mixup_lam') == lam
+
+
+def test_mixup_objective_mixes_inputs_and_targets():
+  block = trainer_hooks.default_longtail_config()
+  block.mixup = 'input'
+  counts = np.array([3, 1])
+  objective = trainer_hooks.make_objective(block, counts, ('fused',))
+  batch = {'image': jnp.array([[0.0], [10.0], [4.0]]),
+           'label': jnp.array([0, 1, 1])}
+  key = jax.random.PRNGKey(3)
+  loss_args = {'class_weights': jnp.ones(2), 'reweighted': 0.0,
+               'mixup_on': 1.0}
+  logits = {'fused': jnp.array([[0.0, 0.0], [0.0, 0.0], [2.0, 0.0]])}
+
+  @jax.jit
+  def run(loss_args):
+    inputs, head_losses, metrics = objective(key, batch, loss_args)
+    return inputs, head_losses(logits), metrics
+
+  inputs, losses, metrics = run(loss_args)
+  lam, permutation = lt_mixup.sample_mixup(
+      jax.random.fold_in(key, trainer_hooks.MIXUP_STREAM), 3, 1.0)
+  x = np.array([0.0, 10.0, 4.0])
+  np.testing.assert_allclose(
+      inputs['image'][:, 0], lam * x + (1 - lam) * x[np.asarray(permutation)],
+      rtol=1e-6)
+  assert metrics['longtail/mixup_lam'] == lam
+  # The loss: λ CE(z, y) + (1 - λ) CE(z, y[perm]) with z = 0: ln 2 each.
+  labels = np.array([0, 1, 1])
+  ce = np.log(2.0) * np.ones(3)
+  ce[2] = [np.log(1 + np.exp(-2.0)), 2.0 + np.log(1 + np.exp(-2.0))][1]
+  ce_b = ce.copy()
+  ce_b[2] = [np.log(1 + np.exp(-2.0)), 2.0 + np.log(1 + np.exp(-2.0))][
+      labels[np.asarray(permutation)][2]]
+  expected = np.mean(lam * ce + (1 - lam) * ce_b)
+  np.testing.assert_allclose(losses, [expected], rtol=1e-5)
+  # Off: the inputs and the loss are those of the plain batch.
+  inputs, losses, metrics = run({**loss_args, 'mixup_on': 0.0})
+  np.testing.assert_array_equal(inputs['image'], batch['image'])
+  np.testing.assert_allclose(losses, [np.mean(ce)], rtol=1e-6)
+  assert metrics['longtail/mixup_lam'] == 1.0
+
+
+def test_real_config_end_to_end_with_shot_metrics(fake_fmnist, tmp_path):
+  # The paper's best bag with its CIFAR ResNet (depth 8) on the fake copy.
+  config = fashion_mnist_lt.get_config('recipe=best_bag,runlocal')
+  config.data.data_dir, config.data.manual_dir = fake_fmnist
+  config.data.longtail.update(imbalance_factor=4.0, max_count=20)
+  config.data.batch_size = 16
+  config.data.eval_batch_size = 64
+  config.model.encoder.cifar_resnet.depth = 8
+  # 8 steps (1.33 epochs): DRS from step 6; mixup in steps 0 and 1 only.
+  config.num_train_steps = 8
+  config.eval_every_epochs = 10.0
+  results = train.train_and_evaluate(config, str(tmp_path))
+  final = results['final']
+  for name in ('top1_error', 'many_shot_accuracy', 'medium_shot_accuracy',
+               'few_shot_accuracy'):
+    assert f'test/fused/{name}' in final
+    assert f'test/fused/{name}' in results['best']
+  assert final['test/fused/top1_error'] == pytest.approx(
+      1 - final['test/fused/accuracy'], abs=1e-6)
+  # Counts 20 .. 5: no many-shot class; 20 is medium, the rest few-shot.
+  assert np.isnan(final['test/fused/many_shot_accuracy'])
+  with open(tmp_path / 'results.json') as f:
+    assert json.load(f)['final']['test/fused/few_shot_accuracy'] == (
+        final['test/fused/few_shot_accuracy'])
+  with open(tmp_path / trainer_hooks.CLASS_COUNTS_FILE) as f:
+    counts = json.load(f)
+  assert counts['train'] == LT_COUNTS
+  assert counts['test'] == [5] * 10
+  assert os.path.getsize(tmp_path / 'per_class_accuracy.png') > 0
+  assert fmnist.Builder.name == 'fashion_mnist_local'
