@@ -3,19 +3,40 @@
 A checkpoint holds the train state (parameters, batch statistics, optimiser
 state, PRNG key, step) as an orbax pytree and, beside it, a JSON document with
 everything else a resumed run needs: the input iterator position and the
-loop's own bookkeeping (best held-out metric so far, early-stopping counter).
+loop's own bookkeeping (best held-out metric so far, early-stopping counter)
+and a CRC-32 of the state's bytes.
+
+Damaged checkpoints: orbax reads a truncated file as an error but a flipped
+byte as a different number, so every restore checks the CRC-32 too.
+`Checkpointer.restore_latest_usable` falls back from a damaged latest
+checkpoint to the newest one that restores and checks, with a warning naming
+both; the damaged ones are moved to ``damaged_checkpoints/<step>`` (never
+deleted). When none is usable it raises `CheckpointError` and changes
+nothing.
 
 Layout inside the work directory::
 
   checkpoints/<step>/{state,extra}   latest `max_to_keep` checkpoints
   best/<step>/{state,extra}          the best checkpoint by a held-out metric
+  damaged_checkpoints/<step>/        latest checkpoints found damaged
 """
 
 import os
+import shutil
+import zlib
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
+
+CHECKSUM_KEY = 'state_crc32'
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint exists but none can be restored."""
 
 
 class Checkpointer:
@@ -27,11 +48,22 @@ class Checkpointer:
   """
 
   def __init__(self, workdir: str, *, max_to_keep: int = 2):
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    self._workdir = os.path.abspath(workdir)
+    # Both managers save the same step at an evaluation: in a multi-process
+    # run their barriers need names of their own.
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            barrier_sync_key_prefix='latest'),
+    )
     self._latest = ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options
     )
-    best_options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+    best_options = ocp.CheckpointManagerOptions(
+        max_to_keep=1, create=True,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            barrier_sync_key_prefix='best'),
+    )
     self._best = ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), 'best'), options=best_options
     )
@@ -51,6 +83,81 @@ class Checkpointer:
   def save_best(self, step: int, state: Any, extra: dict[str, Any]) -> None:
     """Replaces the best checkpoint with this one."""
     self._best.save(step, args=_save_args(state, extra), force=True)
+
+  def step_path(self, step: int, *, best: bool = False) -> str:
+    """The directory of the checkpoint at `step`."""
+    manager = self._best if best else self._latest
+    return os.path.join(str(manager.directory), str(step))
+
+  def restore_latest_usable(
+      self, abstract_state: Any
+  ) -> tuple[int | None, Any, dict[str, Any] | None]:
+    """Restores the newest latest checkpoint that is not damaged.
+
+    A checkpoint is damaged when orbax cannot read it (missing, truncated or
+    garbled files) or its state does not match the CRC-32 saved with it.
+    Damaged checkpoints newer than the one restored are moved to
+    ``damaged_checkpoints/<step>``, and best checkpoints newer than it are
+    dropped (the resumed run writes them again), so that the resumed run can
+    write those steps afresh.
+
+    Args:
+      abstract_state: as for `restore`.
+
+    Returns:
+      ``(step, state, extra)``, or ``(None, None, None)`` when there is no
+      checkpoint.
+
+    Raises:
+      CheckpointError: when checkpoints exist but none is usable; nothing is
+        moved or overwritten then.
+    """
+    damaged = []
+    for step in sorted(self._latest.all_steps(), reverse=True):
+      try:
+        state, extra = self.restore(abstract_state, step=step)
+      except Exception as e:  # pylint: disable=broad-except
+        # orbax and TensorStore raise many kinds of errors on bad files.
+        reason = f'{type(e).__name__}: {str(e).splitlines()[0][:300]}'
+        damaged.append((step, self.step_path(step), reason))
+        logging.warning('The checkpoint at step %d (%s) is damaged: %s',
+                        step, self.step_path(step), reason)
+        continue
+      if damaged:
+        logging.warning(
+            'Falling back from the damaged checkpoint at step %d (%s) to the '
+            'previous good one at step %d (%s); the damaged ones move to %s.',
+            damaged[0][0], damaged[0][1], step, self.step_path(step),
+            os.path.join(self._workdir, 'damaged_checkpoints'),
+        )
+        self._set_aside([d[0] for d in damaged], step)
+      return step, state, extra
+    if damaged:
+      listing = '; '.join(f'step {s} ({p}): {r}' for s, p, r in damaged)
+      raise CheckpointError(
+          f'No usable checkpoint in {self._latest.directory}: {listing}. '
+          'Nothing was overwritten. Restore the checkpoints from a copy, or '
+          'move the work directory aside to start afresh.'
+      )
+    return None, None, None
+
+  def _set_aside(self, damaged_steps: list[int], good_step: int) -> None:
+    """Moves damaged latest checkpoints away and drops newer best ones."""
+    self.wait()
+    if jax.process_index() == 0:
+      target = os.path.join(self._workdir, 'damaged_checkpoints')
+      os.makedirs(target, exist_ok=True)
+      for step in damaged_steps:
+        destination = os.path.join(target, str(step))
+        if os.path.exists(destination):
+          shutil.rmtree(destination)
+        shutil.move(self.step_path(step), destination)
+      for step in self._best.all_steps():
+        if step > good_step:
+          shutil.rmtree(self.step_path(step, best=True))
+    multihost_utils.sync_global_devices('gblend_jax checkpoints set aside')
+    self._latest.reload()
+    self._best.reload()
 
   def restore(
       self, abstract_state: Any, *, step: int | None = None, best: bool = False
@@ -77,7 +184,15 @@ class Checkpointer:
             extra=ocp.args.JsonRestore(),
         ),
     )
-    return restored['state'], dict(restored['extra'])
+    state, extra = restored['state'], dict(restored['extra'])
+    expected = extra.pop(CHECKSUM_KEY, None)
+    if expected is not None and checksum(state) != expected:
+      raise CheckpointError(
+          f'The state in {os.path.join(str(manager.directory), str(step))} '
+          f'does not match its CRC-32 (saved {expected}, read '
+          f'{checksum(state)}): the files are corrupted.'
+      )
+    return state, extra
 
   def restore_raw(self, *, best: bool = True) -> dict[str, Any]:
     """Restores a state as nested dicts of host arrays, without a target.
@@ -112,7 +227,22 @@ class Checkpointer:
     self._best.close()
 
 
+def checksum(state: Any) -> int:
+  """CRC-32 of the bytes, shapes and dtypes of a pytree's leaves.
+
+  Leaves must be host arrays or fully addressable or fully replicated jax
+  arrays (the trainer's state is replicated).
+  """
+  crc = 0
+  for leaf in jax.tree.leaves(state):
+    value = np.ascontiguousarray(jax.device_get(leaf))
+    crc = zlib.crc32(f'{value.dtype}{value.shape}'.encode(), crc)
+    crc = zlib.crc32(value.tobytes(), crc)
+  return crc
+
+
 def _save_args(state: Any, extra: dict[str, Any]) -> ocp.args.Composite:
+  extra = {**extra, CHECKSUM_KEY: checksum(state)}
   return ocp.args.Composite(
       state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)
   )

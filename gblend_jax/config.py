@@ -62,6 +62,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 50
   config.eval_every_epochs = 1.0  # Also sets the checkpoint period.
   config.max_checkpoints_to_keep = 2
+  # A step whose loss, gradient or parameters are not finite stops the run
+  # (naming the step and the head); True skips it instead (the update is not
+  # applied; counted as train_step/skipped_steps and in results.json).
+  config.skip_nonfinite_steps = False
   # Held-out metric that picks the best checkpoint (and early stopping).
   config.best_metric = 'holdout/fused/accuracy'
   # Stop after this many evaluations without a better best_metric; 0: never.

@@ -206,6 +206,48 @@ def _step_metrics(
   return step_metrics
 
 
+NONFINITE = 'nonfinite'
+
+
+def guard_nonfinite(
+    train_step: Callable[..., tuple[TrainState, dict]],
+    heads: Sequence[str],
+    *,
+    skip: bool = False,
+) -> Callable[..., tuple[TrainState, dict]]:
+  """Marks (and optionally undoes) steps with non-finite values.
+
+  Args:
+    train_step: ``(state, *args) -> (state, metrics)`` from
+      `make_train_step` or `make_gradient_blend_train_step`.
+    heads: head names; their ``<head>/loss`` metrics are checked.
+    skip: when a step's values are not finite, return the old state (with
+      the step counter advanced) instead of the updated one. A selection
+      inside the compiled step: nothing recompiles.
+
+  Returns:
+    The same step, whose metrics also hold ``nonfinite``: 1.0 when the
+    total loss, a head's loss, the gradient norm or the updated parameters'
+    norm is NaN or infinite, else 0.0.
+  """
+  checked = ('loss', 'grad_norm', 'param_norm',
+             *(f'{head}/loss' for head in heads))
+
+  def guarded(state: TrainState, *args):
+    new_state, step_metrics = train_step(state, *args)
+    finite = jnp.all(jnp.isfinite(jnp.stack(
+        [jnp.asarray(step_metrics[k], jnp.float32) for k in checked])))
+    step_metrics = {**step_metrics,
+                    NONFINITE: jnp.logical_not(finite).astype(jnp.float32)}
+    if skip:
+      kept = state.replace(step=new_state.step)
+      # lax.cond, not jnp.where: the state may hold typed PRNG keys.
+      new_state = jax.lax.cond(finite, lambda: new_state, lambda: kept)
+    return new_state, step_metrics
+
+  return guarded
+
+
 def make_eval_step(
     model: nn.Module, unimodal_modalities: Sequence[str] = ()
 ) -> Callable[[TrainState, Any], dict]:

@@ -359,8 +359,11 @@ def train_and_evaluate(
     )
   loop = {'best_metric': None, 'best_step': None, 'evals_since_best': 0,
           'stopped_early': False, 'blend_weights': None,
-          'last_estimate_step': None, 'train_seconds': 0.0}
-  start_step = checkpointer.latest_step()
+          'last_estimate_step': None, 'train_seconds': 0.0,
+          'skipped_steps': 0}
+  # A damaged latest checkpoint falls back to the previous good one.
+  start_step, state, extra = checkpointer.restore_latest_usable(
+      abstract_state)
   if start_step is None:
     start_step = 0
     state = init_fn(jax.random.PRNGKey(config.seed))
@@ -368,7 +371,6 @@ def train_and_evaluate(
       state = _load_pretrained_encoders(state, config.init_encoders)
       state = jax.device_put(state, replicated)
   else:
-    state, extra = checkpointer.restore(abstract_state, step=start_step)
     train_iter.set_state(extra['data_iterator'])
     if holdout_iter is not None:
       holdout_iter.set_state(extra['holdout_iterator'])
@@ -386,7 +388,10 @@ def train_and_evaluate(
   )
   if config.blend.mode == 'gradient':
     train_step = jax.jit(
-        steps.make_gradient_blend_train_step(model, tx, learning_rate, heads),
+        steps.guard_nonfinite(
+            steps.make_gradient_blend_train_step(
+                model, tx, learning_rate, heads),
+            heads, skip=config.skip_nonfinite_steps),
         donate_argnums=(0,),
         in_shardings=(replicated, batch_sharding, batch_sharding),
         out_shardings=(replicated, replicated),
@@ -406,7 +411,9 @@ def train_and_evaluate(
     if longtail.objective is not None:
       hooks['objective'] = longtail.objective
     train_step = jax.jit(
-        steps.make_train_step(model, tx, learning_rate, heads, **hooks),
+        steps.guard_nonfinite(
+            steps.make_train_step(model, tx, learning_rate, heads, **hooks),
+            heads, skip=config.skip_nonfinite_steps),
         donate_argnums=(0,),
         in_shardings=(replicated, batch_sharding, replicated, replicated),
         out_shardings=(replicated, replicated),
@@ -522,7 +529,39 @@ def train_and_evaluate(
   progress = metric_writer.ProgressReporter(
       total_steps, start_step, config.log_every_steps
   )
-  pending: list[dict[str, jax.Array]] = []
+  # Metrics of the steps since the last check, on device (no sync per
+  # step), then on the host until the next progress line.
+  pending: list[tuple[int, dict[str, jax.Array]]] = []
+  checked: list[dict[str, float]] = []
+
+  def check_pending() -> None:
+    """Moves `pending` to `checked`; stops or skips non-finite steps."""
+    if not pending:
+      return
+    numbers = [n for n, _ in pending]
+    for number, row in zip(
+        numbers, jax.device_get([m for _, m in pending]), strict=True):
+      if not row.pop(steps.NONFINITE):
+        checked.append(row)
+        continue
+      bad = _nonfinite_values(row)
+      if not config.skip_nonfinite_steps:
+        checkpointer.wait()  # The last good checkpoint is complete on disk.
+        good = checkpointer.latest_step()
+        raise FloatingPointError(
+            f'Non-finite values in training step {number} (the update from '
+            f'step {number - 1}): {bad}. Stopped; the last good checkpoint '
+            + (f'(step {good}, {checkpointer.step_path(good)}) is kept.'
+               if good is not None else 'would be at step 0: none saved.')
+            + ' Set config.skip_nonfinite_steps=True to skip such steps.'
+        )
+      loop['skipped_steps'] += 1
+      logging.warning(
+          'Skipped training step %d (config.skip_nonfinite_steps): '
+          'non-finite %s; %d steps skipped so far.', number, bad,
+          loop['skipped_steps'])
+    pending.clear()
+
   last_eval: dict[str, float] | None = None
   step = start_step
   interrupted = False
@@ -537,27 +576,35 @@ def train_and_evaluate(
                             'blend/epoch': step / steps_per_epoch})
       batch = _to_global(next(train_iter), batch_sharding)
       state, step_metrics = run_step(state, batch, step)
-      pending.append(step_metrics)
       step += 1
+      pending.append((step, step_metrics))
       if progress.should_report(step):
-        summary = _mean_over_steps(jax.device_get(pending))
-        pending.clear()
+        check_pending()
+        summary = _mean_over_steps(checked) if checked else {}
+        checked.clear()
         _check_finite(step, summary)
+        if config.skip_nonfinite_steps:
+          summary['skipped_steps'] = loop['skipped_steps']
         summary['steps_per_second'] = progress.report(
-            step, f"loss {summary['loss']:.4f}"
+            step, f"loss {summary.get('loss', float('nan')):.4f}"
         )
         writer.write(step, {
             k if k.startswith(('blend/', 'ogm/')) else f'train_step/{k}': v
             for k, v in summary.items()
         })
-      if step % eval_every == 0 or step == total_steps:
+      stop_now = bool(stop.signal_name) and step < total_steps
+      eval_now = step % eval_every == 0 or step == total_steps
+      if eval_now or stop_now:
+        check_pending()  # Never checkpoint a state after a bad step.
+      if eval_now:
         last_eval = evaluate(state)
         writer.write(step, last_eval)
         logging.info('step %d: %s', step, _summarise(last_eval))
         _update_best(loop, step, last_eval, config, checkpointer, state)
         save(step, state)
-      if stop.signal_name and step < total_steps:
-        save(step, state)
+      if stop_now:
+        if not eval_now:
+          save(step, state)
         interrupted = True
         logging.warning(
             '%s received: saved the checkpoint at step %d in %s; rerun the '
@@ -590,6 +637,8 @@ def train_and_evaluate(
       'best': best,
       'stopped_early': loop['stopped_early'],
   }
+  if config.skip_nonfinite_steps:
+    results['skipped_steps'] = loop['skipped_steps']
   if config.blend.mode != 'none':
     results['blend_weights'] = dict(zip(
         heads, np.asarray(jax.device_get(
@@ -636,7 +685,15 @@ def _update_best(loop, step, results, config, checkpointer, state):
 
 
 def _mean_over_steps(rows: list[dict[str, np.ndarray]]) -> dict[str, float]:
+  if not rows:  # Every step since the last line was skipped.
+    return {'loss': float('nan')}
   return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def _nonfinite_values(row: Mapping[str, np.ndarray]) -> dict[str, float]:
+  """The non-finite metrics of a step, e.g. ``{'fused/loss': nan}``."""
+  return {k: float(v) for k, v in row.items()
+          if np.ndim(v) == 0 and not np.isfinite(v)}
 
 
 def _check_finite(step: int, summary: Mapping[str, float]) -> None:
