@@ -149,6 +149,36 @@ def test_bad_config_values_are_named(data_dir, tmp_path):
     train.train_and_evaluate(config, str(tmp_path))
 
 
+@pytest.mark.parametrize('key, value, message', [
+    ('model.encoder.name', 'vit', r"'vit'.*mlp"),
+    ('model.fusion', 'attention', r"'attention'.*concat"),
+    ('optimizer.name', 'lion', r"optimizer.name='lion'.*sgd"),
+    ('optimizer.schedule', 'linear', r"schedule='linear'.*cosine"),
+    ('data.holdout_fraction', 1.0, r'holdout_fraction=1.0 must be in'),
+])
+def test_unknown_names_and_bad_values_stop_before_training(
+    data_dir, tmp_path, key, value, message
+):
+  config = train_utils.tiny_synthetic_config(data_dir, steps=1)
+  parent, leaf = key.rsplit('.', 1)
+  block = config
+  for part in parent.split('.'):
+    block = block[part]
+  block[leaf] = value
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not os.path.exists(tmp_path / 'checkpoints')
+
+
+def test_batch_not_divisible_by_devices_is_named(data_dir, tmp_path,
+                                                 monkeypatch):
+  config = train_utils.tiny_synthetic_config(data_dir, steps=1)
+  monkeypatch.setattr(jax, 'device_count', lambda: 3)
+  with pytest.raises(ValueError,
+                     match=r'batch_size=16 is not divisible by the 3 devices'):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
 _DEVICE_RUN = """
 import json, sys
 import jax
