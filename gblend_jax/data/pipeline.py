@@ -459,6 +459,12 @@ def check_examples(
             f'{where}, example {index}: modality {name!r} has shape '
             f'{np.shape(example[name])}, expected {shape}.'
         )
+      dtype = np.asarray(example[name]).dtype
+      if dtype.kind not in 'biuf':
+        raise ValueError(
+            f'{where}, example {index}: modality {name!r} has dtype {dtype}, '
+            'expected numbers (bool, integer or float).'
+        )
     for key in keys:
       columns[key].append(example[key])
   arrays = {'id': _as_id(columns['id']),

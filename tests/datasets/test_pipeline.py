@@ -94,6 +94,12 @@ def test_check_examples_names_the_bad_example():
   with pytest.raises(ValueError, match="example 0: no modality 'y'"):
     data.check_examples(_toy_source(2), dataset='toy', split='test',
                         num_classes=3, modalities={'y': (2,)})
+  source = _toy_source(6)
+  source[3]['x'] = np.array(['a', 'b'])
+  with pytest.raises(ValueError,
+                     match=r"example 3: modality 'x' has dtype <U1"):
+    data.check_examples(source, dataset='toy', split='train', num_classes=3,
+                        modalities={'x': (2,)})
 
 
 def test_train_iterator_reshuffles_each_epoch_and_covers_it_once():
