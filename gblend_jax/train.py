@@ -580,6 +580,7 @@ def train_and_evaluate(
       pending.append((step, step_metrics))
       if progress.should_report(step):
         check_pending()
+        # Empty when every step since the last line was skipped.
         summary = _mean_over_steps(checked) if checked else {}
         checked.clear()
         _check_finite(step, summary)
@@ -685,8 +686,6 @@ def _update_best(loop, step, results, config, checkpointer, state):
 
 
 def _mean_over_steps(rows: list[dict[str, np.ndarray]]) -> dict[str, float]:
-  if not rows:  # Every step since the last line was skipped.
-    return {'loss': float('nan')}
   return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 

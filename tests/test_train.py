@@ -160,11 +160,7 @@ def test_unknown_names_and_bad_values_stop_before_training(
     data_dir, tmp_path, key, value, message
 ):
   config = train_utils.tiny_synthetic_config(data_dir, steps=1)
-  parent, leaf = key.rsplit('.', 1)
-  block = config
-  for part in parent.split('.'):
-    block = block[part]
-  block[leaf] = value
+  config.update_from_flattened_dict({key: value})
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(config, str(tmp_path))
   assert not os.path.exists(tmp_path / 'checkpoints')

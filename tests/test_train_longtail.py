@@ -102,11 +102,7 @@ def test_bad_values_are_rejected_before_training(
 ):
   config = _config(fake_fmnist, mixup='input')
   config.unlock()
-  block, name = key.rsplit('.', 1)
-  target = config
-  for part in block.split('.'):
-    target = target[part]
-  target[name] = value
+  config.update_from_flattened_dict({key: value})
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(config, str(tmp_path))
   assert not os.path.exists(tmp_path / 'checkpoints')
