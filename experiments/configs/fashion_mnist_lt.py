@@ -16,21 +16,8 @@ ResNet with a linear classifier.
 Arguments (comma-separated):
   imbalance=100|50   the imbalance factor IF (default 100).
   profile=exponential|step   the long-tail profile (default exponential).
-  recipe=R           one of RECIPES (default ce):
-    ce                 cross-entropy, instance-balanced sampling (baseline)
-    cs_ce | focal | cb_focal | cb_ce | balanced_softmax   re-weighting
-    ldam_drw           LDAM, class-balanced re-weighting from the switch
-    drw                CE, then class-balanced weights (deferred re-weighting)
-    cb_sampling | sqrt_sampling | progressive   re-sampling from the start
-    drs                CE, instance-balanced, then class-balanced sampling
-    cs_ce_cb_sampling  the paper's known-bad pair: CS-CE with class-balanced
-                       sampling
-    mixup | remix      input mixup / Remix (alpha = 1) to the end
-    mixup_ft           input mixup, then the last epochs without mixup
-    best_bag           input mixup, DRS with class-balanced sampling,
-                       fine-tuning without mixup (the paper's best bag uses
-                       CAM-based balanced sampling in the DRS stage; here
-                       plain class-balanced sampling)
+  recipe=R           one of longtail_recipes.RECIPES (default ce), listed
+                     in experiments/configs/longtail_recipes.py.
   budget=paper|cpu   paper: ResNet-32, n_max = 5400 (all of a class after
                      the held-out split), 200 epochs, batch 128, SGD
                      momentum 0.9, wd 2e-4, lr 0.1, 5 warm-up epochs, lr x
@@ -55,31 +42,31 @@ and few-shot (< 20) test accuracy (``results.json``) and
 import ml_collections
 
 from experiments.configs import common
+from experiments.configs import longtail_recipes
 from gblend_jax import config as config_lib
 
-RECIPES = ('ce', 'cs_ce', 'focal', 'cb_focal', 'cb_ce', 'balanced_softmax',
-           'ldam_drw', 'drw', 'cb_sampling', 'sqrt_sampling', 'progressive',
-           'drs', 'cs_ce_cb_sampling', 'mixup', 'remix', 'mixup_ft',
-           'best_bag')
+RECIPES = longtail_recipes.RECIPES
 IMBALANCES = ('100', '50')
-# epochs, warm-up, lr boundaries, switch epoch, no-mixup epochs, depth, n_max.
 BUDGETS = {
-    'paper': dict(epochs=200, warmup=5, boundaries=(160, 180), switch=160,
-                  no_mixup=20, depth=32, max_count=0),
-    'cpu': dict(epochs=30, warmup=1, boundaries=(24, 27), switch=24,
-                no_mixup=3, depth=8, max_count=1000),
+    'paper': longtail_recipes.Schedule(
+        epochs=200, warmup_epochs=5, boundaries_epochs=(160, 180),
+        switch_epoch=160, no_mixup_epochs=20),
+    'cpu': longtail_recipes.Schedule(
+        epochs=30, warmup_epochs=1, boundaries_epochs=(24, 27),
+        switch_epoch=24, no_mixup_epochs=3),
 }
+# ResNet depth and n_max (0: all of the smallest class) of each budget.
+DEPTHS = {'paper': 32, 'cpu': 8}
+MAX_COUNTS = {'paper': 0, 'cpu': 1000}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, imbalance='100', profile='exponential',
                           recipe='ce', budget='cpu', runlocal=False)
-  for key, valid in (('imbalance', IMBALANCES), ('recipe', RECIPES),
-                     ('budget', tuple(BUDGETS)),
-                     ('profile', ('exponential', 'step'))):
-    if args[key] not in valid:
-      raise ValueError(f'Unknown {key}={args[key]!r}; valid: {list(valid)}.')
-  budget = BUDGETS[args['budget']]
+  longtail_recipes.check_choices(args, {
+      'imbalance': IMBALANCES, 'recipe': RECIPES, 'budget': tuple(BUDGETS),
+      'profile': ('exponential', 'step')})
+  schedule = BUDGETS[args['budget']]
 
   config = config_lib.default_config()
   config.data.name = 'fashion_mnist'
@@ -90,70 +77,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.eval_batch_size = 1000
   config.data.longtail.profile = args['profile']
   config.data.longtail.imbalance_factor = float(args['imbalance'])
-  config.data.longtail.max_count = budget['max_count']
+  config.data.longtail.max_count = MAX_COUNTS[args['budget']]
 
   config.model.encoder.name = 'cifar_resnet'
-  config.model.encoder.cifar_resnet.depth = budget['depth']
+  config.model.encoder.cifar_resnet.depth = DEPTHS[args['budget']]
   config.model.fused_head.hidden_sizes = ()  # A linear classifier.
   config.model.modality_heads = False
 
-  config.optimizer.name = 'sgd'
-  config.optimizer.learning_rate = 0.1
-  config.optimizer.momentum = 0.9
-  config.optimizer.weight_decay = 2e-4
-  config.optimizer.schedule = 'step'
-  config.optimizer.warmup_epochs = float(budget['warmup'])
-  config.optimizer.boundaries_epochs = tuple(
-      float(b) for b in budget['boundaries'])
-  config.optimizer.decay_factor = 0.1  # x 0.1 twice: x 0.01 at the second.
-  config.num_epochs = budget['epochs']
-  config.eval_every_epochs = max(budget['epochs'] // 10, 1)
+  longtail_recipes.apply_sgd_schedule(config, schedule, learning_rate=0.1,
+                                      weight_decay=2e-4)
   config.log_every_steps = 50
-
-  longtail = config.longtail
-  longtail.shot_metrics = True
-  recipe, switch = args['recipe'], budget['switch']
-  if recipe in ('cs_ce', 'focal', 'cb_focal', 'cb_ce', 'balanced_softmax'):
-    longtail.loss = recipe
-    longtail.focal_gamma = 1.0
-  elif recipe == 'ldam_drw':
-    longtail.loss = 'ldam'
-    # The classifier is not cosine-normalised as in Cao et al. (s = 30).
-    longtail.ldam_scale = 1.0
-    longtail.drw_epoch = switch
-  elif recipe == 'drw':
-    longtail.drw_epoch = switch
-  elif recipe in ('cb_sampling', 'sqrt_sampling'):
-    longtail.sampler = recipe.replace('_sampling', '').replace(
-        'cb', 'class_balanced')
-  elif recipe == 'progressive':
-    longtail.sampler = 'progressive'
-  elif recipe == 'drs':
-    longtail.sampler = 'class_balanced'
-    longtail.drs_epoch = switch
-  elif recipe == 'cs_ce_cb_sampling':
-    longtail.loss = 'cs_ce'
-    longtail.sampler = 'class_balanced'
-  elif recipe in ('mixup', 'remix', 'mixup_ft'):
-    longtail.mixup = 'remix' if recipe == 'remix' else 'input'
-    if recipe == 'mixup_ft':
-      longtail.mixup_off_last_epochs = budget['no_mixup']
-  elif recipe == 'best_bag':
-    longtail.mixup = 'input'
-    longtail.sampler = 'class_balanced'
-    longtail.drs_epoch = switch
-    longtail.mixup_off_last_epochs = budget['no_mixup']
-
+  longtail_recipes.apply_recipe(
+      config.longtail, args['recipe'], switch_epoch=schedule.switch_epoch,
+      no_mixup_epochs=schedule.no_mixup_epochs)
   if args['runlocal']:
-    config.num_epochs = 2
-    config.eval_every_epochs = 1
-    config.log_every_steps = 5
-    config.optimizer.warmup_epochs = 0.0
-    config.optimizer.boundaries_epochs = ()
-    if longtail.drw_epoch > 0:
-      longtail.drw_epoch = 1
-    if longtail.drs_epoch > 0:
-      longtail.drs_epoch = 1
-    if longtail.mixup_off_last_epochs:
-      longtail.mixup_off_last_epochs = 1
+    longtail_recipes.shrink_for_runlocal(config)
   return config

@@ -1,0 +1,182 @@
+r"""The long-tail recipes shared by the long-tailed configs.
+
+Zhang, Wei, Zhou, Wu, "Bag of Tricks for Long-Tailed Visual Recognition with
+Deep Convolutional Neural Networks" (AAAI 2021). Each recipe sets
+``config.longtail`` (see `gblend_jax.config`); a config file chooses the data,
+the model and the schedule, and passes the schedule's switch epoch (the
+start of the second stage of two-stage recipes) and the number of final
+epochs without mixup. The configs that use this table:
+``fashion_mnist_lt.py``, ``cifar_lt.py``, ``imagenet_lt.py``,
+``inat2018.py``.
+
+Recipes (``recipe=R``; keep this list and ``RECIPES`` together):
+  ce                 cross-entropy, instance-balanced sampling (baseline)
+  cs_ce | focal | cb_focal | cb_ce | balanced_softmax   re-weighting
+  ldam_drw           LDAM, class-balanced re-weighting from the switch
+  drw                CE, then class-balanced weights (deferred re-weighting)
+  cb_sampling | sqrt_sampling | progressive   re-sampling from the start
+  drs                CE, instance-balanced, then class-balanced sampling
+  cs_ce_cb_sampling  the paper's known-bad pair: CS-CE with class-balanced
+                     sampling
+  mixup | remix      input mixup / Remix (alpha = 1) to the end
+  mixup_ft           input mixup, then the last epochs without mixup
+  best_bag           input mixup, DRS with class-balanced sampling,
+                     fine-tuning without mixup (the paper's best bag uses
+                     CAM-based balanced sampling in the DRS stage; here
+                     plain class-balanced sampling)
+"""
+
+import dataclasses
+from collections.abc import Mapping
+from collections.abc import Sequence
+
+import ml_collections
+
+RECIPES = ('ce', 'cs_ce', 'focal', 'cb_focal', 'cb_ce', 'balanced_softmax',
+           'ldam_drw', 'drw', 'cb_sampling', 'sqrt_sampling', 'progressive',
+           'drs', 'cs_ce_cb_sampling', 'mixup', 'remix', 'mixup_ft',
+           'best_bag')
+# Recipes that train with mixup (the paper advises a longer schedule).
+MIXUP_RECIPES = ('mixup', 'remix', 'mixup_ft', 'best_bag')
+REWEIGHTING_LOSSES = ('cs_ce', 'focal', 'cb_focal', 'cb_ce',
+                      'balanced_softmax')
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """An SGD step schedule and the epochs at which the recipes switch.
+
+  Attributes:
+    epochs: Training epochs.
+    warmup_epochs: Linear warm-up epochs.
+    boundaries_epochs: Epochs at which the learning rate is multiplied by
+      0.1 (x 0.01 after the second).
+    switch_epoch: Start of the second stage (DRW, DRS).
+    no_mixup_epochs: Final epochs without mixup (``mixup_ft``,
+      ``best_bag``).
+  """
+
+  epochs: int
+  warmup_epochs: float
+  boundaries_epochs: tuple[float, ...]
+  switch_epoch: int
+  no_mixup_epochs: int
+
+
+def check_choices(
+    args: Mapping[str, object], choices: Mapping[str, Sequence[str]]
+) -> None:
+  """Rejects a config argument that is not among its choices.
+
+  Args:
+    args: Parsed config arguments (``common.parse_arg``).
+    choices: Argument name to its valid values.
+
+  Raises:
+    ValueError: naming the argument, its value and the valid values.
+  """
+  for key, valid in choices.items():
+    if args[key] not in valid:
+      raise ValueError(f'Unknown {key}={args[key]!r}; valid: {list(valid)}.')
+
+
+def apply_sgd_schedule(
+    config: ml_collections.ConfigDict,
+    schedule: Schedule,
+    *,
+    learning_rate: float,
+    weight_decay: float,
+) -> None:
+  """Sets SGD (momentum 0.9) with a warmed-up step schedule and the epochs.
+
+  Args:
+    config: The run's config, changed in place.
+    schedule: Epochs, warm-up and the x 0.1 boundaries.
+    learning_rate: Base learning rate.
+    weight_decay: Weight decay.
+  """
+  optimizer = config.optimizer
+  optimizer.name = 'sgd'
+  optimizer.learning_rate = learning_rate
+  optimizer.momentum = 0.9
+  optimizer.weight_decay = weight_decay
+  optimizer.schedule = 'step'
+  optimizer.warmup_epochs = float(schedule.warmup_epochs)
+  optimizer.boundaries_epochs = tuple(
+      float(b) for b in schedule.boundaries_epochs)
+  optimizer.decay_factor = 0.1  # x 0.1 at each boundary.
+  config.num_epochs = schedule.epochs
+  config.eval_every_epochs = max(schedule.epochs // 10, 1)
+
+
+def apply_recipe(
+    longtail: ml_collections.ConfigDict,
+    recipe: str,
+    *,
+    switch_epoch: int,
+    no_mixup_epochs: int,
+) -> None:
+  """Sets ``config.longtail`` for one recipe of ``RECIPES``.
+
+  Args:
+    longtail: The ``config.longtail`` block, changed in place.
+    recipe: A name of ``RECIPES``.
+    switch_epoch: Start of the second stage (DRW, DRS).
+    no_mixup_epochs: Final epochs without mixup.
+
+  Raises:
+    ValueError: for a recipe not in ``RECIPES``.
+  """
+  check_choices({'recipe': recipe}, {'recipe': RECIPES})
+  longtail.shot_metrics = True
+  if recipe in REWEIGHTING_LOSSES:
+    longtail.loss = recipe
+    longtail.focal_gamma = 1.0
+  elif recipe == 'ldam_drw':
+    longtail.loss = 'ldam'
+    # The classifier is not cosine-normalised as in Cao et al. (s = 30).
+    longtail.ldam_scale = 1.0
+    longtail.drw_epoch = switch_epoch
+  elif recipe == 'drw':
+    longtail.drw_epoch = switch_epoch
+  elif recipe == 'cb_sampling':
+    longtail.sampler = 'class_balanced'
+  elif recipe == 'sqrt_sampling':
+    longtail.sampler = 'sqrt'
+  elif recipe == 'progressive':
+    longtail.sampler = 'progressive'
+  elif recipe == 'drs':
+    longtail.sampler = 'class_balanced'
+    longtail.drs_epoch = switch_epoch
+  elif recipe == 'cs_ce_cb_sampling':
+    longtail.loss = 'cs_ce'
+    longtail.sampler = 'class_balanced'
+  elif recipe in ('mixup', 'remix', 'mixup_ft'):
+    longtail.mixup = 'remix' if recipe == 'remix' else 'input'
+    if recipe == 'mixup_ft':
+      longtail.mixup_off_last_epochs = no_mixup_epochs
+  elif recipe == 'best_bag':
+    longtail.mixup = 'input'
+    longtail.sampler = 'class_balanced'
+    longtail.drs_epoch = switch_epoch
+    longtail.mixup_off_last_epochs = no_mixup_epochs
+
+
+def shrink_for_runlocal(config: ml_collections.ConfigDict) -> None:
+  """Two epochs, no warm-up or steps, stages switching after epoch 1.
+
+  Args:
+    config: The run's config, changed in place.
+  """
+  config.num_epochs = 2
+  config.eval_every_epochs = 1
+  config.log_every_steps = 5
+  config.optimizer.warmup_epochs = 0.0
+  config.optimizer.boundaries_epochs = ()
+  longtail = config.longtail
+  if longtail.drw_epoch > 0:
+    longtail.drw_epoch = 1
+  if longtail.drs_epoch > 0:
+    longtail.drs_epoch = 1
+  if longtail.mixup_off_last_epochs:
+    longtail.mixup_off_last_epochs = 1
