@@ -102,7 +102,7 @@ class ImageListBuilder(tfds.core.GeneratorBasedBuilder,
                        skip_registration=True):
   """Images named by list files, at the config's size.
 
-  A subclass sets ``NUM_CLASSES``, ``ID_FEATURE`` (a TFDS feature),
+  A subclass sets ``NUM_CLASSES``, ``INTEGER_IDS`` (int64 ids; else text),
   ``HOMEPAGE`` and ``MANUAL_DOWNLOAD_INSTRUCTIONS`` and implements
   ``list_images(root)``: split name to ``ListedImage``s. Features: ``id``,
   ``label`` and ``image`` uint8 [S, S, 3].
@@ -113,7 +113,7 @@ class ImageListBuilder(tfds.core.GeneratorBasedBuilder,
   BUILDER_CONFIGS = size_configs()
   DEFAULT_BUILDER_CONFIG_NAME = DEFAULT_CONFIG
   NUM_CLASSES = 0
-  ID_FEATURE: tfds.features.FeatureConnector = tfds.features.Text()
+  INTEGER_IDS = False
   HOMEPAGE = ''
 
   def list_images(self, root: str) -> dict[str, list[ListedImage]]:
@@ -124,7 +124,8 @@ class ImageListBuilder(tfds.core.GeneratorBasedBuilder,
     size = self.builder_config.image_size
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            'id': self.ID_FEATURE,
+            'id': (tfds.features.Scalar(dtype=np.int64)
+                   if self.INTEGER_IDS else tfds.features.Text()),
             'label': tfds.features.ClassLabel(num_classes=self.NUM_CLASSES),
             'image': tfds.features.Tensor(shape=(size, size, 3),
                                           dtype=np.uint8),
