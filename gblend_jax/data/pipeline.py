@@ -19,6 +19,7 @@ import grain
 import ml_collections
 import numpy as np
 
+from gblend_jax.data import augment
 from gblend_jax.data import registry
 from gblend_jax.data import splits
 from gblend_jax.longtail import profiles
@@ -183,6 +184,13 @@ def default_data_config() -> ml_collections.ConfigDict:
       'mismatched_modalities': ml_collections.ConfigDict(),
       # Standardise every feature with the mean and std of the train split.
       'standardize': False,
+      # Random augmentation of training batches (never held-out or test):
+      # 'none', 'pad_crop_flip' or 'random_resized_crop_flip' (see
+      # gblend_jax.data.augment).
+      'augmentation': 'none',
+      'augment_pad': 4,  # P of pad_crop_flip: zeros on each side.
+      # Modalities to augment; (): every [H, W] or [H, W, C] modality.
+      'augment_modalities': (),
       'batch_size': 128,  # Global, over all processes.
       'eval_batch_size': 512,
       'shuffle_seed': 0,
@@ -507,6 +515,9 @@ def train_iterator(
     process_index: int = 0,
     process_count: int = 1,
     sampler: Any = None,
+    augmentation: str = 'none',
+    augment_modalities: Sequence[str] = (),
+    augment_pad: int = 4,
 ) -> grain.DatasetIterator:
   """Batches of this process's share of an endlessly reshuffled source.
 
@@ -525,6 +536,16 @@ def train_iterator(
       ``source`` (re-sampling of long-tailed training): its stream of
       indices replaces the shuffle (``seed`` is then unused). Its position
       is part of the iterator's state.
+    augmentation: A name of `gblend_jax.data.augment.AUGMENTATIONS`,
+      applied to each batch after it is gathered; its draws come from
+      ``np.random.default_rng((seed, k, p))`` for global batch ``k``, so a
+      resumed iterator yields the same augmented batches as an
+      uninterrupted one. With ``data.standardize`` the images are already
+      standardised per pixel, so the zeros of ``pad_crop_flip`` pad with the
+      training mean.
+    augment_modalities: Modalities to augment; empty: every modality whose
+      examples are ``[H, W]`` or ``[H, W, C]``.
+    augment_pad: ``P`` of ``pad_crop_flip``.
 
   Returns:
     An iterator of dicts of stacked arrays ``[G // P, ...]``, with
@@ -548,6 +569,13 @@ def train_iterator(
       global_batch_size // process_count, drop_remainder=True
   )
   dataset = dataset.map(functools.partial(gather, source))
+  augment.check_augmentation(augmentation)
+  if augmentation != 'none':
+    shapes = {key: np.shape(value) for key, value in source[0].items()
+              if key not in RESERVED_KEYS}
+    dataset = dataset.map_with_index(augment.BatchAugmenter(
+        augmentation, augment.image_modalities(shapes, augment_modalities),
+        seed=seed, process_index=process_index, pad=augment_pad))
   return iter(dataset.to_iter_dataset())
 
 
