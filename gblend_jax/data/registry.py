@@ -12,8 +12,14 @@ import tensorflow_datasets as tfds
 
 DATASETS = {
     'ave': 'data.ave.ave_dataset_builder',
+    'cifar10': 'data.cifar10.cifar10_dataset_builder',
+    'cifar100': 'data.cifar100.cifar100_dataset_builder',
     'crema_d': 'data.crema_d.crema_d_dataset_builder',
     'fashion_mnist': 'data.fashion_mnist.fashion_mnist_dataset_builder',
+    'imagenet_lt': 'data.imagenet_lt.imagenet_lt_dataset_builder',
+    'inaturalist2018': (
+        'data.inaturalist2018.inaturalist2018_dataset_builder'
+    ),
     'kinetics_sounds': 'data.kinetics_sounds.kinetics_sounds_dataset_builder',
     'mfeat': 'data.mfeat.mfeat_dataset_builder',
     'synthetic_multimodal': (
