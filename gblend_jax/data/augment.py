@@ -101,10 +101,14 @@ def pad_crop(images: np.ndarray, offsets: np.ndarray, pad: int) -> np.ndarray:
   height, width = images.shape[1:3]
   widths = [(0, 0), (pad, pad), (pad, pad)] + [(0, 0)] * (images.ndim - 3)
   padded = np.pad(images, widths)
-  rows = offsets[:, 0, None] + np.arange(height)  # [B, H]
-  cols = offsets[:, 1, None] + np.arange(width)  # [B, W]
-  batch = np.arange(len(images))[:, None, None]
-  return padded[batch, rows[:, :, None], cols[:, None, :]]
+  # Every H x W window of each padded image, [B, 2P+1, 2P+1, (C,) H, W]
+  # (a view), then one window per image.
+  windows = np.lib.stride_tricks.sliding_window_view(
+      padded, (height, width), axis=(1, 2))
+  crops = windows[np.arange(len(images)), offsets[:, 0], offsets[:, 1]]
+  if images.ndim == 4:
+    crops = np.moveaxis(crops, 1, 3)  # [B, C, H, W] -> [B, H, W, C].
+  return np.ascontiguousarray(crops)
 
 
 def pad_crop_flip(
@@ -207,14 +211,16 @@ def crop_and_resize(images: np.ndarray, boxes: np.ndarray) -> np.ndarray:
   boxes = np.asarray(boxes, np.int64)
   y0, y1, wy = _source_coordinates(boxes[:, 0], boxes[:, 2], height)
   x0, x1, wx = _source_coordinates(boxes[:, 1], boxes[:, 3], width)
-  batch = np.arange(count)[:, None, None]
-  y0, y1 = y0[:, :, None], y1[:, :, None]
-  x0, x1 = x0[:, None, :], x1[:, None, :]
-  wy, wx = wy[:, :, None, None], wx[:, None, :, None]
-  values = images.astype(np.float32)
-  top = (1 - wx) * values[batch, y0, x0] + wx * values[batch, y0, x1]
-  bottom = (1 - wx) * values[batch, y1, x0] + wx * values[batch, y1, x1]
-  out = (1 - wy) * top + wy * bottom
+  # Separable: rows first (whole rows copied), then columns (as rows of
+  # the transposed images).
+  batch = np.arange(count)[:, None]
+  values = images.astype(np.float32, copy=False)
+  wy = wy[:, :, None, None]
+  rows = (1 - wy) * values[batch, y0] + wy * values[batch, y1]
+  columns = rows.transpose(0, 2, 1, 3)  # [B, W, H, C].
+  wx = wx[:, :, None, None]
+  out = ((1 - wx) * columns[batch, x0] + wx * columns[batch, x1]).transpose(
+      0, 2, 1, 3)
   if np.issubdtype(original.dtype, np.integer):
     out = np.round(out)
   return out.reshape(original.shape).astype(original.dtype)
