@@ -1,0 +1,1 @@
+"""Short scripts that reuse gblend_jax's pieces outside its trainer."""
