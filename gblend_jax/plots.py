@@ -270,9 +270,11 @@ def draw_per_class_accuracy(
   for c, n, a in points:
     axis.annotate(str(c), (n, a), textcoords='offset points', xytext=(3, 3),
                   fontsize=7)
-  for threshold, style in zip(SHOT_THRESHOLDS, (':', '--'), strict=True):
+  for threshold, style, groups in zip(
+      SHOT_THRESHOLDS, (':', '--'), ('few | medium', 'medium | many'),
+      strict=True):
     axis.axvline(threshold, color='grey', linestyle=style, linewidth=1,
-                 label=f'{threshold} training images')
+                 label=f'{groups} shot ({threshold} images)')
   axis.set_xscale('log')
   axis.set_xlabel('training images of the class')
   axis.set_ylabel('test accuracy (%)')

@@ -140,8 +140,8 @@ def test_per_class_accuracy_against_training_images(tmp_path):
   drawn = report.written['per_class_accuracy.png']['per-class accuracy']
   # Class 2 has no test example (NaN): not drawn.
   assert drawn['classes'] == ([200.0, 50.0], [100.0, 50.0])
-  assert drawn['20 training images'][0] == [20.0, 20.0]
-  assert drawn['100 training images'][0] == [100.0, 100.0]
+  assert drawn['few | medium shot (20 images)'][0] == [20.0, 20.0]
+  assert drawn['medium | many shot (100 images)'][0] == [100.0, 100.0]
   with pytest.raises(ValueError, match='3 class counts but 2 per-class'):
     plots.draw_per_class_accuracy([1, 2, 3], [0.5, 0.5],
                                   str(tmp_path / 'x.png'))
