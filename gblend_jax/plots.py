@@ -91,6 +91,12 @@ def logged_names(rows: Rows, pattern: str) -> list[str]:
   return list(found)
 
 
+def _head_order(heads: Sequence[str]) -> list[str]:
+  """The paper's order: modality heads, ``fused``, then OGM's shares."""
+  return sorted(heads, key=lambda h: (h == 'fused') + 2 * h.startswith(
+      'unimodal_'))
+
+
 def draw_panels(
     rows: Rows, panels: Sequence[Panel], path: str, title: str
 ) -> Drawn | None:
@@ -147,10 +153,8 @@ def draw_losses(rows: Rows, path: str) -> Drawn | None:
   Returns:
     What was drawn, or None when no head loss was logged.
   """
-  logged = logged_names(rows, r'(?:train_step|train|holdout)/([^/]+)/loss')
-  # The paper's order: modality heads, the fused head, then OGM's shares.
-  heads = sorted(logged, key=lambda h: (h == 'fused') + 2 * h.startswith(
-      'unimodal_'))
+  heads = _head_order(
+      logged_names(rows, r'(?:train_step|train|holdout)/([^/]+)/loss'))
   return draw_panels(rows, [
       Panel(f'head: {head}', 'cross-entropy', {
           'train batches': f'train_step/{head}/loss',
@@ -174,13 +178,13 @@ def draw_blend(
     rows: rows of ``metrics.jsonl``.
     path: the PNG to write.
     heads: head names in blend order; by default those with a logged
-      ``blend/weight/<head>``.
+      ``blend/weight/<head>``, modality heads first, then ``fused``.
 
   Returns:
     What was drawn, or None when no blend weight was logged.
   """
   if heads is None:
-    heads = logged_names(rows, r'blend/weight/([^/]+)')
+    heads = _head_order(logged_names(rows, r'blend/weight/([^/]+)'))
   if not any(metric_series(rows, f'blend/weight/{h}')[0] for h in heads):
     return None
 

@@ -147,10 +147,30 @@ def test_per_class_accuracy_against_training_images(tmp_path):
                                   str(tmp_path / 'x.png'))
 
 
-def test_out_directory_and_log_scale_fallback(tmp_path):
+def _spy_on_scales(monkeypatch):
+  """Records the y scale of every panel drawn: {panel title: scale}."""
+  scales = {}
+  save = plots._save  # pylint: disable=protected-access
+
+  def recording_save(figure, path):
+    scales.update({a.get_title(): a.get_yscale() for a in figure.axes})
+    return save(figure, path)
+
+  monkeypatch.setattr(plots, '_save', recording_save)
+  return scales
+
+
+def test_out_directory_and_log_scale_fallback(tmp_path, monkeypatch):
+  scales = _spy_on_scales(monkeypatch)
+  plots.draw_blend(GBLEND_ROWS, str(tmp_path / 'positive.png'))
+  assert scales['overfitting-to-generalisation ratio'] == 'log'
+  assert scales['blend weights'] == 'linear'
   # A zero OGR cannot go on a log axis: that panel is drawn linear.
-  rows = [{'step': 0, 'blend/weight/a': 1.0, 'blend/ogr/a': 0.0},
-          {'step': 5, 'blend/weight/a': 1.0, 'blend/ogr/a': 0.5}]
+  # Gradient mode logs the heads in name order: fused is put last.
+  rows = [{'step': 0, 'blend/weight/fused': 0.0, 'blend/weight/a': 1.0,
+           'blend/ogr/a': 0.0},
+          {'step': 5, 'blend/weight/fused': 0.5, 'blend/weight/a': 0.5,
+           'blend/ogr/a': 0.5}]
   workdir = _workdir(tmp_path / 'run', rows)
   out = str(tmp_path / 'figures')
   report = plot.plot_run(workdir, out)
@@ -159,9 +179,11 @@ def test_out_directory_and_log_scale_fallback(tmp_path):
   assert sorted(os.listdir(workdir)) == ['metrics.jsonl']
   assert report.skipped['losses.png'] == (
       'no <split>/<head>/loss metric in metrics.jsonl')
-  assert report.written['blend.png'][
-      'overfitting-to-generalisation ratio'] == {'a': ([0.0, 5.0],
-                                                      [0.0, 0.5])}
+  blend = report.written['blend.png']
+  assert list(blend['blend weights']) == ['a', 'fused']
+  assert scales['overfitting-to-generalisation ratio'] == 'linear'
+  assert blend['overfitting-to-generalisation ratio'] == {
+      'a': ([0.0, 5.0], [0.0, 0.5])}
 
 
 def test_not_a_run_is_named_and_a_sweep_lists_its_runs(tmp_path, capsys):
