@@ -8,6 +8,7 @@ training (``w`` one-hot on the fused head), fixed weights, and weights that an
 estimator replaces during training.
 """
 
+import contextlib
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -31,8 +32,11 @@ UNIMODAL_PREFIX = 'unimodal_'
 # (params, batch_stats, model outputs, batch) -> (tx.update kwargs, metrics).
 UpdateArgs = Callable[..., tuple[dict[str, Any], dict[str, jax.Array]]]
 # (key, batch, loss_args) -> (model inputs, logits -> [H] head losses,
-# metrics): a training objective other than per-head cross-entropy (the
-# long-tail losses and mixup, `gblend_jax.longtail.trainer_hooks`).
+# metrics, interceptor): a training objective other than per-head
+# cross-entropy (the long-tail losses and mixup,
+# `gblend_jax.longtail.trainer_hooks`); interceptor is None or a
+# `flax.linen.intercept_methods` interceptor active during the forward pass
+# (manifold mixup).
 Objective = Callable[..., tuple[Any, Callable[..., jax.Array], dict]]
 
 
@@ -98,21 +102,26 @@ def _training_losses(
 
   Without ``objective`` the head losses are cross-entropies of the batch's
   inputs; with it, ``objective(key, batch, loss_args)`` gives the inputs
-  (e.g. mixed) and the head losses of their logits.
+  (e.g. mixed), the head losses of their logits, and an optional method
+  interceptor for the forward pass (e.g. manifold mixup).
   """
   rng = jax.random.fold_in(state.rng, state.step)
+  interceptor = None
   if objective is None:
     inputs, metrics = model_inputs(batch), {}
 
     def head_losses(logits):
       return stacked_head_losses(logits, batch['label'], heads)
   else:
-    inputs, head_losses, metrics = objective(rng, batch, loss_args)
+    inputs, head_losses, metrics, interceptor = objective(
+        rng, batch, loss_args)
 
   def loss_vector(params):
-    out, batch_stats = forward(
-        model, params, state.batch_stats, inputs, train=True, rng=rng,
-    )
+    with (nn.intercept_methods(interceptor) if interceptor is not None
+          else contextlib.nullcontext()):
+      out, batch_stats = forward(
+          model, params, state.batch_stats, inputs, train=True, rng=rng,
+      )
     return head_losses(out['logits']), (out, batch_stats, metrics)
 
   return loss_vector

@@ -17,8 +17,19 @@ The tricks of Zhang et al. (AAAI 2021) as configuration of
   `gblend_jax.data.train_iterator`; deferred re-sampling (DRS) starts it
   at epoch ``drs_epoch`` (instance-balanced epochs before). A sampler epoch
   is exactly a trainer epoch (``steps_per_epoch · G`` indices), so the
-  switch happens at step ``drs_epoch · steps_per_epoch``;
-* mixup: ``mixup`` (input mixup or Remix, `gblend_jax.longtail.mixup`) in
+  switch happens at step ``drs_epoch · steps_per_epoch``. ``ros`` and
+  ``rus`` (random over- and under-sampling) instead train on one fixed
+  balanced multiset of the examples (`training_source`), shuffled each
+  epoch;
+* CAM-based balanced sampling (``cam_sampling``, with DRS): in the
+  re-sampling stage each sampled image is replaced, with the probability of
+  `cam_sampling.cam_replacement_probabilities`, by a CAM-based image made
+  with the model of the switch step (`gblend_jax.longtail.cam_sampling`).
+  That model's variables are snapshotted at the switch into
+  ``cam_model.msgpack`` in the work directory, so a run resumed after the
+  switch uses the same model;
+* mixup: ``mixup`` (input mixup, manifold mixup at ``manifold_layer``, or
+  Remix, `gblend_jax.longtail.mixup`, `gblend_jax.longtail.manifold`) in
   the jitted step with the key ``fold_in(fold_in(state.rng, step),
   MIXUP_STREAM)``; ``mixup_off_last_epochs`` fine-tunes without mixup for
   the last epochs (an on/off flag in ``loss_args``: no recompilation);
@@ -41,11 +52,14 @@ References:
 import functools
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
 from typing import Any
 
+import flax.linen as nn
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -53,22 +67,30 @@ import numpy as np
 
 from gblend_jax import steps
 from gblend_jax.data import pipeline
+from gblend_jax.longtail import cam_sampling
 from gblend_jax.longtail import losses as lt_losses
+from gblend_jax.longtail import manifold
 from gblend_jax.longtail import mixup as lt_mixup
 from gblend_jax.longtail import sampling
 from gblend_jax.longtail import shot_metrics
 
-# Sampler name -> q of p_j ∝ n_j^q (None: progressively balanced).
+# Sampler name -> q of p_j ∝ n_j^q (None: progressively balanced, or a
+# fixed balanced multiset: random over- and under-sampling).
 SAMPLERS = {'instance': 1.0, 'class_balanced': 0.0, 'sqrt': 0.5,
-            'progressive': None}
-MIXUPS = ('none', 'input', 'remix')
+            'progressive': None, 'ros': None, 'rus': None}
+FIXED_RESAMPLING = {'ros': sampling.random_over_sampling,
+                    'rus': sampling.random_under_sampling}
+MIXUPS = ('none', 'input', 'manifold', 'remix')
 # Losses that take class weights, so that DRW can re-weight them.
 DRW_LOSSES = ('ce', 'focal', 'ldam')
 # Folded into the step's key for the mixup draws (the dropout key is the
 # step's key itself).
 MIXUP_STREAM = 0x6D6978
+# Folded into the step's key for the CAM-based images.
+CAM_STREAM = 0x63616D
 SHOT_GROUPS = ('many_shot', 'medium_shot', 'few_shot')
 CLASS_COUNTS_FILE = 'class_counts.json'
+CAM_MODEL_FILE = 'cam_model.msgpack'
 
 
 def default_longtail_config() -> ml_collections.ConfigDict:
@@ -85,11 +107,21 @@ def default_longtail_config() -> ml_collections.ConfigDict:
       ``drw_beta``); -1: never. Only with ce, focal, ldam.
     drw_beta: β of the DRW weights (0.9999 in Cao et al.).
     sampler: One of ``SAMPLERS``: instance-balanced (the shuffled epoch),
-      class-balanced (q = 0), square-root (q = 1/2) or progressively
-      balanced (from q = 1 to q = 0 over the run).
+      class-balanced (q = 0), square-root (q = 1/2), progressively
+      balanced (from q = 1 to q = 0 over the run), random over-sampling
+      (ros: every class repeated up to n_max) or random under-sampling
+      (rus: n_min of every class); ros and rus fix their multiset once
+      (seed ``data.shuffle_seed``) and shuffle it every epoch.
     drs_epoch: Deferred re-sampling: instance-balanced epochs before this
       one, ``sampler`` from it; -1: ``sampler`` from the start.
-    mixup: One of ``MIXUPS``: none, input mixup, Remix.
+    cam_sampling: CAM-based balanced sampling in the DRS stage (needs
+      ``drs_epoch >= 0`` and ``sampler='class_balanced'``).
+    cam_move_foreground: False: the foreground stays on a transformed
+      background (the paper); True: the authors' code's variant.
+    mixup: One of ``MIXUPS``: none, input mixup, manifold mixup, Remix.
+    manifold_layer: Where manifold mixup mixes: ``'pooled'`` (every
+      encoder's output, after global pooling) or a module path such as
+      ``'encoder_image/_CifarBlock_1'``.
     mixup_alpha: α of ``λ ~ Beta(α, α)`` (> 0).
     remix_kappa, remix_tau: κ and τ of Remix.
     mixup_off_last_epochs: Fine-tune without mixup for this many last
@@ -107,7 +139,10 @@ def default_longtail_config() -> ml_collections.ConfigDict:
       'drw_beta': 0.9999,
       'sampler': 'instance',
       'drs_epoch': -1,
+      'cam_sampling': False,
+      'cam_move_foreground': False,
       'mixup': 'none',
+      'manifold_layer': manifold.POOLED,
       'mixup_alpha': 1.0,
       'remix_kappa': 3.0,
       'remix_tau': 0.5,
@@ -162,11 +197,20 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         f'but config.longtail.loss={block.loss!r} is already re-weighted; '
         f'DRW works with {list(DRW_LOSSES)}.'
     )
-  if block.drs_epoch >= 0 and block.sampler in ('instance', 'progressive'):
+  if block.drs_epoch >= 0 and block.sampler not in ('class_balanced',
+                                                     'sqrt'):
     raise ValueError(
         f'config.longtail.drs_epoch={block.drs_epoch} defers '
         f'config.longtail.sampler={block.sampler!r}; choose class_balanced '
         'or sqrt.'
+    )
+  if block.cam_sampling and (block.drs_epoch < 0
+                             or block.sampler != 'class_balanced'):
+    raise ValueError(
+        'config.longtail.cam_sampling=True makes the images of the deferred '
+        'class-balanced stage; it needs drs_epoch >= 0 and '
+        f"sampler='class_balanced' (got drs_epoch={block.drs_epoch}, "
+        f'sampler={block.sampler!r}).'
     )
   for key in ('cb_beta', 'drw_beta'):
     if not 0.0 <= block[key] < 1.0:
@@ -200,7 +244,7 @@ def uses_objective(config: ml_collections.ConfigDict) -> bool:
   """Whether the step needs the long-tail objective (else plain CE)."""
   block = config.longtail
   return (block.loss != 'ce' or block.drw_epoch >= 0
-          or block.mixup != 'none')
+          or block.mixup != 'none' or bool(block.cam_sampling))
 
 
 def _loss_kwargs(block: ml_collections.ConfigDict) -> dict[str, float]:
@@ -220,6 +264,9 @@ def make_objective(
     block: ml_collections.ConfigDict,
     counts: np.ndarray,
     heads: Sequence[str],
+    *,
+    model: nn.Module | None = None,
+    modality: str | None = None,
 ) -> steps.Objective:
   """The long-tail objective of `steps.make_train_step`.
 
@@ -227,18 +274,43 @@ def make_objective(
     block: ``config.longtail``.
     counts: ``[C]`` training examples per class.
     heads: head names in blend order.
+    model: the model (needed for ``cam_sampling``).
+    modality: the image modality (needed for ``cam_sampling``).
 
   Returns:
-    ``objective(key, batch, loss_args) -> (inputs, head_losses, metrics)``:
-    the (mixed) model inputs, ``logits -> [H]`` per-head mean losses, and
-    step metrics. ``loss_args`` holds ``class_weights`` ``[C]`` (multiplied
-    into every example's loss: ones, or DRW's weights) and ``mixup_on``
-    (a scalar, 0 or 1).
+    ``objective(key, batch, loss_args) -> (inputs, head_losses, metrics,
+    interceptor)``: the model inputs (CAM-based images swapped in, inputs
+    mixed), ``logits -> [H]`` per-head mean losses, step metrics, and None
+    or the flax method interceptor of manifold mixup for the forward pass.
+    ``loss_args`` holds ``class_weights`` ``[C]`` (multiplied into every
+    example's loss: ones, or DRW's weights), ``mixup_on`` and, with
+    ``cam_sampling``, ``cam_on`` (scalars, 0 or 1) and ``cam_variables``
+    (the stage-one model's variables).
   """
   counts = np.asarray(counts)
   base = lt_losses.make_loss(block.loss, counts, **_loss_kwargs(block))
   mode, alpha = block.mixup, float(block.mixup_alpha)
   kappa, tau = float(block.remix_kappa), float(block.remix_tau)
+  if block.cam_sampling:
+    if model is None or modality is None:
+      raise ValueError('cam_sampling needs the model and the image modality.')
+    replace_probs = jnp.asarray(
+        cam_sampling.cam_replacement_probabilities(counts))
+    move_foreground = bool(block.cam_move_foreground)
+
+  def with_cam_images(key, inputs, labels, loss_args):
+    """Swaps in CAM-based images in the DRS stage (a no-op before)."""
+
+    def generate(inputs):
+      return cam_sampling.cam_sampled_images(
+          jax.random.fold_in(key, CAM_STREAM), model,
+          loss_args['cam_variables'], inputs, labels, replace_probs,
+          modality, move_foreground=move_foreground)
+
+    def keep(inputs):
+      return inputs, jnp.zeros(labels.shape, jnp.float32)
+
+    return jax.lax.cond(loss_args['cam_on'] > 0, generate, keep, inputs)
 
   def objective(key, batch, loss_args):
     inputs = steps.model_inputs(batch)
@@ -249,25 +321,40 @@ def make_objective(
       return base(logits, y) * class_weights[y]
 
     metrics = {'longtail/reweighted': loss_args['reweighted']}
+    if block.cam_sampling:
+      inputs, replaced = with_cam_images(key, inputs, labels, loss_args)
+      metrics['longtail/cam_replaced_fraction'] = jnp.mean(replaced)
     if mode == 'none':
       def head_losses(logits):
         return jnp.stack(
             [jnp.mean(weighted(logits[h], labels)) for h in heads]
         )
-      return inputs, head_losses, metrics
+      return inputs, head_losses, metrics, None
     mix_key = jax.random.fold_in(key, MIXUP_STREAM)
-    if mode == 'input':
-      mixed = lt_mixup.mixup(mix_key, inputs, labels, alpha=alpha)
-    else:
-      mixed = lt_mixup.remix(mix_key, inputs, labels, counts, alpha=alpha,
-                             kappa=kappa, tau=tau)
     on = loss_args['mixup_on'] > 0
-    mixed = mixed._replace(
-        inputs=jax.tree.map(lambda m, x: jnp.where(on, m, x),
-                            mixed.inputs, inputs),
-        lam=jnp.where(on, mixed.lam, 1.0),
-        label_lam=jnp.where(on, mixed.label_lam, 1.0),
-    )
+    interceptor = None
+    if mode == 'manifold':
+      lam, permutation = lt_mixup.sample_mixup(
+          mix_key, labels.shape[0], alpha)
+      lam = jnp.where(on, lam, 1.0)
+      mixed = lt_mixup.MixupBatch(
+          inputs=inputs, labels_a=labels, labels_b=labels[permutation],
+          lam=lam, label_lam=jnp.full(labels.shape, lam, jnp.float32),
+          permutation=permutation)
+      interceptor = manifold.manifold_mixup_interceptor(
+          block.manifold_layer, lam, permutation)
+    else:
+      if mode == 'input':
+        mixed = lt_mixup.mixup(mix_key, inputs, labels, alpha=alpha)
+      else:
+        mixed = lt_mixup.remix(mix_key, inputs, labels, counts, alpha=alpha,
+                               kappa=kappa, tau=tau)
+      mixed = mixed._replace(
+          inputs=jax.tree.map(lambda m, x: jnp.where(on, m, x),
+                              mixed.inputs, inputs),
+          lam=jnp.where(on, mixed.lam, 1.0),
+          label_lam=jnp.where(on, mixed.label_lam, 1.0),
+      )
     metrics.update({'longtail/mixup_on': loss_args['mixup_on'],
                     'longtail/mixup_lam': mixed.lam})
 
@@ -276,9 +363,34 @@ def make_objective(
           jnp.mean(lt_mixup.mixed_loss(weighted, logits[h], mixed))
           for h in heads
       ])
-    return mixed.inputs, mixed_head_losses, metrics
+    return mixed.inputs, mixed_head_losses, metrics, interceptor
 
   return objective
+
+
+def training_source(
+    config: ml_collections.ConfigDict, source: pipeline.Source
+) -> pipeline.Source:
+  """The examples training draws from: all, or ROS's / RUS's multiset.
+
+  Random over-sampling repeats each class up to ``n_max`` and random
+  under-sampling keeps ``n_min`` of each (Zhang et al., 2021, §"Re-sampling
+  methods"; `sampling.random_over_sampling`, `random_under_sampling`), fixed
+  once with ``data.shuffle_seed``; an epoch is then one pass over that
+  multiset.
+
+  Args:
+    config: the run config.
+    source: the training split.
+
+  Returns:
+    ``source`` itself, or a `pipeline.IndexSubset` of it.
+  """
+  resample = FIXED_RESAMPLING.get(config.longtail.sampler)
+  if resample is None:
+    return source
+  indices = resample(_labels(source), seed=config.data.shuffle_seed)
+  return pipeline.IndexSubset(source, indices)
 
 
 class LongTailTraining:
@@ -290,10 +402,13 @@ class LongTailTraining:
     steps_per_epoch: trainer steps per epoch.
     total_steps: length of the run.
     heads: head names in blend order.
+    model: the model; needed for manifold mixup and CAM-based sampling,
+      whose layer and features are checked here.
 
   Raises:
-    ValueError: for a switch epoch beyond the run, or a class with no
-      training example where the loss or sampler needs every class.
+    ValueError: for a switch epoch beyond the run, a class with no
+      training example where the loss or sampler needs every class, a
+      manifold-mixup layer the model lacks, or a model CAMs cannot use.
   """
 
   def __init__(
@@ -304,6 +419,7 @@ class LongTailTraining:
       steps_per_epoch: int,
       total_steps: int,
       heads: Sequence[str],
+      model: nn.Module | None = None,
   ):
     self.block = config.longtail
     self.config = config
@@ -312,6 +428,7 @@ class LongTailTraining:
     self.steps_per_epoch = steps_per_epoch
     self.total_steps = total_steps
     self.heads = tuple(heads)
+    self.model = model
     self.total_epochs = total_steps / steps_per_epoch
     block = self.block
     for key in ('drw_epoch', 'drs_epoch'):
@@ -343,7 +460,28 @@ class LongTailTraining:
         block.mixup_off_last_epochs * steps_per_epoch)
     self.drw_step = (int(block.drw_epoch * steps_per_epoch)
                      if block.drw_epoch >= 0 else None)
+    self.cam_step = (int(block.drs_epoch * steps_per_epoch)
+                     if block.cam_sampling else None)
+    self.modality = next(iter(splits.modalities))
+    if block.mixup == 'manifold' or block.cam_sampling:
+      self._check_model()
     self._loss_args = {}
+    self._cam_variables = None
+
+  def _check_model(self) -> None:
+    if self.model is None:
+      raise ValueError('Manifold mixup and CAM-based sampling need the model.')
+    inputs = {m: jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+              for m, shape in self.splits.modalities.items()}
+    variables = jax.eval_shape(
+        functools.partial(self.model.init, train=False),
+        {'params': jax.random.key(0), 'dropout': jax.random.key(1)}, inputs)
+    if self.block.mixup == 'manifold':
+      manifold.check_layer(self.model, variables, inputs,
+                           self.block.manifold_layer)
+    if self.block.cam_sampling:
+      cam_sampling.check_cam_model(self.model, variables, inputs,
+                                   self.modality)
 
   # The objective and its per-step arguments.
 
@@ -352,40 +490,87 @@ class LongTailTraining:
     """The step's objective, or None for plain cross-entropy."""
     if not uses_objective(self.config):
       return None
-    return make_objective(self.block, self.counts, self.heads)
+    return make_objective(self.block, self.counts, self.heads,
+                          model=self.model, modality=self.modality)
 
-  def stage(self, step: int) -> tuple[bool, bool]:
-    """``(reweighted, mixup_on)`` of the step about to run."""
+  def stage(self, step: int) -> tuple[bool, bool, bool]:
+    """``(reweighted, mixup_on, cam_on)`` of the step about to run."""
     reweighted = self.drw_step is not None and step >= self.drw_step
     mixup_on = self.block.mixup != 'none' and step < self.mixup_off_step
-    return reweighted, mixup_on
+    cam_on = self.cam_step is not None and step >= self.cam_step
+    return reweighted, mixup_on, cam_on
 
   def loss_args(
-      self, step: int, put: Callable[[Any], Any] | None = None
-  ) -> dict[str, jax.Array]:
+      self,
+      step: int,
+      put: Callable[[Any], Any] | None = None,
+      state: Any = None,
+      workdir: str | None = None,
+  ) -> dict[str, Any]:
     """The ``loss_args`` of step ``step`` (device arrays, cached).
 
     Args:
       step: the step about to run.
       put: puts a host pytree on the devices (e.g. replicated); None:
         ``jnp.asarray`` of every leaf.
+      state: the train state before the step (CAM-based sampling: at the
+        switch step its variables become the CAM model).
+      workdir: where the CAM model is saved at the switch and read back
+        by a run resumed after it.
 
     Returns:
-      ``{'class_weights': [C], 'reweighted': (), 'mixup_on': ()}``.
+      ``{'class_weights': [C], 'reweighted': (), 'mixup_on': ()}``, plus
+      ``'cam_on'`` and ``'cam_variables'`` with CAM-based sampling.
     """
     stage = self.stage(step)
     if stage not in self._loss_args:
-      reweighted, mixup_on = stage
+      reweighted, mixup_on, cam_on = stage
       weights = (np.asarray(lt_losses.class_balanced_weights(
           self.counts, self.block.drw_beta)) if reweighted
                  else np.ones(len(self.counts)))
       put = put or functools.partial(jax.tree.map, jnp.asarray)
-      self._loss_args[stage] = put({
+      args = {
           'class_weights': weights.astype(np.float32),
           'reweighted': np.float32(reweighted),
           'mixup_on': np.float32(mixup_on),
-      })
+      }
+      if self.cam_step is not None:
+        args['cam_on'] = np.float32(cam_on)
+        args['cam_variables'] = self._cam_model(step, state, workdir)
+      self._loss_args[stage] = put(args)
     return self._loss_args[stage]
+
+  def _cam_model(self, step: int, state: Any, workdir: str | None) -> Any:
+    """The CAM model's variables (host arrays): zeros before the switch.
+
+    At the switch step they are the state's, saved to ``cam_model.msgpack``
+    (by process 0); after it (a resumed run) they are read from that file.
+    """
+    if state is None:
+      raise ValueError('CAM-based sampling needs the train state.')
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    if step < self.cam_step:
+      return jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), variables)
+    if self._cam_variables is None:
+      path = os.path.join(workdir, CAM_MODEL_FILE) if workdir else None
+      if step == self.cam_step:
+        self._cam_variables = jax.tree.map(np.asarray,
+                                           jax.device_get(variables))
+        if path and jax.process_index() == 0:
+          _write_atomically(path, flax.serialization.to_bytes(
+              self._cam_variables))
+      else:
+        if not path or not os.path.exists(path):
+          raise FileNotFoundError(
+              f'Resumed at step {step}, after the CAM-based sampling switch '
+              f'(step {self.cam_step}), but the switch-time model '
+              f'{path!r} is missing.'
+          )
+        with open(path, 'rb') as f:
+          template = jax.tree.map(np.asarray, jax.device_get(variables))
+          self._cam_variables = flax.serialization.from_bytes(
+              template, f.read())
+    return self._cam_variables
 
   # Re-sampling.
 
@@ -397,8 +582,8 @@ class LongTailTraining:
     boundaries of the loop.
     """
     block = self.block
-    if block.sampler == 'instance':
-      return None
+    if block.sampler == 'instance' or block.sampler in FIXED_RESAMPLING:
+      return None  # The shuffle (of `training_source` for ros and rus).
     if block.sampler == 'progressive':
       schedule = sampling.progressive_schedule(self.counts, self.total_epochs)
     else:
@@ -465,6 +650,13 @@ class LongTailTraining:
     per_class = np.divide(correct, total, out=np.full_like(correct, np.nan),
                           where=total > 0)
     return results, per_class
+
+
+def _write_atomically(path: str, payload: bytes) -> None:
+  directory = os.path.dirname(path)
+  with tempfile.NamedTemporaryFile(dir=directory, delete=False) as f:
+    f.write(payload)
+  os.replace(f.name, path)
 
 
 def _labels(source: pipeline.Source) -> np.ndarray:

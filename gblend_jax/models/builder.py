@@ -55,7 +55,7 @@ def default_model_config() -> ml_collections.ConfigDict:
           encoder=dict(
               name='mlp',
               mlp=dict(hidden_sizes=(256,), dropout_rate=0.0),
-              cifar_resnet=dict(depth=32),
+              cifar_resnet=dict(depth=32, width=16),
               resnet10=dict(resnet),
               resnet18=dict(resnet),
               resnet50=dict(resnet),

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
+# Name of the sown last convolutional features (``intermediates`` collection).
+FEATURE_MAP = 'feature_map'
 _BATCH_NORM_MOMENTUM = 0.9
 _BATCH_NORM_EPSILON = 1e-5
 
@@ -113,7 +115,9 @@ class ResNet(nn.Module):
       one 3x3 stride-1 convolution (for tiny images and spectrograms).
 
   Inputs are ``[B, H, W, C]``, or ``[B, H, W]`` (a channel axis is added).
-  Returns ``[B, D]`` with ``D = num_filters * 8`` (x4 for bottlenecks).
+  Returns ``[B, D]`` with ``D = num_filters * 8`` (x4 for bottlenecks). The
+  last convolutional features ``[B, h, w, D]`` are sown as
+  ``intermediates/feature_map`` when that collection is mutable.
   """
 
   stage_sizes: Sequence[int]
@@ -137,6 +141,7 @@ class ResNet(nn.Module):
         x = self.block_cls(self.num_filters * 2**stage, strides)(
             x, train=train
         )
+    self.sow('intermediates', FEATURE_MAP, x)
     return jnp.mean(x, axis=(1, 2))
 
 
@@ -189,23 +194,32 @@ class CifarResNet(nn.Module):
 
   Attributes:
     depth: 6n + 2 (20, 32, 44, 56, 110, ...).
+    width: Channels of the first stage (16 in the paper; the later stages
+      have twice and four times as many).
 
-  Inputs are ``[B, H, W, C]``; returns ``[B, 64]``.
+  Inputs are ``[B, H, W, C]``; returns ``[B, 4 * width]``. The last
+  convolutional features ``[B, h, w, 4 * width]`` (before pooling, for class
+  activation maps) are sown as ``intermediates/feature_map`` when that
+  collection is mutable.
   """
 
   depth: int = 20
+  width: int = 16
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> Array:
     if (self.depth - 2) % 6 or self.depth < 8:
       raise ValueError(f'CifarResNet depth must be 6n + 2, got {self.depth}.')
     blocks_per_stage = (self.depth - 2) // 6
-    x = _conv(16, 3, name='stem_conv')(_with_channel_axis(x))
+    if self.width < 1:
+      raise ValueError(f'CifarResNet width must be positive, got {self.width}.')
+    x = _conv(self.width, 3, name='stem_conv')(_with_channel_axis(x))
     x = nn.relu(_batch_norm(train, name='stem_bn')(x))
-    for stage, features in enumerate((16, 32, 64)):
+    for stage in range(3):
       for block in range(blocks_per_stage):
         strides = 2 if stage > 0 and block == 0 else 1
-        x = _CifarBlock(features, strides)(x, train=train)
+        x = _CifarBlock(self.width * 2**stage, strides)(x, train=train)
+    self.sow('intermediates', FEATURE_MAP, x)
     return jnp.mean(x, axis=(1, 2))
 
 
