@@ -244,7 +244,9 @@ def train_and_evaluate(
         f'config.data.batch_size={global_batch} is not divisible by the '
         f'{jax.device_count()} devices.'
     )
-  steps_per_epoch = data.steps_per_epoch(len(splits.train), global_batch)
+  # Random over- or under-sampling train on a fixed balanced multiset.
+  train_source = longtail_hooks.training_source(config, splits.train)
+  steps_per_epoch = data.steps_per_epoch(len(train_source), global_batch)
   total_steps = (
       config.num_train_steps
       if config.num_train_steps > 0
@@ -283,7 +285,7 @@ def train_and_evaluate(
   # Long-tail tricks (losses, DRW, samplers, DRS, mixup, shot metrics).
   longtail = longtail_hooks.LongTailTraining(
       config, splits, steps_per_epoch=steps_per_epoch,
-      total_steps=total_steps, heads=heads,
+      total_steps=total_steps, heads=heads, model=model,
   )
   if is_chief:
     longtail.write_class_counts(workdir)
@@ -341,12 +343,15 @@ def train_and_evaluate(
       workdir, max_to_keep=config.max_checkpoints_to_keep
   )
   train_iter = data.train_iterator(
-      splits.train,
+      train_source,
       global_batch_size=global_batch,
       seed=config.data.shuffle_seed,
       process_index=jax.process_index(),
       process_count=jax.process_count(),
       sampler=longtail.sampler(global_batch),
+      augmentation=config.data.augmentation,
+      augment_modalities=tuple(config.data.augment_modalities),
+      augment_pad=config.data.augment_pad,
   )
   holdout_iter = None
   if config.blend.mode == 'gradient':
@@ -424,7 +429,7 @@ def train_and_evaluate(
       loss_args = None
       if longtail.objective is not None:
         loss_args = longtail.loss_args(
-            step, lambda x: jax.device_put(x, replicated))
+            step, lambda x: jax.device_put(x, replicated), state, workdir)
       return train_step(state, batch, head_weights, loss_args)
 
   eval_step = jax.jit(
@@ -640,6 +645,10 @@ def train_and_evaluate(
   }
   if config.skip_nonfinite_steps:
     results['skipped_steps'] = loop['skipped_steps']
+  if config.longtail.shot_metrics:
+    # The final model's test accuracy per class (NaN: no test example).
+    results['test_per_class_accuracy'] = [float(a)
+                                          for a in per_class_accuracy]
   if config.blend.mode != 'none':
     results['blend_weights'] = dict(zip(
         heads, np.asarray(jax.device_get(

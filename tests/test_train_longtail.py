@@ -88,6 +88,8 @@ def test_longtail_split_counts(fake_fmnist):
      r"data.longtail.profile='pareto'; valid: \['none', 'exponential'"),
     ('longtail.loss', 'lsce', r"longtail.loss='lsce'; valid: \['ce'"),
     ('longtail.sampler', 'square', r"sampler='square'; valid: \['instance'"),
+    ('longtail.cam_sampling', True, r'cam_sampling=True .* needs '
+     r'drs_epoch >= 0'),
     ('longtail.mixup', 'cutmix', r"mixup='cutmix'; valid"),
     ('longtail.drw_epoch', 2, r'drw_epoch=2 is beyond the run \(2 epochs\)'),
     ('longtail.drs_epoch', 1,
@@ -155,14 +157,28 @@ def test_drs_sampler_switches_at_the_configured_epoch(fake_fmnist):
 
 def test_best_bag_resumes_exactly_mid_epoch(fake_fmnist, tmp_path,
                                             monkeypatch):
-  # Mixup, DRS at epoch 1, no mixup in the last epoch: 3 epochs.
+  # Mixup, DRS with CAM-based images at epoch 1, no mixup in the last
+  # epoch: 3 epochs, with a CIFAR ResNet (CAMs need conv features).
   config = _config(fake_fmnist, recipe='best_bag')
+  config.model.encoder.name = 'cifar_resnet'
+  config.model.encoder.cifar_resnet.update(depth=8, width=4)
   config.num_epochs = 3
   config.longtail.update(drs_epoch=1, mixup_off_last_epochs=1)
+  assert config.longtail.cam_sampling
   straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
-  # Interrupted after the switch, mid-epoch.
+  # Interrupted after the switch, mid-epoch: the resumed run reads the
+  # switch-time CAM model back from the work directory.
   resumed = train_utils.interrupted_then_resumed(
       config, str(tmp_path / 'resumed'), STEPS_PER_EPOCH + 2, monkeypatch)
+  assert os.path.exists(
+      tmp_path / 'resumed' / trainer_hooks.CAM_MODEL_FILE)
+  # CAM-based images from the switch on: none before, some after (g_y is
+  # 1 - n_y / 25 >= 0.2 for every class).
+  replaced = _logged(str(tmp_path / 'straight'),
+                     'train_step/longtail/cam_replaced_fraction')
+  assert all(replaced[s] == 0.0 for s in range(1, STEPS_PER_EPOCH + 1))
+  assert all(replaced[s] > 0.0
+             for s in range(STEPS_PER_EPOCH + 1, 3 * STEPS_PER_EPOCH + 1))
   # json: equal NaNs (no many-shot class) compare equal.
   assert json.dumps(resumed['final']) == json.dumps(straight['final'])
   workdir = str(tmp_path / 'straight')
@@ -192,7 +208,9 @@ def test_mixup_objective_mixes_inputs_and_targets():
 
   @jax.jit
   def run(loss_args):
-    inputs, head_losses, metrics = objective(key, batch, loss_args)
+    inputs, head_losses, metrics, interceptor = objective(
+        key, batch, loss_args)
+    assert interceptor is None  # Input mixup mixes the inputs only.
     return inputs, head_losses(logits), metrics
 
   inputs, losses, metrics = run(loss_args)
@@ -249,3 +267,47 @@ def test_real_config_end_to_end_with_shot_metrics(fake_fmnist, tmp_path):
   assert counts['test'] == [5] * 10
   assert os.path.getsize(tmp_path / 'per_class_accuracy.png') > 0
   assert fmnist.Builder.name == 'fashion_mnist_local'
+
+
+@pytest.mark.parametrize('sampler, per_class', [('ros', 20), ('rus', 5)])
+def test_ros_and_rus_train_on_a_fixed_balanced_multiset(
+    fake_fmnist, sampler, per_class
+):
+  config = _config(fake_fmnist, sampler=sampler)
+  splits = data.load_dataset(config.data)
+  source = trainer_hooks.training_source(config, splits.train)
+  labels = np.asarray(source.take(np.arange(len(source)))['label'])
+  # ROS: n_max = 20 of every class; RUS: n_min = 5 of every class.
+  np.testing.assert_array_equal(np.bincount(labels), [per_class] * 10)
+  ids = source.take(np.arange(len(source)))['id']
+  assert set(ids.tolist()) <= set(splits.train.arrays['id'].tolist())
+  if sampler == 'rus':
+    assert len(set(ids.tolist())) == 50  # Drawn without replacement.
+
+
+def test_manifold_mixup_and_ros_train_end_to_end(fake_fmnist, tmp_path):
+  config = _config(fake_fmnist, recipe='manifold_mixup', sampler='ros')
+  assert config.longtail.mixup == 'manifold'
+  results = train.train_and_evaluate(config, str(tmp_path))
+  # ROS: 200 examples, 12 steps of 16 an epoch, 2 epochs.
+  assert results['step'] == 24
+  lam = _logged(str(tmp_path), 'train_step/longtail/mixup_lam')
+  assert len(lam) == 24 and all(0.0 < v < 1.0 for v in lam.values())
+  config.longtail.manifold_layer = 'encoder_sound'
+  with pytest.raises(ValueError, match="manifold_layer='encoder_sound' "
+                     r"names no layer of the model; valid: \['encoder_image"):
+    train.train_and_evaluate(config, str(tmp_path / 'bad'))
+
+
+def test_cam_sampling_needs_the_deferred_class_balanced_stage(
+    fake_fmnist, tmp_path
+):
+  config = _config(fake_fmnist, recipe='drs_cam')
+  config.model.encoder.name = 'cifar_resnet'
+  config.longtail.drs_epoch = -1
+  with pytest.raises(ValueError, match=r'cam_sampling=True .* needs '
+                     r'drs_epoch >= 0'):
+    train.train_and_evaluate(config, str(tmp_path))
+  config = _config(fake_fmnist, recipe='drs_cam')  # The MLP encoder.
+  with pytest.raises(ValueError, match='last convolutional features'):
+    train.train_and_evaluate(config, str(tmp_path))

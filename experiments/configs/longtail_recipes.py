@@ -15,15 +15,17 @@ Recipes (``recipe=R``; keep this list and ``RECIPES`` together):
   ldam_drw           LDAM, class-balanced re-weighting from the switch
   drw                CE, then class-balanced weights (deferred re-weighting)
   cb_sampling | sqrt_sampling | progressive   re-sampling from the start
+  ros | rus          random over- / under-sampling (a fixed balanced set)
   drs                CE, instance-balanced, then class-balanced sampling
+  drs_cam            DRS whose second stage samples CAM-based images
+                     (CAM-based balanced sampling)
   cs_ce_cb_sampling  the paper's known-bad pair: CS-CE with class-balanced
                      sampling
   mixup | remix      input mixup / Remix (alpha = 1) to the end
+  manifold_mixup     manifold mixup after global pooling (alpha = 1)
   mixup_ft           input mixup, then the last epochs without mixup
-  best_bag           input mixup, DRS with class-balanced sampling,
-                     fine-tuning without mixup (the paper's best bag uses
-                     CAM-based balanced sampling in the DRS stage; here
-                     plain class-balanced sampling)
+  best_bag           the paper's best bag: input mixup, DRS with CAM-based
+                     balanced sampling, fine-tuning without mixup
 """
 
 import dataclasses
@@ -34,10 +36,10 @@ import ml_collections
 
 RECIPES = ('ce', 'cs_ce', 'focal', 'cb_focal', 'cb_ce', 'balanced_softmax',
            'ldam_drw', 'drw', 'cb_sampling', 'sqrt_sampling', 'progressive',
-           'drs', 'cs_ce_cb_sampling', 'mixup', 'remix', 'mixup_ft',
-           'best_bag')
+           'ros', 'rus', 'drs', 'drs_cam', 'cs_ce_cb_sampling', 'mixup',
+           'remix', 'manifold_mixup', 'mixup_ft', 'best_bag')
 # Recipes that train with mixup (the paper advises a longer schedule).
-MIXUP_RECIPES = ('mixup', 'remix', 'mixup_ft', 'best_bag')
+MIXUP_RECIPES = ('mixup', 'remix', 'manifold_mixup', 'mixup_ft', 'best_bag')
 REWEIGHTING_LOSSES = ('cs_ce', 'focal', 'cb_focal', 'cb_ce',
                       'balanced_softmax')
 
@@ -143,11 +145,12 @@ def apply_recipe(
     longtail.sampler = 'class_balanced'
   elif recipe == 'sqrt_sampling':
     longtail.sampler = 'sqrt'
-  elif recipe == 'progressive':
-    longtail.sampler = 'progressive'
-  elif recipe == 'drs':
+  elif recipe in ('progressive', 'ros', 'rus'):
+    longtail.sampler = recipe
+  elif recipe in ('drs', 'drs_cam'):
     longtail.sampler = 'class_balanced'
     longtail.drs_epoch = switch_epoch
+    longtail.cam_sampling = recipe == 'drs_cam'
   elif recipe == 'cs_ce_cb_sampling':
     longtail.loss = 'cs_ce'
     longtail.sampler = 'class_balanced'
@@ -155,10 +158,13 @@ def apply_recipe(
     longtail.mixup = 'remix' if recipe == 'remix' else 'input'
     if recipe == 'mixup_ft':
       longtail.mixup_off_last_epochs = no_mixup_epochs
+  elif recipe == 'manifold_mixup':
+    longtail.mixup = 'manifold'  # At 'pooled': after global pooling.
   elif recipe == 'best_bag':
     longtail.mixup = 'input'
     longtail.sampler = 'class_balanced'
     longtail.drs_epoch = switch_epoch
+    longtail.cam_sampling = True
     longtail.mixup_off_last_epochs = no_mixup_epochs
 
 

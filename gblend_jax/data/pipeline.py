@@ -197,8 +197,17 @@ def default_data_config() -> ml_collections.ConfigDict:
   })
 
 
+# (data dir, data set, modalities) -> {split: its checked examples}: the
+# runs of a grid in one process read a data set once. Read-only: every later
+# stage (held-out split, long-tail subset, standardisation) makes copies.
+_READ_CACHE: dict[tuple[Any, ...], dict[str, ArraySource]] = {}
+
+
 def load_dataset(data_config: ml_collections.ConfigDict) -> DatasetSplits:
   """Prepares a data set if needed, splits it and checks every example.
+
+  The checked examples of the last data set read stay cached in memory, so
+  that runs of a grid in one process read it once.
 
   Args:
     data_config: See ``default_data_config``.
@@ -231,13 +240,18 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> DatasetSplits:
   modalities = {m: tuple(features[m].shape) for m in requested}
   num_classes = features['label'].num_classes
 
-  read = {}
+  key = (builder.data_dir, name, requested)
+  if key not in _READ_CACHE:
+    _READ_CACHE.clear()  # Keep one data set's splits at most.
+    _READ_CACHE[key] = {}
+  read = _READ_CACHE[key]
   for split in ('train', 'test'):
-    read[split] = check_examples(
-        SelectedFeatures(builder.as_data_source(split=split), requested),
-        dataset=name, split=split, num_classes=num_classes,
-        modalities=modalities,
-    )
+    if split not in read:
+      read[split] = check_examples(
+          SelectedFeatures(builder.as_data_source(split=split), requested),
+          dataset=name, split=split, num_classes=num_classes,
+          modalities=modalities,
+      )
   train_labels = read['train'].arrays['label']
   kept, held_out = splits.stratified_holdout(
       train_labels, fraction, data_config.holdout_seed

@@ -32,8 +32,8 @@ def test_default_data_config_keys():
       'name', 'builder_config', 'data_dir', 'manual_dir', 'modalities',
       'holdout_fraction', 'holdout_seed', 'train_examples_per_class',
       'mismatched_modalities', 'longtail',
-      'standardize', 'batch_size',
-      'eval_batch_size', 'shuffle_seed'}
+      'standardize', 'augmentation', 'augment_pad', 'augment_modalities',
+      'batch_size', 'eval_batch_size', 'shuffle_seed'}
 
 
 def test_load_dataset_splits_and_describes_tiny(tiny_config):
