@@ -67,3 +67,49 @@ def ogm_setting(pair: str, description: str,
         f'{shares[1]} | {seconds:.1f} |'
     )
   return '\n'.join(lines) + '\n'
+
+
+def longtail_selection(by_recipe: dict[str, dict], chosen: set[str]) -> str:
+  """Long-tail grid, stage 1: one seed of every recipe of a family.
+
+  Args:
+    by_recipe: recipe -> the results of its run (``'reported'`` metrics).
+    chosen: the recipes picked (best held-out accuracy of their family).
+
+  Returns:
+    Markdown rows: held-out and test accuracy, the shot accuracies.
+  """
+  lines = ['| recipe | held-out | test | many | medium | few | s/run |',
+           '|---|---:|---:|---:|---:|---:|---:|']
+  for recipe, run in by_recipe.items():
+    metrics = run['reported']
+    cells = [100 * metrics[f'{split}/fused/accuracy']
+             for split in ('holdout', 'test')]
+    cells += [100 * metrics[f'test/fused/{group}_accuracy']
+              for group in ('many_shot', 'medium_shot', 'few_shot')]
+    name = f'**{recipe}**' if recipe in chosen else recipe
+    lines.append(f'| {name} | ' + ' | '.join(f'{c:.2f}' for c in cells)
+                 + f" | {run['train_seconds']:.0f} |")
+  return '\n'.join(lines) + '\n'
+
+
+def longtail_table(by_row: dict[str, list[dict]]) -> str:
+  """Long-tail grid, stage 2: mean ± std over seeds of each row.
+
+  Args:
+    by_row: row label -> the results of its seeds.
+
+  Returns:
+    Markdown rows: top-1 error, then many/medium/few-shot accuracy (%), and
+    the training seconds of one run.
+  """
+  lines = ['| recipe | top-1 error | many-shot acc | medium-shot acc | '
+           'few-shot acc | s/run |',
+           '|---|---:|---:|---:|---:|---:|']
+  for label, results in by_row.items():
+    cells = [_percent(results, 'test/fused/top1_error')]
+    cells += [_percent(results, f'test/fused/{group}_accuracy')
+              for group in ('many_shot', 'medium_shot', 'few_shot')]
+    seconds = np.mean([r['train_seconds'] for r in results])
+    lines.append(f'| {label} | ' + ' | '.join(cells) + f' | {seconds:.0f} |')
+  return '\n'.join(lines) + '\n'

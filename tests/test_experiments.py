@@ -42,7 +42,8 @@ def _module_names():
 # Launchers define absl flags at import time (--config, --workdir): each is
 # imported in a process of its own, as it runs.
 LAUNCHERS = ('experiments.main', 'experiments.sweep',
-             'experiments.gblend_grid', 'experiments.ogm_grid')
+             'experiments.gblend_grid', 'experiments.ogm_grid',
+             'experiments.longtail_grid')
 
 
 @pytest.mark.parametrize('name', _module_names())
@@ -168,3 +169,23 @@ def test_ogm_table_format():
           '| 3.0 |') in table
   assert ('| ogm | 90.00 ± 0.00 | 100.00 ± 0.00 | 80.00 ± 0.00 | '
           '30.00 ± 10.00 | 3.0 |') in table
+
+
+def test_longtail_tables_format():
+  def run(holdout, error, shots, seconds=5.0):
+    reported = {'holdout/fused/accuracy': holdout,
+                'test/fused/accuracy': 1 - error,
+                'test/fused/top1_error': error}
+    reported.update({f'test/fused/{g}_accuracy': v for g, v in zip(
+        ('many_shot', 'medium_shot', 'few_shot'), shots, strict=True)})
+    return {'reported': reported, 'train_seconds': seconds}
+
+  selection = tables.longtail_selection(
+      {'drw': run(0.6, 0.45, (0.9, 0.5, 0.1)),
+       'drs': run(0.7, 0.35, (0.8, 0.6, 0.3))}, {'drs'})
+  assert '| drw | 60.00 | 55.00 | 90.00 | 50.00 | 10.00 | 5 |' in selection
+  assert '| **drs** | 70.00 | 65.00 | 80.00 | 60.00 | 30.00 | 5 |' in selection
+  table = tables.longtail_table({'CE': [run(0.6, 0.4, (0.9, 0.5, 0.2), 4.0),
+                                        run(0.6, 0.3, (0.7, 0.5, 0.0), 6.0)]})
+  assert ('| CE | 35.00 ± 5.00 | 80.00 ± 10.00 | 50.00 ± 0.00 | '
+          '10.00 ± 10.00 | 5 |') in table
