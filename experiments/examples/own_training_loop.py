@@ -93,12 +93,14 @@ def mfeat_views(views, data_dir=None, manual_dir=None):
   return a.astype(np.float32), b.astype(np.float32), y
 
 
-def train(method, data, args):
+def train(method, model, params, data, args):
   """Trains a TwoViewNet with G-Blend or OGM-GE in a plain loop.
 
   Args:
     method: ``'gblend'`` (all three losses, blended) or ``'ogm_ge'`` (the
       fused loss, modulated).
+    model: the TwoViewNet.
+    params: its initial parameters.
     data: ``(a, b, labels)``; a quarter is the test split, 15% held out.
     args: the parsed flags (steps, batch_size, alpha, seed).
 
@@ -108,8 +110,6 @@ def train(method, data, args):
   a, b, y = data
   perm = np.random.default_rng(args.seed).permutation(len(y))
   test, holdout, train_rows = np.split(perm, [len(y) // 4, len(y) * 2 // 5])
-  model = TwoViewNet(num_classes=int(y.max()) + 1)
-  params = model.init(jax.random.key(args.seed), a[:1], b[:1])['params']
 
   if method == 'gblend':
     tx = optax.chain(
@@ -161,7 +161,7 @@ def train(method, data, args):
     params, opt_state = step(params, opt_state, (a[i], b[i], y[i]),
                              (a[j], b[j], y[j]))
 
-  out = model.apply({'params': params}, a[test], b[test])
+  out = jax.jit(model.apply)({'params': params}, a[test], b[test])
   accuracy = {h: float((out[h].argmax(-1) == y[test]).mean()) for h in HEADS}
   return accuracy, opt_state
 
@@ -191,14 +191,18 @@ def main(argv=None):
   print(f'data: {args.data}, {len(data[2])} examples, {classes} classes, '
         f'chance {1 / classes:.3f}')
 
-  accuracy, state = train('gblend', data, args)
+  # One model and one initialisation for both methods.
+  model = TwoViewNet(num_classes=classes)
+  params = jax.jit(model.init)(jax.random.key(args.seed), data[0][:1],
+                               data[1][:1])['params']
+  accuracy, state = train('gblend', model, params, data, args)
   weights = np.asarray(optax.tree.get(state, 'weights'))
   print('gblend test accuracy: '
         + ' '.join(f'{h}={v:.3f}' for h, v in accuracy.items()))
   print('gblend weights [a, b, fused]: '
         f"[{', '.join(f'{w:.3f}' for w in weights)}] (sum {weights.sum():.3f})")
 
-  accuracy, state = train('ogm_ge', data, args)
+  accuracy, state = train('ogm_ge', model, params, data, args)
   coefficients = np.asarray(optax.tree.get(state, 'coefficients'))
   print(f"ogm_ge test accuracy: fused={accuracy['fused']:.3f}")
   print('ogm_ge last coefficients [a, b]: '
