@@ -17,17 +17,19 @@ KERNEL = 'gblend-test-python'
 
 
 def tiny_parameters(data_dir: str, manual_dir: str, workdir: str) -> str:
-  """The cell the test inserts after the notebook's parameters cell."""
+  """The cell the test inserts after the notebook's parameters cell.
+
+  REPO_DIR stays '': the notebook finds the checkout above its folder.
+  """
   return '\n'.join([
-      f'REPO_DIR = {train_utils.REPO!r}',
       f'DATA_DIR = {data_dir!r}',
       f'MANUAL_DIR = {manual_dir!r}',
       f'WORKDIR = {workdir!r}',
       "METHODS = ('naive', 'online')",
       'SEEDS = 1',
+      'LOG_EVERY_STEPS = 1',
       "OVERRIDES = ('num_train_steps=4', 'eval_every_epochs=1',",
-      "             'log_every_steps=1', 'blend.warmup_epochs=0.0',",
-      "             'blend.estimate_epochs=0.5')",
+      "             'blend.warmup_epochs=0.0', 'blend.estimate_epochs=0.5')",
   ])
 
 
@@ -77,8 +79,9 @@ def test_notebook_runs_on_cpu_with_a_tiny_setting(
 
   code = [c for c in notebook.cells if c.cell_type == 'code']
   streams = [outputs_of(c, 'stream') for c in code]
-  assert any('gblend_jax is importable: nothing to install.' in s
-             for s in streams)
+  install = next(s for s in streams if s.startswith('gblend_jax is'))
+  assert install == ('gblend_jax is importable: nothing to install.\n'
+                     f'checkout: {train_utils.REPO}\n')
   devices = next(s for s in streams if s.startswith('accelerator:'))
   assert devices.startswith('accelerator: CPU')
   assert "Mesh('data': 1" in devices
