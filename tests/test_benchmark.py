@@ -1,0 +1,113 @@
+"""The benchmark: its bookkeeping by hand, and a smoke run of its table."""
+
+import types
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from experiments import benchmark
+
+
+def test_time_alternating_rotates_and_runs_every_step():
+  calls = []
+
+  def fake(name):
+    return benchmark.TimedStep(run=lambda: calls.append(name),
+                               sync=lambda: None, flops=0.0)
+
+  seconds = benchmark.time_alternating(
+      {'a': fake('a'), 'b': fake('b'), 'c': fake('c')}, rounds=3, calls=2)
+  # Round r starts at the r-th step: a a b b c c | b b c c a a | c c a a b b.
+  assert ''.join(calls) == 'aabbcc' 'bbccaa' 'ccaabb'
+  assert sorted(seconds) == ['a', 'b', 'c']
+
+
+def test_compiled_flops_of_a_matmul():
+  compiled = jax.jit(jnp.matmul).lower(
+      jnp.ones((2, 3)), jnp.ones((3, 4))).compile()
+  # 2 * M * K * N multiply-adds counted as two FLOPs each.
+  assert benchmark.compiled_flops(compiled) == 2 * 2 * 3 * 4
+
+
+@pytest.mark.parametrize('method, ratio', [
+    # mfeat_gblend: 200 training examples, batch 32: 6 steps an epoch, 360
+    # steps in 60 epochs. Offline: one run of Algorithm 1 training 3 copies
+    # 10 epochs (60 steps) each: 1 + 180 / 360.
+    ('offline', 1.5),
+    # Online: runs at epochs 5, 10, ..., 55 (11), 3 copies of 5 epochs
+    # (30 steps) each: 1 + 11 * 90 / 360.
+    ('online', 3.75),
+])
+def test_amortised_blend_cost_counts_the_schedule(method, ratio):
+  splits = types.SimpleNamespace(train=range(200), holdout=range(20))
+  got, why = benchmark.amortised_blend_cost(
+      method, naive_seconds=1.0, eval_seconds=0.0, num_heads=3,
+      splits=splits)
+  assert got == pytest.approx(ratio)
+  assert '360 steps' in why
+  # Eval batches add their time: 4 measured states x 2 batches per run.
+  with_eval, _ = benchmark.amortised_blend_cost(
+      method, naive_seconds=1.0, eval_seconds=1.0, num_heads=3,
+      splits=splits)
+  runs = 1 if method == 'offline' else 11
+  assert with_eval == pytest.approx(ratio + runs * 4 * 2 / 360)
+
+
+def _tables(text):
+  """{header cells: [row cells]} of every markdown table in `text`."""
+  tables, header = {}, None
+  for line in text.splitlines():
+    if not line.startswith('|'):
+      header = None
+      continue
+    cells = [c.strip() for c in line.strip('|').split('|')]
+    if header is None:
+      header = tuple(cells)
+      tables.setdefault(header, [])
+    elif not set(line) <= set('|-:'):
+      tables[header].append(cells)
+  return tables
+
+
+def test_smoke_run_writes_the_table(tmp_path, data_dir, mfeat_manual_dir):
+  output = tmp_path / 'bench.md'
+  text = benchmark.main(['--tiny', '--methods', 'naive,gblend_fixed,ogm_ge',
+                         '--av_batch', '0', '--no-compare',
+                         '--data_dir', data_dir,
+                         '--manual_dir', mfeat_manual_dir,
+                         '--output', str(output)])
+  assert output.read_text() == text
+  assert 'Command: `python -m experiments.benchmark --tiny' in text
+  tables = _tables(text)
+  method_header = tuple(c.strip() for c in
+                        benchmark.METHOD_HEADER[0].strip('|').split('|'))
+  assert method_header == ('model', 'method', 'ms/step', 'examples/s',
+                           '× naive', 'GFLOP/step', 'GFLOP/s',
+                           '% matmul rate')
+  methods_rows, scaling_rows = _method_sections(text, method_header)
+  assert [r[1] for r in methods_rows] == ['naive', 'gblend_fixed', 'ogm_ge']
+  assert methods_rows[0][4] == '1.00'
+  assert all(len(r) == 8 and float(r[2]) > 0 for r in methods_rows)
+  # Scaling: batch 4, then the kar+pix model at batch 32.
+  assert [(r[0], r[1]) for r in scaling_rows] == [
+      ('mfeat MLP kar+pix, batch 4', 'naive'),
+      ('mfeat MLP kar+pix, batch 4', 'gblend_fixed'),
+      ('mfeat MLP kar+pix, batch 32', 'naive'),
+      ('mfeat MLP kar+pix, batch 32', 'gblend_fixed')]
+  amortised = tables[('method', '× naive per epoch', 'how')]
+  assert [r[0] for r in amortised] == ['offline', 'online']
+  assert all(float(r[1]) > 1 for r in amortised)
+  pipeline = tables[('data set', 'batch', 'pipeline examples/s',
+                     'training examples/s', 'pipeline / training')]
+  assert [r[0] for r in pipeline] == ['mfeat kar+pix (prepared)']
+
+
+def _method_sections(text, header):
+  """Rows of the method table and of the scaling table, in that order."""
+  sections = []
+  for block in text.split('\n## ')[1:]:
+    rows = _tables(block).get(header)
+    if rows is not None:
+      sections.append(rows)
+  return sections
