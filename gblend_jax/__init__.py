@@ -25,7 +25,6 @@ from gblend_jax.blend import gradient_blend
 from gblend_jax.config import default_config
 from gblend_jax.ogm import ogm_coefficients
 from gblend_jax.ogm import ogm_ge
-from gblend_jax.train import train_and_evaluate
 from gblend_jax.unimodal import unimodal_logits
 
 __all__ = (
@@ -38,3 +37,12 @@ __all__ = (
     'train_and_evaluate',
     'unimodal_logits',
 )
+
+
+def __getattr__(name: str):
+  """Imports the trainer on first use: code that reuses only the optax
+  transforms does not pay for the data and checkpoint stack it pulls in."""
+  if name == 'train_and_evaluate':
+    from gblend_jax import train  # pylint: disable=g-import-not-at-top
+    return train.train_and_evaluate
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
