@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 
 export GBLEND_DATA_DIR := $(DATA_DIR)
 
-.PHONY: setup data fashion-mnist demo test lint clean gblend ogm longtail
+.PHONY: setup data fashion-mnist demo test lint clean gblend ogm longtail bench
 
 setup: $(STAMP)
 
@@ -84,3 +84,9 @@ ogm: setup data
 # and the best bag, 3 seeds; writes experiments/results/longtail_fashion_mnist.md.
 longtail: setup fashion-mnist
 	$(PY) -m experiments.longtail_grid --seeds 3 --workdir workdirs/longtail_fmnist
+
+# What each method costs (step time, FLOP/s, scaling, input pipeline), the
+# variants alternated in one process; writes
+# experiments/results/benchmark_<platform>.md (about 10 minutes).
+bench: setup data
+	$(PY) -m experiments.benchmark
