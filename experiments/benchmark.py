@@ -66,8 +66,7 @@ METHODS = ('naive', 'gblend_fixed', 'gblend_per_loss', 'gradient_every_1',
 ONE_THREAD_XLA = ('--xla_cpu_multi_thread_eigen=false '
                   'intra_op_parallelism_threads=1')
 DEFAULT_XLA_ATTEMPTS = ('', '--xla_cpu_use_xnnpack=true',
-                        '--xla_cpu_use_onednn=true',
-                        '--xla_cpu_enable_fast_math=true')
+                        '--xla_cpu_use_onednn=true')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,31 +290,44 @@ def method_steps(setting: Setting, methods: Sequence[str],
   return {m: builders[m]() for m in methods}
 
 
+def _seconds_of(step: TimedStep, calls: int) -> float:
+  """Seconds per call of `calls` back-to-back calls of `step`."""
+  start = time.perf_counter()
+  for _ in range(calls):
+    step.run()
+  step.sync()
+  return (time.perf_counter() - start) / calls
+
+
 def time_alternating(timed: dict[str, TimedStep], rounds: int,
-                     calls: int) -> dict[str, float]:
+                     calls: int, min_seconds: float = 0.0) -> dict[str, float]:
   """Median seconds per call of each step, alternating them in rounds.
 
   Every round runs each step `calls` times in turn (the order rotates from
   round to round), so slow phases of a shared machine fall on all of them.
+  Steps of a few milliseconds get more calls per round: as many as fill
+  `min_seconds` by one calibration call.
 
   Args:
     timed: the steps.
     rounds: rounds (the median is over these).
-    calls: calls per step per round.
+    calls: calls per step per round, at least.
+    min_seconds: seconds each step's share of a round should last.
 
   Returns:
     ``{name: median seconds per call}``.
   """
   names = list(timed)
+  per_round = {n: calls for n in names}
+  if min_seconds > 0:
+    for n in names:
+      once = _seconds_of(timed[n], 1)
+      per_round[n] = max(calls, int(min_seconds / max(once, 1e-6)))
   samples = {n: [] for n in names}
   for r in range(rounds):
     order = names[r % len(names):] + names[:r % len(names)]
     for name in order:
-      start = time.perf_counter()
-      for _ in range(calls):
-        timed[name].run()
-      timed[name].sync()
-      samples[name].append((time.perf_counter() - start) / calls)
+      samples[name].append(_seconds_of(timed[name], per_round[name]))
   return {n: statistics.median(s) for n, s in samples.items()}
 
 
@@ -590,7 +602,8 @@ def methods_section(plan: Sequence[tuple[Setting, Sequence[str]]], args,
   measured = {}
   for setting, methods in plan:
     timed = method_steps(setting, methods)
-    seconds = time_alternating(timed, args.rounds, args.calls)
+    seconds = time_alternating(timed, args.rounds, args.calls,
+                               args.min_seconds)
     lines += method_table(setting, seconds,
                           {n: t.flops for n, t in timed.items()}, peak)
     measured[setting.name] = seconds
@@ -606,13 +619,15 @@ def scaling_section(args, peak: float) -> list[str]:
     setting = mfeat_setting(batch_size=batch_size, tiny=args.tiny)
     timed = method_steps(setting, methods)
     lines += method_table(setting, time_alternating(timed, args.rounds,
-                                                    args.calls),
+                                                    args.calls,
+                                                    args.min_seconds),
                           {n: t.flops for n, t in timed.items()}, peak)
   for views in args.view_sets:
     setting = mfeat_setting(views=views.split('+'), tiny=args.tiny)
     timed = method_steps(setting, methods)
     lines += method_table(setting, time_alternating(timed, args.rounds,
-                                                    args.calls),
+                                                    args.calls,
+                                                    args.min_seconds),
                           {n: t.flops for n, t in timed.items()}, peak)
   return lines + ['']
 
@@ -670,21 +685,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
       description='Cost of each method, FLOP/s, scaling, input pipeline.')
   parser.add_argument('--tiny', action='store_true',
                       help='Tiniest models and one round: a smoke run.')
-  parser.add_argument('--rounds', type=int, default=5,
+  parser.add_argument('--rounds', type=int, default=3,
                       help='Alternating rounds; the median is over them.')
-  parser.add_argument('--calls', type=int, default=3,
-                      help='Calls of each step per round.')
-  parser.add_argument('--av_batch', type=int, default=4,
+  parser.add_argument('--calls', type=int, default=2,
+                      help='Calls of each step per round, at least.')
+  parser.add_argument('--min_seconds', type=float, default=0.3,
+                      help='Seconds of each step per round (more calls for '
+                           'fast steps).')
+  parser.add_argument('--av_batch', type=int, default=2,
                       help='Batch of the ResNet-18 pair (0: skip it).')
   parser.add_argument('--methods', default=','.join(METHODS))
-  parser.add_argument('--av_methods', default=','.join(
-      m for m in METHODS if m != 'gradient_every_10'))
+  parser.add_argument('--av_methods',
+                      default='naive,gblend_fixed,gradient_every_1,ogm,ogm_ge')
   parser.add_argument('--scaling_methods',
                       default='naive,gblend_fixed,gradient_every_1')
-  parser.add_argument('--batch_sizes', default='16,32,64,128,256')
+  parser.add_argument('--batch_sizes', default='16,64,256')
   parser.add_argument('--view_sets',
                       default='kar+pix,fou+kar+pix,fac+fou+kar+mor+pix+zer')
-  parser.add_argument('--pipeline_batches', type=int, default=50)
+  parser.add_argument('--pipeline_batches', type=int, default=200)
   parser.add_argument('--compare', action=argparse.BooleanOptionalAction,
                       default=True,
                       help='JAX vs PyTorch, one thread (subprocesses).')
@@ -694,7 +712,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help='|-separated extra XLA_FLAGS, one run each.')
   parser.add_argument('--av_batch_compare', type=int, default=16)
   parser.add_argument('--cifar_batch_compare', type=int, default=128)
-  parser.add_argument('--compare_rounds', type=int, default=3)
+  parser.add_argument('--compare_rounds', type=int, default=2)
   parser.add_argument('--output', default='',
                       help='Markdown file (default: experiments/results/'
                            'benchmark_<platform>.md).')
@@ -707,6 +725,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   args = parser.parse_args(argv)
   if args.tiny:
     args.rounds, args.calls, args.pipeline_batches = 1, 1, 2
+    args.min_seconds = 0.0
     args.batch_sizes, args.view_sets = '4', 'kar+pix'
     args.scaling_methods = 'naive,gblend_fixed'
     args.compare_rounds = 1
