@@ -54,6 +54,36 @@ FAMILIES = {
     'two-stage': ('drw', 'ldam_drw', 'drs', 'drs_cam'),
 }
 BASELINE, KNOWN_BAD, BEST_BAG = 'ce', 'cs_ce_cb_sampling', 'best_bag'
+# Further rows, for the paper's comparisons (CLAIMS).
+COMPARED = {
+    'cs_ce': 'CS-CE alone',
+    'cb_sampling': 'class-balanced sampling alone',
+    'mixup': 'input mixup',
+    'manifold_mixup': 'manifold mixup (after pooling)',
+    'mixup_ft': 'input mixup, then fine-tuning without mixup',
+    'drs': 'DRS (class-balanced, no CAM)',
+    'drs_cam': 'DRS with CAM-based balanced sampling',
+}
+# Zhang et al.'s comparisons: (claim, recipe, recipes it beats); 'worse:'
+# claims say the recipe is worse than each of the others.
+CLAIMS = (
+    ('worse: CS-CE with class-balanced sampling is worse than either alone',
+     KNOWN_BAD, ('cs_ce', 'cb_sampling')),
+    ('Input mixup beats manifold mixup', 'mixup', ('manifold_mixup',)),
+    ('Fine-tuning without mixup helps input mixup', 'mixup_ft', ('mixup',)),
+    ('CAM-based balanced sampling improves DRS', 'drs_cam', ('drs',)),
+    ('Input mixup beats the CE baseline', 'mixup', (BASELINE,)),
+    ('The best bag beats the baseline and each trick of the table',
+     BEST_BAG, (BASELINE, 'cs_ce', 'cb_sampling', 'mixup', 'manifold_mixup',
+                'mixup_ft', 'drs', 'drs_cam')),
+)
+# The paper's CIFAR-10-LT top-1 errors (ResNet-32, IF 100 / 50), as SPEC §3
+# quotes them.
+PAPER_IMBALANCES = ('100', '50')
+PAPER_ERRORS = {'ce': ('28.05', '23.55'), 'mixup': ('25.94', '21.33'),
+                'ldam_drw': ('22.27', '18.40'),
+                'drs_cam': ('23.10', '19.28'),
+                'best_bag': ('19.97', '16.41')}
 
 INTRO = """\
 # The bag of tricks on Fashion-MNIST-LT
@@ -106,10 +136,13 @@ def main(argv: list[str]) -> None:
   start = time.perf_counter()
   imbalances = _IMBALANCES.value
   chosen, selection = _select(imbalances[0])
+  train_seconds = 0.0
   labels = {BASELINE: 'CE (baseline)'}
   labels.update({recipe: f'{recipe} (best {family})'
                  for family, recipe in chosen.items()})
   labels[KNOWN_BAD] = 'CS-CE + class-balanced sampling (known-bad pair)'
+  for recipe, label in COMPARED.items():
+    labels.setdefault(recipe, label)
   labels[BEST_BAG] = 'best bag: input mixup, DRS + CAM-BS, no-mixup fine-tune'
   sections = [
       f'## Selection (seed 0, IF {imbalances[0]}): the bold recipe has the '
@@ -120,17 +153,27 @@ def main(argv: list[str]) -> None:
     results = runs.run_sweep(
         CONFIG, [_row(r, imbalance) for r in labels], _SEEDS.value, [],
         _WORKDIR.value)
-    by_row = {label: runs_ for label, runs_ in zip(
-        labels.values(), results.values(), strict=True)}
+    by_recipe = dict(zip(labels, results.values(), strict=True))
+    by_row = {labels[r]: by_recipe[r] for r in labels}
+    paper = {}
+    if imbalance in PAPER_IMBALANCES:
+      column = PAPER_IMBALANCES.index(imbalance)
+      paper = {labels[r]: errors[column]
+               for r, errors in PAPER_ERRORS.items() if r in labels}
     sections.append(
         f'## Imbalance factor {imbalance}: test %, mean ± std over '
-        f'{_SEEDS.value} seeds\n\n' + tables.longtail_table(by_row))
+        f'{_SEEDS.value} seeds\n\n' + tables.longtail_table(by_row, paper)
+        + f'\nThe paper\'s findings at IF {imbalance}, checked on these '
+        'means:\n\n' + tables.longtail_findings(by_recipe, CLAIMS))
+    train_seconds += sum(r['train_seconds'] for rs in results.values()
+                         for r in rs)
   wall = time.perf_counter() - start
   body = (INTRO.format(budget=_BUDGET.value) + '\n'.join(sections)
           + f'\nWall time of this command: {wall / 60:.1f} min (runs finished '
-          'by an earlier invocation are read back, not rerun). s/run is one '
-          "run's training time as the trainer logs it (no data loading or "
-          'evaluation).\n')
+          'by an earlier invocation are read back, not rerun); the training '
+          f'time of the table runs adds up to {train_seconds / 60:.1f} min. '
+          "s/run is one run's training time as the trainer logs it (no data "
+          'loading or evaluation).\n')
   text = runs.write_report(_OUTPUT.value, body, 'experiments.longtail_grid',
                            sys.argv[1:])
   print(text)

@@ -93,23 +93,65 @@ def longtail_selection(by_recipe: dict[str, dict], chosen: set[str]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def longtail_table(by_row: dict[str, list[dict]]) -> str:
+def longtail_table(by_row: dict[str, list[dict]],
+                   paper: dict[str, str] | None = None) -> str:
   """Long-tail grid, stage 2: mean ± std over seeds of each row.
 
   Args:
     by_row: row label -> the results of its seeds.
+    paper: row label -> the paper's top-1 error for it (another data set),
+      for the rows that have one.
 
   Returns:
-    Markdown rows: top-1 error, then many/medium/few-shot accuracy (%), and
-    the training seconds of one run.
+    Markdown rows: top-1 error, then many/medium/few-shot accuracy (%), the
+    training seconds of one run, and the paper's error.
   """
+  paper = paper or {}
   lines = ['| recipe | top-1 error | many-shot acc | medium-shot acc | '
-           'few-shot acc | s/run |',
-           '|---|---:|---:|---:|---:|---:|']
+           'few-shot acc | s/run | paper error (CIFAR-10-LT) |',
+           '|---|---:|---:|---:|---:|---:|---:|']
   for label, results in by_row.items():
     cells = [_percent(results, 'test/fused/top1_error')]
     cells += [_percent(results, f'test/fused/{group}_accuracy')
               for group in ('many_shot', 'medium_shot', 'few_shot')]
     seconds = np.mean([r['train_seconds'] for r in results])
-    lines.append(f'| {label} | ' + ' | '.join(cells) + f' | {seconds:.0f} |')
+    lines.append(f'| {label} | ' + ' | '.join(cells) + f' | {seconds:.0f} | '
+                 f"{paper.get(label, '—')} |")
+  return '\n'.join(lines) + '\n'
+
+
+def _error(results: list[dict]) -> tuple[float, float]:
+  errors = 100 * np.array([r['reported']['test/fused/top1_error']
+                           for r in results])
+  return float(errors.mean()), float(errors.std())
+
+
+def longtail_findings(by_recipe: dict[str, list[dict]],
+                      claims: list[tuple[str, str, tuple[str, ...]]]) -> str:
+  """The paper's comparisons, checked on the measured top-1 errors.
+
+  Args:
+    by_recipe: recipe -> the results of its seeds (one imbalance factor).
+    claims: ``(claim, recipe, others)``: the paper says ``recipe`` has a
+      lower error than each of ``others`` (or, if ``claim`` starts with
+      ``'worse:'``, a higher one).
+
+  Returns:
+    Markdown bullets: the claim, the mean ± std errors, and whether the
+    means order as the paper says.
+  """
+  lines = []
+  for claim, recipe, others in claims:
+    worse = claim.startswith('worse:')
+    text = claim.removeprefix('worse:').strip()
+    mean, std = _error(by_recipe[recipe])
+    measured = [f'{recipe} {mean:.2f} ± {std:.2f}']
+    holds = True
+    for other in others:
+      other_mean, other_std = _error(by_recipe[other])
+      measured.append(f'{other} {other_mean:.2f} ± {other_std:.2f}')
+      holds &= (mean > other_mean) if worse else (mean < other_mean)
+    verdict = 'agrees' if holds else '**disagrees**'
+    lines.append(f'- {text}: {verdict} (top-1 error %: '
+                 + ', '.join(measured) + ').')
   return '\n'.join(lines) + '\n'

@@ -185,7 +185,22 @@ def test_longtail_tables_format():
        'drs': run(0.7, 0.35, (0.8, 0.6, 0.3))}, {'drs'})
   assert '| drw | 60.00 | 55.00 | 90.00 | 50.00 | 10.00 | 5 |' in selection
   assert '| **drs** | 70.00 | 65.00 | 80.00 | 60.00 | 30.00 | 5 |' in selection
-  table = tables.longtail_table({'CE': [run(0.6, 0.4, (0.9, 0.5, 0.2), 4.0),
-                                        run(0.6, 0.3, (0.7, 0.5, 0.0), 6.0)]})
+  ce = [run(0.6, 0.4, (0.9, 0.5, 0.2), 4.0),
+        run(0.6, 0.3, (0.7, 0.5, 0.0), 6.0)]
+  table = tables.longtail_table({'CE': ce, 'mixup': ce}, {'CE': '28.05'})
   assert ('| CE | 35.00 ± 5.00 | 80.00 ± 10.00 | 50.00 ± 0.00 | '
-          '10.00 ± 10.00 | 5 |') in table
+          '10.00 ± 10.00 | 5 | 28.05 |') in table
+  assert table.rstrip().endswith('| 5 | — |')
+  by_recipe = {'pair': [run(0.5, 0.5, (0, 0, 0))],
+               'a': [run(0.5, 0.4, (0, 0, 0))],
+               'b': [run(0.5, 0.45, (0, 0, 0))],
+               'm': [run(0.5, 0.42, (0, 0, 0))]}
+  findings = tables.longtail_findings(by_recipe, [
+      ('worse: the pair is worse than either', 'pair', ('a', 'b')),
+      ('m beats a', 'm', ('a',)),
+  ]).splitlines()
+  assert findings == [
+      '- the pair is worse than either: agrees (top-1 error %: pair 50.00 ± '
+      '0.00, a 40.00 ± 0.00, b 45.00 ± 0.00).',
+      '- m beats a: **disagrees** (top-1 error %: m 42.00 ± 0.00, a 40.00 ± '
+      '0.00).']
