@@ -87,6 +87,8 @@ longtail: setup fashion-mnist
 
 # What each method costs (step time, FLOP/s, scaling, input pipeline), the
 # variants alternated in one process; writes
-# experiments/results/benchmark_<platform>.md (about 10 minutes).
+# experiments/results/benchmark_<platform>.md (about 15 minutes on 2 cores).
+# BENCH_ARGS='--torch_python .venv-torch/bin/python' adds the optional
+# PyTorch reference (torch==2.13.0 in a venv of its own, never in .venv).
 bench: setup data
-	$(PY) -m experiments.benchmark
+	$(PY) -m experiments.benchmark $(BENCH_ARGS)
