@@ -56,8 +56,8 @@ def cam_replacement_probabilities(counts: np.ndarray) -> np.ndarray:
     float32 ``[C]``, ``(n_max + n_min - n_c) / (n_max + n_min)``.
 
   Examples:
-    >>> cam_replacement_probabilities(np.array([90, 30, 10])).tolist()
-    [0.1, 0.7, 0.9]
+    >>> cam_replacement_probabilities(np.array([90, 30, 10])).round(6)
+    array([0.1, 0.7, 0.9], dtype=float32)
   """
   counts = np.asarray(counts, np.float64)
   new = cam.cam_image_counts(counts)

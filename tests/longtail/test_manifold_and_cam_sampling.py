@@ -95,12 +95,12 @@ def test_cam_sampled_images_replace_by_probability_and_keep_foreground():
   model, variables, inputs = _classifier('cifar_resnet')
   labels = jnp.array([0, 1, 2, 1])
   key = jax.random.key(7)
-  kept, replaced = cam_sampling.cam_sampled_images(
-      key, model, variables, inputs, labels, jnp.zeros(3), 'image')
+  sampled = jax.jit(lambda probs: cam_sampling.cam_sampled_images(
+      key, model, variables, inputs, labels, probs, 'image'))
+  kept, replaced = sampled(jnp.zeros(3))
   np.testing.assert_array_equal(kept['image'], inputs['image'])
   assert replaced.tolist() == [0, 0, 0, 0]
-  new, replaced = cam_sampling.cam_sampled_images(
-      key, model, variables, inputs, labels, jnp.ones(3), 'image')
+  new, replaced = sampled(jnp.ones(3))
   assert replaced.tolist() == [1, 1, 1, 1]
   # The CAMs by hand: sown last features x the classifier column of y.
   _, state = model.apply(variables, inputs, train=False,
@@ -118,7 +118,8 @@ def test_cam_sampled_images_replace_by_probability_and_keep_foreground():
     assert mask.any()
     np.testing.assert_array_equal(out[b][mask], image[b][mask])
   keys = jax.random.split(jax.random.split(key)[1], 4)
-  expected, _ = jax.vmap(cam.cam_augment)(keys, inputs['image'], masks)
+  expected, _ = jax.jit(jax.vmap(cam.cam_augment))(keys, inputs['image'],
+                                                   masks)
   np.testing.assert_allclose(out, expected, rtol=1e-6)
 
 
