@@ -263,8 +263,7 @@ def method_steps(setting: Setting, methods: Sequence[str],
     tx = optax.chain(blend.gradient_blend(uniform,
                                           estimate_every=estimate_every),
                      optimizer)
-    step = steps.make_gradient_blend_train_step(
-        model, tx, lr, heads, estimate_every=estimate_every)
+    step = steps.make_gradient_blend_train_step(model, tx, lr, heads)
     jitted = jax.jit(steps.guard_nonfinite(step, heads), donate_argnums=0)
     return _stepper(jitted, init(tx), batch, holdout)
 

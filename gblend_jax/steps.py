@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gblend_jax import blend
 from gblend_jax import losses
 from gblend_jax import metrics as metrics_lib
 from gblend_jax import modulation
@@ -293,53 +292,30 @@ def make_eval_step(
   return eval_step
 
 
-def _blend_count(opt_state) -> jax.Array:
-  """The update count of the `blend.gradient_blend` state in ``opt_state``."""
-  is_blend = lambda x: isinstance(x, blend.GradientBlendState)  # noqa: E731
-  found = [x for x in jax.tree.leaves(opt_state, is_leaf=is_blend)
-           if is_blend(x)]
-  if len(found) != 1:
-    raise ValueError(
-        f'Expected one gradient_blend state in the optimiser state; found '
-        f'{len(found)}.'
-    )
-  return found[0].count
-
-
 def make_gradient_blend_train_step(
     model: nn.Module,
     tx: optax.GradientTransformationExtraArgs,
     learning_rate: optax.Schedule,
     heads: Sequence[str],
-    estimate_every: int = 1,
 ) -> Callable[[TrainState, Any, Any], tuple[TrainState, dict]]:
   """A step that blends per-loss gradients with `gblend_jax.gradient_blend`.
 
-  On the steps where `gradient_blend` re-estimates its weights (its update
-  count a multiple of ``estimate_every``), the per-loss gradients ``v_k``
-  come from one forward pass and H vector-Jacobian products (``jax.jacrev``
-  of the ``[H]`` loss vector), and the gradient of the fused loss on a
-  held-out batch estimates ``∇L*`` (Proposition 1). On the other steps the
-  weights are fixed, so one backward pass of ``Σ_k w_k L_k`` gives the same
-  update: its gradient ``g`` is passed as the per-loss gradients
-  ``g / Σ_k w_k`` of every head (whose blend is ``g``), with zero held-out
-  gradients, which `gradient_blend` ignores there. `tx` must start with
-  ``gradient_blend``.
+  The per-loss gradients ``v_k`` come from one forward pass and H
+  vector-Jacobian products (``jax.jacrev`` of the ``[H]`` loss vector); the
+  gradient of the fused loss on a held-out batch estimates ``∇L*``
+  (Proposition 1). `tx` must start with ``gradient_blend``, which blends the
+  per-loss gradients and re-estimates its weights from these statistics.
 
   Args:
     model: the classifier.
     tx: ``optax.chain(gradient_blend(...), optimiser)``.
     learning_rate: the optimiser's schedule, for logging.
     heads: head names in blend order.
-    estimate_every: the ``estimate_every`` given to ``gradient_blend``
-      (0: it never re-estimates, and every step takes one backward pass).
 
   Returns:
     ``train_step(state, batch, holdout_batch) -> (state, metrics)``; the
     metrics include ``blend/weight/<head>`` (the weights after the step).
   """
-  num_heads = len(heads)
-
   def train_step(state: TrainState, batch, holdout_batch):
     loss_vector = _training_losses(model, state, batch, heads)
 
@@ -347,47 +323,19 @@ def make_gradient_blend_train_step(
       per_head, aux = loss_vector(params)
       return per_head, (per_head, *aux)
 
-    def per_loss(_):
-      per_loss_grads, (per_head, out, batch_stats, _) = jax.jacrev(
-          with_losses, has_aux=True
-      )(state.params)
+    per_loss_grads, (per_head, out, batch_stats, _) = jax.jacrev(
+        with_losses, has_aux=True
+    )(state.params)
 
-      def holdout_loss(params):
-        holdout_out, _ = forward(
-            model, params, batch_stats, model_inputs(holdout_batch),
-            train=False,
-        )
-        return losses.cross_entropy(
-            holdout_out['logits'][FUSED], holdout_batch['label']
-        )
+    def holdout_loss(params):
+      holdout_out, _ = forward(
+          model, params, batch_stats, model_inputs(holdout_batch), train=False
+      )
+      return losses.cross_entropy(
+          holdout_out['logits'][FUSED], holdout_batch['label']
+      )
 
-      holdout_grads = jax.grad(holdout_loss)(state.params)
-      return per_loss_grads, holdout_grads, per_head, out, batch_stats
-
-    def weighted(_):
-      weights = optax.tree.get(state.opt_state, 'weights')
-
-      def total(params):
-        per_head, aux = loss_vector(params)
-        return jnp.dot(weights, per_head), (per_head, *aux)
-
-      grads, (per_head, out, batch_stats, _) = jax.grad(
-          total, has_aux=True)(state.params)
-      share = jax.tree.map(
-          lambda g: jnp.broadcast_to(g / jnp.sum(weights),
-                                     (num_heads, *g.shape)), grads)
-      zeros = jax.tree.map(jnp.zeros_like, state.params)
-      return share, zeros, per_head, out, batch_stats
-
-    if estimate_every == 1:
-      branches = per_loss(None)
-    elif estimate_every <= 0:
-      branches = weighted(None)
-    else:
-      branches = jax.lax.cond(
-          _blend_count(state.opt_state) % estimate_every == 0,
-          per_loss, weighted, None)
-    per_loss_grads, holdout_grads, per_head, out, batch_stats = branches
+    holdout_grads = jax.grad(holdout_loss)(state.params)
     updates, opt_state = tx.update(
         per_loss_grads, state.opt_state, state.params,
         holdout_grads=holdout_grads,

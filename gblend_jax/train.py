@@ -395,8 +395,7 @@ def train_and_evaluate(
     train_step = jax.jit(
         steps.guard_nonfinite(
             steps.make_gradient_blend_train_step(
-                model, tx, learning_rate, heads,
-                estimate_every=config.blend.estimate_every_steps),
+                model, tx, learning_rate, heads),
             heads, skip=config.skip_nonfinite_steps),
         donate_argnums=(0,),
         in_shardings=(replicated, batch_sharding, batch_sharding),

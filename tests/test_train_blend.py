@@ -55,49 +55,6 @@ def test_fixed_weights_single_backward_equals_per_loss_blend():
   np.testing.assert_allclose(metrics_a['loss'], metrics_b['loss'], rtol=1e-6)
 
 
-def test_gradient_step_skips_per_loss_work_between_estimates():
-  # Every step through the H-backward path must equal a step that takes one
-  # weighted backward pass where gradient_blend does not re-estimate.
-  config = models.default_model_config()
-  config.encoder.mlp.hidden_sizes = (8,)
-  config.fused_head.hidden_sizes = (8,)
-  model = models.build_model(config, modalities={'strong': (5,), 'weak': (3,)},
-                             num_classes=3)
-  rng = np.random.default_rng(1)
-
-  def batch_of(n):
-    return {'strong': rng.normal(size=(n, 5)).astype(np.float32),
-            'weak': rng.normal(size=(n, 3)).astype(np.float32),
-            'label': rng.integers(0, 3, n).astype(np.int32)}
-
-  batches = [(batch_of(6), batch_of(6)) for _ in range(5)]
-  params = model.init(jax.random.PRNGKey(0), batches[0][0],
-                      train=False)['params']
-  tx = optax.chain(blend.gradient_blend(jnp.full(3, 1 / 3), estimate_every=3),
-                   optax.sgd(0.1, momentum=0.9))
-  lr = optax.constant_schedule(0.1)
-  states, weights = {}, {}
-  for name, every in (('always', 1), ('skipping', 3)):
-    step = jax.jit(steps.make_gradient_blend_train_step(
-        model, tx, lr, HEADS, estimate_every=every))
-    state = steps.TrainState(step=jnp.int32(0), params=params,
-                             batch_stats={}, opt_state=tx.init(params),
-                             rng=jax.random.PRNGKey(1))
-    weights[name] = []
-    for batch, holdout in batches:
-      state, metrics = step(state, batch, holdout)
-      weights[name].append([float(metrics[f'blend/weight/{h}'])
-                            for h in HEADS])
-    states[name] = state
-  # Re-estimated at steps 0 and 3: the weights move there and only there.
-  w = np.array(weights['skipping'])
-  assert not np.allclose(w[0], 1 / 3) and not np.allclose(w[3], w[2])
-  np.testing.assert_allclose(w[1], w[0])
-  np.testing.assert_allclose(w, weights['always'], rtol=1e-5, atol=1e-7)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6),
-               states['always'].params, states['skipping'].params)
-
-
 def test_algorithm1_by_hand():
   # Losses before: train [1.0, 1.0, 1.0], held-out [1.2, 1.1, 1.3].
   # After training head i alone, head i's losses (train, held-out):
