@@ -27,6 +27,7 @@ Sections:
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import statistics
@@ -156,14 +157,17 @@ class TimedStep:
   """A compiled step with its own state, run one call at a time.
 
   Attributes:
-    run: advances the step once (asynchronously).
+    run: advances the training by ``steps_per_run`` steps (asynchronously).
     sync: waits for the last call.
-    flops: XLA's cost-analysis FLOPs of one call (nan if unknown).
+    flops: XLA's cost-analysis FLOPs of one training step (nan if unknown).
+    steps_per_run: training steps one ``run`` takes (a whole period of an
+      alternating method, so that every timed call costs the average).
   """
 
   run: Callable[[], None]
   sync: Callable[[], None]
   flops: float
+  steps_per_run: int = 1
 
 
 def compiled_flops(compiled) -> float:
@@ -200,6 +204,42 @@ def _stepper(jitted, state, *args, compiled=None) -> TimedStep:
   run()  # Compile and warm up.
   sync()
   return TimedStep(run, sync, flops)
+
+
+def _alternating_stepper(jitted, state, batch, holdout,
+                         every: int) -> TimedStep:
+  """Gradient-space G-Blend as the trainer runs it, as a `TimedStep`.
+
+  Args:
+    jitted: ``{True: estimating step, False: weighted step}``, jitted.
+    state: the initial state (donated).
+    batch: the training batch.
+    holdout: the held-out batch (estimating calls only).
+    every: the estimating step runs on calls 0, every, 2·every, ...
+
+  Returns:
+    The step, whose ``run`` is one period (the estimating call, then
+    ``every - 1`` weighted ones), warmed up; ``flops`` is the average per
+    training step.
+  """
+  compiled = {True: jitted[True].lower(state, batch, holdout).compile(),
+              False: jitted[False].lower(state, batch, None).compile()}
+  flops = (compiled_flops(compiled[True])
+           + (every - 1) * compiled_flops(compiled[False])) / every
+  box = {'state': state, 'out': None}
+
+  def run():
+    for call in range(every):
+      estimate = call == 0
+      box['state'], box['out'] = compiled[estimate](
+          box['state'], batch, holdout if estimate else None)
+
+  def sync():
+    jax.block_until_ready((box['state'], box['out']))
+
+  run()  # Warm up both executables.
+  sync()
+  return TimedStep(run, sync, flops, steps_per_run=every)
 
 
 def method_steps(setting: Setting, methods: Sequence[str],
@@ -264,8 +304,16 @@ def method_steps(setting: Setting, methods: Sequence[str],
                                           estimate_every=estimate_every),
                      optimizer)
     step = steps.make_gradient_blend_train_step(model, tx, lr, heads)
-    jitted = jax.jit(steps.guard_nonfinite(step, heads), donate_argnums=0)
-    return _stepper(jitted, init(tx), batch, holdout)
+    if estimate_every == 0:  # Fixed weights through per-loss gradients.
+      jitted = jax.jit(steps.guard_nonfinite(step, heads), donate_argnums=0)
+      return _stepper(jitted, init(tx), batch, holdout)
+    # As the trainer runs it: the estimating step every estimate_every
+    # calls, the one-backward-pass step in between.
+    return _alternating_stepper(
+        {e: jax.jit(steps.guard_nonfinite(
+            functools.partial(step, estimate=e), heads), donate_argnums=0)
+         for e in (True, False)},
+        init(tx), batch, holdout, estimate_every)
 
   def modulated(noise):
     tx = optax.chain(
@@ -291,12 +339,12 @@ def method_steps(setting: Setting, methods: Sequence[str],
 
 
 def _seconds_of(step: TimedStep, calls: int) -> float:
-  """Seconds per call of `calls` back-to-back calls of `step`."""
+  """Seconds per training step of `calls` back-to-back calls of `step`."""
   start = time.perf_counter()
   for _ in range(calls):
     step.run()
   step.sync()
-  return (time.perf_counter() - start) / calls
+  return (time.perf_counter() - start) / (calls * step.steps_per_run)
 
 
 def time_alternating(timed: dict[str, TimedStep], rounds: int,
@@ -322,7 +370,8 @@ def time_alternating(timed: dict[str, TimedStep], rounds: int,
   if min_seconds > 0:
     for n in names:
       once = _seconds_of(timed[n], 1)
-      per_round[n] = max(calls, int(min_seconds / max(once, 1e-6)))
+      per_run = once * timed[n].steps_per_run
+      per_round[n] = max(calls, int(min_seconds / max(per_run, 1e-6)))
   samples = {n: [] for n in names}
   for r in range(rounds):
     order = names[r % len(names):] + names[:r % len(names)]
@@ -696,7 +745,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help='Batch of the ResNet-18 pair (0: skip it).')
   parser.add_argument('--methods', default=','.join(METHODS))
   parser.add_argument('--av_methods',
-                      default='naive,gblend_fixed,gradient_every_1,ogm,ogm_ge')
+                      default='naive,gblend_fixed,gradient_every_1,'
+                              'gradient_every_10,ogm,ogm_ge')
   parser.add_argument('--scaling_methods',
                       default='naive,gblend_fixed,gradient_every_1')
   parser.add_argument('--batch_sizes', default='16,64,256')

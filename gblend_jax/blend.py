@@ -159,8 +159,10 @@ def gradient_blend(
     ``eps`` floor.) If no head has a positive gain, or the batch statistics
     are not finite, the previous weights are kept and ``used_fallback`` in the
     state is set. On other steps ``holdout_grads`` is ignored (it may be
-    zeros; a caller that wants to skip the held-out pass can test
-    ``state.count % estimate_every == 0`` itself).
+    zeros or None). A caller that decides on the host when to estimate
+    (e.g. to skip the per-loss and held-out passes in between) passes the
+    static ``estimate`` extra arg instead: True re-estimates on this step
+    (given ``holdout_grads``), False does not, whatever the count.
 
   Must come first in an ``optax.chain``: transforms before it would see
   gradients with a leading loss axis. Under ``optax.MultiSteps`` either put
@@ -194,7 +196,7 @@ def gradient_blend(
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose update is
     ``update(per_loss_grads, state, params=None, *, weights=None,
-    holdout_grads=None, **extra_args)``.
+    holdout_grads=None, estimate=None, **extra_args)``.
 
   Raises:
     ValueError: if H is unknown or inconsistent (at construction), or if a
@@ -268,15 +270,21 @@ def gradient_blend(
       *,
       weights: jax.Array | None = None,
       holdout_grads: Any = None,
+      estimate: bool | None = None,
       **extra_args: Any,
   ):
     del params, extra_args
     gradient_space.check_per_loss_grads(per_loss_grads, num_heads)
     current = state.weights if weights is None else as_weights(weights)
-    estimate = (current, state.gain, state.sigma_sq, state.estimate_count,
-                state.used_fallback)
+    statistics = (current, state.gain, state.sigma_sq, state.estimate_count,
+                  state.used_fallback)
 
-    if estimate_every > 0 and holdout_grads is not None:
+    if estimate is not None and not isinstance(estimate, bool):
+      raise TypeError(
+          f'estimate must be a Python bool (static) or None; got {estimate!r}.'
+      )
+    if estimate_every > 0 and holdout_grads is not None and (
+        estimate is not False):
       gradient_space.check_holdout_grads(per_loss_grads, holdout_grads)
 
       def reestimate(operand):
@@ -313,14 +321,17 @@ def gradient_blend(
             used_fallback | ~finite,
         )
 
-      estimate = jax.lax.cond(
-          state.count % estimate_every == 0,
-          reestimate,
-          lambda operand: operand,
-          estimate,
-      )
+      if estimate:
+        statistics = reestimate(statistics)
+      else:
+        statistics = jax.lax.cond(
+            state.count % estimate_every == 0,
+            reestimate,
+            lambda operand: operand,
+            statistics,
+        )
 
-    current, gain, sigma_sq, estimate_count, used_fallback = estimate
+    current, gain, sigma_sq, estimate_count, used_fallback = statistics
     blended = jax.tree.map(
         lambda g: jnp.einsum(
             'i,i...->...', current, g, precision=jax.lax.Precision.HIGHEST

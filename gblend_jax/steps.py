@@ -297,14 +297,23 @@ def make_gradient_blend_train_step(
     tx: optax.GradientTransformationExtraArgs,
     learning_rate: optax.Schedule,
     heads: Sequence[str],
-) -> Callable[[TrainState, Any, Any], tuple[TrainState, dict]]:
+) -> Callable[..., tuple[TrainState, dict]]:
   """A step that blends per-loss gradients with `gblend_jax.gradient_blend`.
 
-  The per-loss gradients ``v_k`` come from one forward pass and H
-  vector-Jacobian products (``jax.jacrev`` of the ``[H]`` loss vector); the
-  gradient of the fused loss on a held-out batch estimates ``∇L*``
-  (Proposition 1). `tx` must start with ``gradient_blend``, which blends the
-  per-loss gradients and re-estimates its weights from these statistics.
+  ``train_step(state, batch, holdout_batch, estimate=None)``. With
+  ``estimate`` None or True the per-loss gradients ``v_k`` come from one
+  forward pass and H vector-Jacobian products (``jax.jacrev`` of the ``[H]``
+  loss vector), and the gradient of the fused loss on a held-out batch
+  estimates ``∇L*`` (Proposition 1); ``gradient_blend`` re-estimates its
+  weights from them on the steps its count says (None) or on this step
+  (True). With ``estimate=False`` the weights stay as they are, so one
+  backward pass of ``Σ_k w_k L_k`` gives the same update: its gradient ``g``
+  goes to ``gradient_blend`` as the per-loss gradient ``g / Σ_k w_k`` of
+  every head (whose blend is ``g``), and the held-out batch is not used.
+  ``estimate`` is static: bind it with ``functools.partial`` before
+  ``jax.jit`` and call the estimating step every ``estimate_every`` steps
+  (the trainer does), the other one in between. `tx` must start with
+  ``gradient_blend``.
 
   Args:
     model: the classifier.
@@ -313,10 +322,13 @@ def make_gradient_blend_train_step(
     heads: head names in blend order.
 
   Returns:
-    ``train_step(state, batch, holdout_batch) -> (state, metrics)``; the
-    metrics include ``blend/weight/<head>`` (the weights after the step).
+    ``train_step(state, batch, holdout_batch, estimate=None) -> (state,
+    metrics)``; the metrics include ``blend/weight/<head>`` (the weights
+    after the step).
   """
-  def train_step(state: TrainState, batch, holdout_batch):
+  num_heads = len(heads)
+
+  def per_loss_grads_of(state, batch, holdout_batch):
     loss_vector = _training_losses(model, state, batch, heads)
 
     def with_losses(params):
@@ -336,9 +348,36 @@ def make_gradient_blend_train_step(
       )
 
     holdout_grads = jax.grad(holdout_loss)(state.params)
+    return per_loss_grads, holdout_grads, per_head, out, batch_stats
+
+  def weighted_grads_of(state, batch):
+    loss_vector = _training_losses(model, state, batch, heads)
+    weights = optax.tree.get(state.opt_state, 'weights')
+
+    def total(params):
+      per_head, aux = loss_vector(params)
+      return jnp.dot(weights, per_head), (per_head, *aux)
+
+    grads, (per_head, out, batch_stats, _) = jax.grad(
+        total, has_aux=True)(state.params)
+    share = jax.tree.map(
+        lambda g: jnp.broadcast_to(g / jnp.sum(weights),
+                                   (num_heads, *g.shape)), grads)
+    return share, None, per_head, out, batch_stats
+
+  def train_step(state: TrainState, batch, holdout_batch,
+                 estimate: bool | None = None):
+    if estimate is False:
+      per_loss_grads, holdout_grads, per_head, out, batch_stats = (
+          weighted_grads_of(state, batch))
+      extra = {}
+    else:
+      per_loss_grads, holdout_grads, per_head, out, batch_stats = (
+          per_loss_grads_of(state, batch, holdout_batch))
+      extra = {} if estimate is None else {'estimate': True}
     updates, opt_state = tx.update(
         per_loss_grads, state.opt_state, state.params,
-        holdout_grads=holdout_grads,
+        holdout_grads=holdout_grads, **extra,
     )
     params = optax.apply_updates(state.params, updates)
     blend_state = optax.tree.get(opt_state, 'weights')

@@ -11,6 +11,7 @@ Sections: config checks, data, mesh and shardings, model and optimiser,
 initialisation or resume, step functions, evaluation, the loop.
 """
 
+import functools
 import json
 import os
 import signal
@@ -392,20 +393,32 @@ def train_and_evaluate(
       model, modalities if late_fusion and len(modalities) > 1 else ()
   )
   if config.blend.mode == 'gradient':
-    train_step = jax.jit(
-        steps.guard_nonfinite(
-            steps.make_gradient_blend_train_step(
-                model, tx, learning_rate, heads),
-            heads, skip=config.skip_nonfinite_steps),
-        donate_argnums=(0,),
-        in_shardings=(replicated, batch_sharding, batch_sharding),
-        out_shardings=(replicated, replicated),
-    )
+    # Two executables: per-loss gradients and re-estimation on every
+    # estimate_every_steps-th step, one weighted backward pass in between.
+    blend_step = steps.make_gradient_blend_train_step(
+        model, tx, learning_rate, heads)
+    train_steps = {
+        estimate: jax.jit(
+            steps.guard_nonfinite(
+                functools.partial(blend_step, estimate=estimate),
+                heads, skip=config.skip_nonfinite_steps),
+            donate_argnums=(0,),
+            in_shardings=(replicated, batch_sharding, batch_sharding),
+            out_shardings=(replicated, replicated),
+        )
+        for estimate in (True, False)
+    }
+    every = config.blend.estimate_every_steps
 
     def run_step(state, batch, step):
-      del step  # The gradient blend step has no per-step arguments.
-      holdout_batch = _to_global(next(holdout_iter), batch_sharding)
-      return train_step(state, batch, holdout_batch)
+      # The held-out stream advances every step, estimating or not.
+      holdout_batch = next(holdout_iter)
+      estimate = every > 0 and step % every == 0
+      if estimate:
+        holdout_batch = _to_global(holdout_batch, batch_sharding)
+      else:
+        holdout_batch = None
+      return train_steps[estimate](state, batch, holdout_batch)
   else:
     hooks = {}
     if modulation_tx is not None:

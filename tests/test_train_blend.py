@@ -1,5 +1,6 @@
 """The trainer's Gradient Blending modes: fixed, offline, online, gradient."""
 
+import functools
 import os
 
 import jax
@@ -53,6 +54,60 @@ def test_fixed_weights_single_backward_equals_per_loss_blend():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
                state_a.params, state_b.params)
   np.testing.assert_allclose(metrics_a['loss'], metrics_b['loss'], rtol=1e-6)
+
+
+def test_gradient_step_skips_per_loss_work_between_estimates():
+  # The trainer's alternation (per-loss gradients and an estimate every 3rd
+  # step, one weighted backward pass in between) must equal per-loss
+  # gradients on every step with gradient_blend's own count rule.
+  config = models.default_model_config()
+  config.encoder.mlp.hidden_sizes = (8,)
+  config.fused_head.hidden_sizes = (8,)
+  model = models.build_model(config, modalities={'strong': (5,), 'weak': (3,)},
+                             num_classes=3)
+  rng = np.random.default_rng(1)
+
+  def batch_of(n):
+    return {'strong': rng.normal(size=(n, 5)).astype(np.float32),
+            'weak': rng.normal(size=(n, 3)).astype(np.float32),
+            'label': rng.integers(0, 3, n).astype(np.int32)}
+
+  batches = [(batch_of(6), batch_of(6)) for _ in range(5)]
+  params = model.init(jax.random.PRNGKey(0), batches[0][0],
+                      train=False)['params']
+  tx = optax.chain(blend.gradient_blend(jnp.full(3, 1 / 3), estimate_every=3),
+                   optax.sgd(0.1, momentum=0.9))
+  step = steps.make_gradient_blend_train_step(
+      model, tx, optax.constant_schedule(0.1), HEADS)
+  by_count = jax.jit(step)
+  by_host = {e: jax.jit(functools.partial(step, estimate=e))
+             for e in (True, False)}
+  states, weights = {}, {}
+  for name in ('by_count', 'by_host'):
+    state = steps.TrainState(step=jnp.int32(0), params=params,
+                             batch_stats={}, opt_state=tx.init(params),
+                             rng=jax.random.PRNGKey(1))
+    weights[name] = []
+    for k, (batch, holdout) in enumerate(batches):
+      if name == 'by_count':
+        state, metrics = by_count(state, batch, holdout)
+      elif k % 3 == 0:
+        state, metrics = by_host[True](state, batch, holdout)
+      else:
+        state, metrics = by_host[False](state, batch, None)
+      weights[name].append([float(metrics[f'blend/weight/{h}'])
+                            for h in HEADS])
+    states[name] = state
+  # Re-estimated at steps 0 and 3: the weights move there and only there.
+  w = np.array(weights['by_host'])
+  assert not np.allclose(w[0], 1 / 3) and not np.allclose(w[3], w[2])
+  np.testing.assert_allclose(w[1], w[0])
+  np.testing.assert_allclose(w, weights['by_count'], rtol=1e-5, atol=1e-7)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6),
+               states['by_count'].params, states['by_host'].params)
+  with pytest.raises(TypeError, match='estimate must be a Python bool'):
+    tx.update(jax.tree.map(lambda p: jnp.zeros((3, *p.shape)), params),
+              tx.init(params), params, estimate=jnp.bool_(True))
 
 
 def test_algorithm1_by_hand():
