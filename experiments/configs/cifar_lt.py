@@ -58,9 +58,7 @@ RECIPES = longtail_recipes.RECIPES
 DATASETS = ('cifar10', 'cifar100')
 IMBALANCES = ('100', '50')
 BUDGETS = {
-    'paper': longtail_recipes.Schedule(
-        epochs=200, warmup_epochs=5, boundaries_epochs=(160, 180),
-        switch_epoch=160, no_mixup_epochs=20),
+    'paper': longtail_recipes.CIFAR_PAPER_SCHEDULE,
     'cpu': longtail_recipes.Schedule(
         epochs=30, warmup_epochs=1, boundaries_epochs=(24, 27),
         switch_epoch=24, no_mixup_epochs=3),

@@ -51,9 +51,7 @@ from gblend_jax import config as config_lib
 RECIPES = longtail_recipes.RECIPES
 IMBALANCES = ('100', '50')
 BUDGETS = {
-    'paper': longtail_recipes.Schedule(
-        epochs=200, warmup_epochs=5, boundaries_epochs=(160, 180),
-        switch_epoch=160, no_mixup_epochs=20),
+    'paper': longtail_recipes.CIFAR_PAPER_SCHEDULE,
     'cpu': longtail_recipes.Schedule(
         epochs=20, warmup_epochs=1, boundaries_epochs=(16, 18),
         switch_epoch=16, no_mixup_epochs=2),

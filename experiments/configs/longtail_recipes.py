@@ -65,6 +65,14 @@ class Schedule:
   no_mixup_epochs: int
 
 
+# The paper's CIFAR-LT schedule (Zhang et al., 2021; SPEC §3): 200 epochs, 5
+# warm-up, x 0.1 at 160 and 180, the second stage from 160, no mixup for the
+# last 20.
+CIFAR_PAPER_SCHEDULE = Schedule(
+    epochs=200, warmup_epochs=5, boundaries_epochs=(160, 180),
+    switch_epoch=160, no_mixup_epochs=20)
+
+
 def check_choices(
     args: Mapping[str, object], choices: Mapping[str, Sequence[str]]
 ) -> None:
