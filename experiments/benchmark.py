@@ -708,8 +708,9 @@ def pipeline_section(args, consumed: dict[str, tuple[int, float]],
                      splits: data.DatasetSplits) -> list[str]:
   """Examples/s of the grain pipeline against what training consumes."""
   lines = ['## Input pipeline alone', '',
-           '`data.train_iterator` (grain: shuffle, batch, gather) on one '
-           'core of this process; training consumption: examples/s of the '
+           '`data.train_iterator` with its defaults (each batch\'s '
+           'positions at once in grain\'s shuffle order, one gather, one '
+           'grain read thread); training consumption: examples/s of the '
            'naive step of the section above.', '',
            '| data set | batch | pipeline examples/s | training examples/s | '
            'pipeline / training |', '|---|---:|---:|---:|---:|']

@@ -343,6 +343,8 @@ def train_and_evaluate(
   checkpointer = checkpointing.Checkpointer(
       workdir, max_to_keep=config.max_checkpoints_to_keep
   )
+  reading = {'read_threads': config.data.read_threads,
+             'prefetch_batches': config.data.prefetch_batches}
   train_iter = data.train_iterator(
       train_source,
       global_batch_size=global_batch,
@@ -353,6 +355,7 @@ def train_and_evaluate(
       augmentation=config.data.augmentation,
       augment_modalities=tuple(config.data.augment_modalities),
       augment_pad=config.data.augment_pad,
+      **reading,
   )
   holdout_iter = None
   if config.blend.mode == 'gradient':
@@ -362,6 +365,7 @@ def train_and_evaluate(
         seed=config.data.shuffle_seed + 1,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        **reading,
     )
   loop = {'best_metric': None, 'best_step': None, 'evals_since_best': 0,
           'stopped_early': False, 'blend_weights': None,
@@ -528,7 +532,7 @@ def train_and_evaluate(
       batches = data.train_iterator(
           splits.train, global_batch_size=global_batch, seed=seed,
           process_index=jax.process_index(),
-          process_count=jax.process_count(),
+          process_count=jax.process_count(), **reading,
       )
       return (_to_global(b, batch_sharding) for b in batches)
 

@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from gblend_jax.data import augment
+from gblend_jax.data import batching
 from gblend_jax.data import registry
 from gblend_jax.data import splits
 from gblend_jax.longtail import profiles
@@ -191,6 +192,13 @@ def default_data_config() -> ml_collections.ConfigDict:
       'augment_pad': 4,  # P of pad_crop_flip: zeros on each side.
       # Modalities to augment; (): every [H, W] or [H, W, C] modality.
       'augment_modalities': (),
+      # Grain threads that gather (and augment) training batches ahead of
+      # the step, and how many batches they may hold. Grain's own default
+      # (16 threads, 500 batches) thrashes a small host and can hold
+      # gigabytes of images; raise the threads on a large host with heavy
+      # augmentation. 0 threads: read in the training thread.
+      'read_threads': 1,
+      'prefetch_batches': 4,
       'batch_size': 128,  # Global, over all processes.
       'eval_batch_size': 512,
       'shuffle_seed': 0,
@@ -532,13 +540,17 @@ def train_iterator(
     augmentation: str = 'none',
     augment_modalities: Sequence[str] = (),
     augment_pad: int = 4,
+    read_threads: int = 1,
+    prefetch_batches: int = 4,
 ) -> grain.DatasetIterator:
   """Batches of this process's share of an endlessly reshuffled source.
 
   The examples are shuffled, a new permutation each epoch, and repeated for
   ever; batches run across epoch boundaries. Global batch ``k`` holds
   positions ``[k * G, (k + 1) * G)`` of that stream, and process ``p`` takes
-  the positions ``p, p + P, p + 2P, ...`` among them.
+  the positions ``p, p + P, p + 2P, ...`` among them. The permutations are
+  grain's (``MapDataset.range(n).shuffle(seed).repeat()``), computed a whole
+  batch at a time by `gblend_jax.data.batching`.
 
   Args:
     source: Examples (dicts of numpy arrays).
@@ -560,6 +572,10 @@ def train_iterator(
     augment_modalities: Modalities to augment; empty: every modality whose
       examples are ``[H, W]`` or ``[H, W, C]``.
     augment_pad: ``P`` of ``pad_crop_flip``.
+    read_threads: grain threads that prepare batches ahead (0: none, read
+      in the caller's thread). The batches and their order do not depend
+      on it.
+    prefetch_batches: batches prepared ahead, at least ``read_threads``.
 
   Returns:
     An iterator of dicts of stacked arrays ``[G // P, ...]``, with
@@ -573,15 +589,16 @@ def train_iterator(
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index={process_index} is not in '
                      f'[0, {process_count}).')
-  # Positions are shuffled and batched; each batch is then gathered at once.
-  if sampler is None:
-    dataset = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat()
-  else:
-    dataset = sampler.to_map_dataset()
-  dataset = dataset[process_index::process_count]
-  dataset = dataset.batch(
-      global_batch_size // process_count, drop_remainder=True
-  )
+  if read_threads < 0 or prefetch_batches < read_threads:
+    raise ValueError(
+        f'data.read_threads={read_threads} must be >= 0 and at most '
+        f'data.prefetch_batches={prefetch_batches}.')
+  # One grain element per global batch: its positions, then one gather.
+  epochs = (batching.ShuffledEpochs(len(source), seed) if sampler is None
+            else sampler)
+  dataset = grain.MapDataset.source(batching.BatchPositions(
+      epochs, global_batch_size=global_batch_size,
+      process_index=process_index, process_count=process_count))
   dataset = dataset.map(functools.partial(gather, source))
   augment.check_augmentation(augmentation)
   if augmentation != 'none':
@@ -590,7 +607,9 @@ def train_iterator(
     dataset = dataset.map_with_index(augment.BatchAugmenter(
         augmentation, augment.image_modalities(shapes, augment_modalities),
         seed=seed, process_index=process_index, pad=augment_pad))
-  return iter(dataset.to_iter_dataset())
+  return iter(dataset.to_iter_dataset(grain.ReadOptions(
+      num_threads=read_threads,
+      prefetch_buffer_size=prefetch_batches if read_threads else 0)))
 
 
 def eval_batches(

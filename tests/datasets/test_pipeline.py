@@ -33,6 +33,7 @@ def test_default_data_config_keys():
       'holdout_fraction', 'holdout_seed', 'train_examples_per_class',
       'mismatched_modalities', 'longtail',
       'standardize', 'augmentation', 'augment_pad', 'augment_modalities',
+      'read_threads', 'prefetch_batches',
       'batch_size', 'eval_batch_size', 'shuffle_seed'}
 
 
@@ -131,6 +132,22 @@ def test_process_shares_partition_each_global_batch():
     assert sorted([*first, *second]) == sorted(global_ids)
   with pytest.raises(ValueError, match='not divisible'):
     data.train_iterator(source, global_batch_size=5, seed=0, process_count=2)
+
+
+def test_read_threads_do_not_change_the_batches():
+  source = _toy_source(10)
+  iterators = [data.train_iterator(source, global_batch_size=3, seed=4,
+                                   read_threads=threads, prefetch_batches=8)
+               for threads in (0, 1, 4)]
+  for _ in range(9):
+    first, *others = (next(iterator)['id'] for iterator in iterators)
+    for other in others:
+      np.testing.assert_array_equal(other, first)
+  with pytest.raises(ValueError, match='read_threads=-1'):
+    data.train_iterator(source, global_batch_size=3, seed=0, read_threads=-1)
+  with pytest.raises(ValueError, match='prefetch_batches=2'):
+    data.train_iterator(source, global_batch_size=3, seed=0, read_threads=3,
+                        prefetch_batches=2)
 
 
 def test_train_iterator_state_restores_the_position():
