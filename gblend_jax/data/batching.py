@@ -100,47 +100,50 @@ def index_shuffle(indices: np.ndarray, max_index: int, seed: int,
   Returns:
     uint64 positions, the shape of ``indices``.
   """
-  indices = np.asarray(indices, np.uint64)
+  indices = np.asarray(indices, np.int64)
   if max_index == 0:
-    return np.zeros_like(indices)
+    return np.zeros(indices.shape, np.uint64)
   bits = math.ceil(math.log2(max_index))
   word = max(bits + bits % 2, 16) // 2
-  mask = np.uint64((1 << word) - 1)
-  keys = [np.uint64(k) & mask for k in seed_seq_generate(seed, rounds)]
+  # Blocks of up to 32 bits fit uint32, which halves the memory traffic.
+  dtype = np.uint32 if word <= 16 else np.uint64
+  mask = dtype((1 << word) - 1)
+  keys = [dtype(k) & mask for k in seed_seq_generate(seed, rounds)]
+  shift = {r: dtype(r) for r in (1, 2, 8, word - 1, word - 2, word - 8, word)}
 
   def rotl(x, r):
-    return ((x << np.uint64(r)) | (x >> np.uint64(word - r))) & mask
+    return ((x << shift[r]) | (x >> shift[word - r])) & mask
 
   def simon(x):
     return (rotl(x, 1) & rotl(x, 8)) ^ rotl(x, 2)
 
   def encrypt(value):
-    left, right = (value >> np.uint64(word)) & mask, value & mask
+    left, right = (value >> shift[word]) & mask, value & mask
     for k1, k2 in zip(keys[::2], keys[1::2], strict=True):
       left ^= simon(right) ^ k1
       right ^= simon(left) ^ k2
-    return (left << np.uint64(word)) | right
+    return (left << shift[word]) | right
 
   if word <= 12:
     # Small blocks (n <= 2^24): encrypt the whole block once and resolve
-    # every walk at once by pointer jumping. A walk takes about 2^B / n
-    # steps (thousands for a tiny n, since B >= 16); jumping doubles the
-    # steps covered each round, so 2B rounds cover any walk that ends. (A
-    # cycle of the cipher with no value <= max_index never ends; no index
-    # in range is on one.) Invariant: table[x] is on the walk from x, at or
-    # before its first value <= max_index.
-    table = encrypt(np.arange(1 << (2 * word), dtype=np.uint64))
-    walking = np.flatnonzero(table > max_index)
+    # the walks by pointer jumping. A walk takes about 2^B / n steps
+    # (hundreds for a small n, since B >= 16); each round doubles the steps
+    # a pointer covers, until every walk from ``indices`` has ended (at
+    # most 2B rounds). Invariant: table[x] is on the walk from x, at or
+    # before its first value <= max_index. (A cycle of the cipher with no
+    # value <= max_index never ends, but no index in range is on one.)
+    table = encrypt(np.arange(1 << (2 * word), dtype=dtype)).astype(np.int32)
     for _ in range(2 * word):
-      table[walking] = table[table[walking]]
-      walking = walking[table[walking] > max_index]
-    return table[indices]
-  result = encrypt(indices.ravel())
+      if not (table[indices] > max_index).any():
+        break
+      table = np.where(table > max_index, table[table], table)
+    return table[indices].astype(np.uint64)
+  result = encrypt(indices.ravel().astype(dtype))
   walking = np.flatnonzero(result > max_index)
   while walking.size:
     result[walking] = encrypt(result[walking])
     walking = walking[result[walking] > max_index]
-  return result.reshape(indices.shape)
+  return result.reshape(indices.shape).astype(np.uint64)
 
 
 class ShuffledEpochs:
