@@ -48,7 +48,13 @@ examples, and the test split 500). The table gives the fused head's top-1
 accuracy (single views: their own network), mean ± std over {seeds} seeds;
 the weights found (mean over seeds) in the order [first view, second view,
 fused]; and the wall time of one run on this machine, and its ratio to naive
-training.
+training. At 360 steps of about a millisecond, a run's wall time is mostly
+XLA compilation and evaluation, not training steps (gradient compiles two
+steps, the re-estimating one and the weighted one; gradient_every_step
+only the first), so that column does not rank the methods' cost per step:
+`make bench` (`experiments/results/benchmark_cpu.md`) does. gradient
+re-estimates its weights every `blend.estimate_every_steps` = 10 steps (the
+default), gradient_every_step on every step.
 
 **Where the paper's phenomenon appears.** On the intact views, naive late
 fusion beats its best single view (as in `make demo`): the views are

@@ -184,6 +184,7 @@ assert jax.device_count() == int(sys.argv[3]), jax.devices()
 config = train_utils.tiny_synthetic_config(sys.argv[1], steps=6)
 config.model.fused_head.input_dropout_rate = 0.0
 config.blend.mode = sys.argv[4]
+config.blend.estimate_every_steps = 2  # Both gradient-mode executables.
 results = train.train_and_evaluate(config, sys.argv[2])
 print(json.dumps(results['final']))
 """

@@ -8,7 +8,9 @@ which losses train the model:
   naive                late fusion, the fused head's loss only;
   offline              G-Blend, Algorithm 2 (weights from the initial model);
   online               G-Blend, Algorithm 3 (re-estimated every super-epoch);
-  gradient             G-Blend's Proposition 1 estimated in gradient space.
+  gradient             G-Blend's Proposition 1 estimated in gradient space,
+                       re-estimated every blend.estimate_every_steps (10);
+  gradient_every_step  the same, re-estimated on every step.
 
   python -m experiments.main \
       --config experiments/configs/mfeat_gblend.py:views=kar+pix,method=online \
@@ -30,7 +32,8 @@ import ml_collections
 from experiments.configs import common
 from experiments.configs import mfeat_fusion
 
-METHODS = ('single_a', 'single_b', 'naive', 'offline', 'online', 'gradient')
+METHODS = ('single_a', 'single_b', 'naive', 'offline', 'online', 'gradient',
+           'gradient_every_step')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -52,12 +55,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if method in ('offline', 'online', 'gradient'):
     config.blend.mode = method
+  if method == 'gradient_every_step':
+    # Gradient-space weights re-estimated on every step rather than every
+    # blend.estimate_every_steps (the default): what the period costs.
+    config.blend.mode = 'gradient'
+    config.blend.estimate_every_steps = 1
   # Algorithm 1: each head's model trains for 10 epochs from the initial
   # model (offline); super-epochs of 5 epochs after 5 warm-up epochs
   # (online; the paper's super-epoch length).
   config.blend.estimate_epochs = 10.0 if method == 'offline' else 5.0
   config.blend.warmup_epochs = 5.0
-  config.blend.estimate_every_steps = 1
   config.blend.decay = 0.9
 
   if args['runlocal']:
