@@ -23,6 +23,7 @@ each model, and the float32 matmul rate measured in the same process.
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -184,6 +185,9 @@ def main() -> None:
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--models', default='av_resnet18,cifar_resnet32')
   args = parser.parse_args()
+  if args.threads == 1 and hasattr(os, 'sched_setaffinity'):
+    # One core, as the JAX side of the comparison (benchmark._one_core).
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
   import torch  # noqa: PLC0415 (optional dependency)
 
   audio_visual, cifar_resnet = define_models()

@@ -14,8 +14,9 @@ reports the median per step. Writes a markdown table to
 Sections:
   1. methods: naive late fusion; G-Blend with fixed weights (weighted loss);
      G-Blend via per-loss gradients (`gradient_blend`, fixed weights);
-     gradient-space G-Blend (re-estimated every step, the config default,
-     and every 10 steps); OGM; OGM-GE; each / naive, on the UCI mfeat MLP
+     gradient-space G-Blend (re-estimated every step, and at the config
+     default period `blend.estimate_every_steps`: gradient_default); OGM;
+     OGM-GE; each / naive, on the UCI mfeat MLP
      and on OGM-GE's audio-visual ResNet-18 pair at CREMA-D shapes.
   2. offline / online G-Blend (Algorithm 1), amortised per epoch.
   3. scaling with batch size and number of modalities.
@@ -48,6 +49,7 @@ from experiments.configs import av_ogm
 from experiments.configs import mfeat_gblend
 from gblend_jax import blend
 from gblend_jax import blend_estimation
+from gblend_jax import config as config_lib
 from gblend_jax import data
 from gblend_jax import models
 from gblend_jax import modulation
@@ -62,7 +64,9 @@ MFEAT_SHAPES = {'fac': (216,), 'fou': (76,), 'kar': (64,), 'mor': (6,),
 CREMA_D_SHAPES = {'audio': (257, 188), 'visual': (1, 224, 224, 3)}
 CREMA_D_CLASSES = 6
 METHODS = ('naive', 'gblend_fixed', 'gblend_per_loss', 'gradient_every_1',
-           'gradient_every_10', 'ogm', 'ogm_ge')
+           'gradient_default', 'ogm', 'ogm_ge')
+# Gradient-space G-Blend's re-estimation period of the trainer's config.
+DEFAULT_PERIOD = config_lib.default_config().blend.estimate_every_steps
 # One thread each, as the issue's PyTorch comparison was measured.
 ONE_THREAD_XLA = ('--xla_cpu_multi_thread_eigen=false '
                   'intra_op_parallelism_threads=1')
@@ -331,7 +335,7 @@ def method_steps(setting: Setting, methods: Sequence[str],
       'gblend_fixed': lambda: weighted(uniform),
       'gblend_per_loss': lambda: per_loss(0),
       'gradient_every_1': lambda: per_loss(1),
-      'gradient_every_10': lambda: per_loss(10),
+      'gradient_default': lambda: per_loss(DEFAULT_PERIOD),
       'ogm': lambda: modulated(False),
       'ogm_ge': lambda: modulated(True),
   }
@@ -558,6 +562,7 @@ def reference_steps(av_batch: int, cifar_batch: int,
 
 def reference_worker(args) -> None:
   """Prints JSON: seconds and FLOPs of the reference steps, matmul rate."""
+  _one_core()  # Before XLA starts its threads.
   timed = reference_steps(args.av_batch_compare, args.cifar_batch_compare,
                           args.tiny)
   seconds = time_alternating(timed, args.compare_rounds, 1)
@@ -567,6 +572,18 @@ def reference_worker(args) -> None:
       'seconds': seconds,
       'flops': {n: t.flops for n, t in timed.items()},
   }))
+
+
+def _one_core() -> None:
+  """Pins this process to one CPU core (Linux; else a no-op).
+
+  XLA's one-thread flags do not keep this jaxlib to one core (a matmul
+  under them used 1.9 cores of 2), so both workers of the comparison pin
+  themselves before their first computation (threads started later
+  inherit the affinity; `bench_torch.py` does the same).
+  """
+  if hasattr(os, 'sched_setaffinity'):
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 
 def run_json(command: list[str], env: dict[str, str]) -> dict:
@@ -587,8 +604,9 @@ def comparison_section(args) -> list[str]:
            f'(batch {args.cifar_batch_compare}); SGD with momentum; median '
            f'of {args.compare_rounds} steps after a warm-up. JAX runs with '
            f'`XLA_FLAGS="{ONE_THREAD_XLA} <attempt>"`; PyTorch with '
-           '`torch.set_num_threads(1)`. GFLOP/s use XLA\'s FLOP count for '
-           'both.', '',
+           '`torch.set_num_threads(1)`; both processes pinned to one core '
+           '(`sched_setaffinity`: the XLA flags alone let a matmul use 1.9 '
+           'cores). GFLOP/s use XLA\'s FLOP count for both.', '',
            '| implementation | XLA attempt | matmul GFLOP/s | model | '
            'ms/step | GFLOP/s | % matmul | × PyTorch speed |',
            '|---|---|---:|---|---:|---:|---:|---:|']
@@ -646,7 +664,11 @@ def methods_section(plan: Sequence[tuple[Setting, Sequence[str]]], args,
            'alternate within every round. × naive: step time over the naive '
            'step on the same model and batch. GFLOP/step: XLA\'s cost '
            'analysis of the compiled step; % matmul rate: its achieved '
-           'FLOP/s over the float32 matmul rate measured in this run.', '',
+           'FLOP/s over the float32 matmul rate measured in this run. '
+           'gradient_every_1: gradient-space G-Blend re-estimated every '
+           'step; gradient_default: every `blend.estimate_every_steps` = '
+           f'{DEFAULT_PERIOD} steps (the config default), a period timed as '
+           'a whole and divided by its steps.', '',
            *METHOD_HEADER]
   measured = {}
   for setting, methods in plan:
@@ -747,7 +769,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--methods', default=','.join(METHODS))
   parser.add_argument('--av_methods',
                       default='naive,gblend_fixed,gradient_every_1,'
-                              'gradient_every_10,ogm,ogm_ge')
+                              'gradient_default,ogm,ogm_ge')
   parser.add_argument('--scaling_methods',
                       default='naive,gblend_fixed,gradient_every_1')
   parser.add_argument('--batch_sizes', default='16,64,256')
