@@ -103,9 +103,11 @@ class ImageListBuilder(tfds.core.GeneratorBasedBuilder,
   """Images named by list files, at the config's size.
 
   A subclass sets ``NUM_CLASSES``, ``INTEGER_IDS`` (int64 ids; else text),
-  ``HOMEPAGE`` and ``MANUAL_DOWNLOAD_INSTRUCTIONS`` and implements
-  ``list_images(root)``: split name to ``ListedImage``s. Features: ``id``,
-  ``label`` and ``image`` uint8 [S, S, 3].
+  ``HOMEPAGE``, ``MANUAL_DOWNLOAD_INSTRUCTIONS``, ``LIST_FILES`` (split name
+  to its list file under the manual directory) and ``LIST_KIND`` (what a
+  list file is called in errors), and implements ``read_list(path, root)``:
+  a list file's ``ListedImage``s. Features: ``id``, ``label`` and
+  ``image`` uint8 [S, S, 3].
   """
 
   VERSION = tfds.core.Version('1.0.0')
@@ -115,10 +117,30 @@ class ImageListBuilder(tfds.core.GeneratorBasedBuilder,
   NUM_CLASSES = 0
   INTEGER_IDS = False
   HOMEPAGE = ''
+  LIST_FILES: dict[str, str] = {}
+  LIST_KIND = 'list file'
+
+  def read_list(self, path: str, root: str) -> list[ListedImage]:
+    """The images of one list file, in list order."""
+    raise NotImplementedError
 
   def list_images(self, root: str) -> dict[str, list[ListedImage]]:
-    """Split name to the images of that split, in list order."""
-    raise NotImplementedError
+    """Split name to the images of that split, in list order.
+
+    Raises:
+      FileNotFoundError: naming a missing list file or listed image, with
+        the expected layout.
+    """
+    listed = {}
+    for split, list_file in self.LIST_FILES.items():
+      path = os.path.join(root, list_file)
+      if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'{self.name}: {self.LIST_KIND} {path} not found.\n'
+            f'{self.MANUAL_DOWNLOAD_INSTRUCTIONS}')
+      listed[split] = self.read_list(path, root)
+      check_files_exist(listed[split], self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+    return listed
 
   def _info(self) -> tfds.core.DatasetInfo:
     size = self.builder_config.image_size

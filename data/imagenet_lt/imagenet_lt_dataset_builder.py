@@ -52,18 +52,10 @@ class Builder(image_folder.ImageListBuilder):
   HOMEPAGE = 'https://liuziwei7.github.io/projects/LongTail.html'
   MANUAL_DOWNLOAD_INSTRUCTIONS = _LAYOUT
 
-  def list_images(
-      self, root: str
-  ) -> dict[str, list[image_folder.ListedImage]]:
-    listed = {}
-    for split, list_file in LIST_FILES.items():
-      path = os.path.join(root, list_file)
-      if not os.path.isfile(path):
-        raise FileNotFoundError(f'{self.name}: list file {path} not found.'
-                                f'\n{_LAYOUT}')
-      listed[split] = read_list_file(path, root)
-      image_folder.check_files_exist(listed[split], _LAYOUT)
-    return listed
+  LIST_FILES = LIST_FILES
+
+  def read_list(self, path: str, root: str) -> list[image_folder.ListedImage]:
+    return read_list_file(path, root)
 
 
 def read_list_file(path: str, root: str) -> list[image_folder.ListedImage]:

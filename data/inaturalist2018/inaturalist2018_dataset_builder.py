@@ -51,18 +51,11 @@ class Builder(image_folder.ImageListBuilder):
   HOMEPAGE = 'https://github.com/visipedia/inat_comp/tree/master/2018'
   MANUAL_DOWNLOAD_INSTRUCTIONS = _LAYOUT
 
-  def list_images(
-      self, root: str
-  ) -> dict[str, list[image_folder.ListedImage]]:
-    listed = {}
-    for split, json_file in JSON_FILES.items():
-      path = os.path.join(root, json_file)
-      if not os.path.isfile(path):
-        raise FileNotFoundError(f'{self.name}: annotation file {path} not '
-                                f'found.\n{_LAYOUT}')
-      listed[split] = read_annotations(path, root)
-      image_folder.check_files_exist(listed[split], _LAYOUT)
-    return listed
+  LIST_FILES = JSON_FILES
+  LIST_KIND = 'annotation file'
+
+  def read_list(self, path: str, root: str) -> list[image_folder.ListedImage]:
+    return read_annotations(path, root)
 
 
 def read_annotations(path: str,
