@@ -214,10 +214,13 @@ class BatchPositions:
   def __init__(self, epochs: EpochStream, *, global_batch_size: int,
                process_index: int = 0, process_count: int = 1,
                num_epochs: int = 1_000_000):
-    if global_batch_size < 1 or global_batch_size % process_count:
+    if global_batch_size < 1:
       raise ValueError(
-          f'global_batch_size={global_batch_size} must be positive and '
-          f'divisible by process_count={process_count}.')
+          f'global_batch_size={global_batch_size} must be positive.')
+    if global_batch_size % process_count:
+      raise ValueError(
+          f'global_batch_size={global_batch_size} is not divisible by '
+          f'process_count={process_count}.')
     if not 0 <= process_index < process_count:
       raise ValueError(f'process_index={process_index} is not in '
                        f'[0, {process_count}).')

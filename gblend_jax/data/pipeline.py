@@ -581,14 +581,6 @@ def train_iterator(
     An iterator of dicts of stacked arrays ``[G // P, ...]``, with
     ``get_state()`` and ``set_state()``.
   """
-  if global_batch_size % process_count:
-    raise ValueError(
-        f'global_batch_size={global_batch_size} is not divisible by '
-        f'process_count={process_count}.'
-    )
-  if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index={process_index} is not in '
-                     f'[0, {process_count}).')
   if read_threads < 0 or prefetch_batches < read_threads:
     raise ValueError(
         f'data.read_threads={read_threads} must be >= 0 and at most '
