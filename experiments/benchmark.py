@@ -47,15 +47,15 @@ import optax
 from experiments import runs
 from experiments.configs import av_ogm
 from experiments.configs import mfeat_gblend
-from gblend_jax import blend
-from gblend_jax import blend_estimation
+from gblend_jax.blending import blend
+from gblend_jax.blending import estimation as blend_estimation
 from gblend_jax import config as config_lib
 from gblend_jax import data
 from gblend_jax import models
-from gblend_jax import modulation
-from gblend_jax import ogm
-from gblend_jax import optim
-from gblend_jax import steps
+from gblend_jax.modulation import method as modulation
+from gblend_jax.modulation import ogm
+from gblend_jax.training import optim
+from gblend_jax.training import steps
 
 MFEAT_SHAPES = {'fac': (216,), 'fou': (76,), 'kar': (64,), 'mor': (6,),
                 'pix': (240,), 'zer': (47,)}

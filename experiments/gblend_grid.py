@@ -18,7 +18,7 @@ from absl import logging
 from experiments import runs
 from experiments import tables
 from experiments.configs import mfeat_gblend
-from gblend_jax import metric_writer
+from gblend_jax.training import metric_writer
 
 _SEEDS = flags.DEFINE_integer('seeds', 5, 'Seeds per setting.')
 _WORKDIR = flags.DEFINE_string('workdir', 'workdirs/gblend_mfeat',

@@ -30,7 +30,7 @@ from absl import logging
 
 from experiments import runs
 from experiments import tables
-from gblend_jax import metric_writer
+from gblend_jax.training import metric_writer
 
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per table row.')
 _IMBALANCES = flags.DEFINE_list('imbalances', ['100', '50'],

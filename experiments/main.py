@@ -17,8 +17,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from gblend_jax import metric_writer
-from gblend_jax import train
+from gblend_jax.training import metric_writer
+from gblend_jax.training import trainer as train
 
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Directory for checkpoints, metrics and results.'

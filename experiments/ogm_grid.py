@@ -19,7 +19,7 @@ from absl import logging
 from experiments import runs
 from experiments import tables
 from experiments.configs import mfeat_ogm
-from gblend_jax import metric_writer
+from gblend_jax.training import metric_writer
 
 _SEEDS = flags.DEFINE_integer('seeds', 5, 'Seeds per setting.')
 _WORKDIR = flags.DEFINE_string('workdir', 'workdirs/ogm_mfeat',
@@ -50,7 +50,7 @@ weight matrix of the encoders (MLPs have no conv kernels).
 
 Columns: the fused model's top-1 test and train accuracy (%), mean ± std
 over {seeds} seeds; then the held-out accuracy of each view's **unimodal
-logits** (its share of the fused logits, `gblend_jax.unimodal`; for concat
+logits** (its share of the fused logits, `gblend_jax.modulation.unimodal`; for concat
 fusion the paper's `W_m φ_m + b/2`): how well each encoder is trained
 inside the fused model. For the single-view rows that column holds the
 view's own network, the reference for what its encoder can reach alone.

@@ -23,7 +23,7 @@ import json
 import os
 import sys
 
-from gblend_jax import metric_writer
+from gblend_jax.training import metric_writer
 from gblend_jax import plots
 
 METRICS_FILE = 'metrics.jsonl'

@@ -18,7 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from gblend_jax import train
+from gblend_jax.training import trainer as train
 
 COLUMNS = (('test', 'test/fused/accuracy'),
            ('held-out', 'holdout/fused/accuracy'),

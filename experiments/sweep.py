@@ -25,7 +25,7 @@ from absl import flags
 from absl import logging
 
 from experiments import runs
-from gblend_jax import metric_writer
+from gblend_jax.training import metric_writer
 
 _CONFIG = flags.DEFINE_string('config', None, 'Config file (no arguments).')
 _ROWS = flags.DEFINE_multi_string('row', None, 'Config argument of a row.')

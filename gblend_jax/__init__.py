@@ -1,31 +1,34 @@
 """gblend_jax: balanced training of multi-modal and long-tailed classifiers.
 
-The library's public surface. Submodules:
+The library's public surface. Each method family is a subpackage of the same
+shape (its functions and optax transforms, and a ``method.py`` that plugs it
+into the trainer):
 
-  gblend_jax.models         encoders, fusion modules, heads, `build_model`
-  gblend_jax.data           data sets, held-out splits, grain input pipelines
-  gblend_jax.losses         per-head losses and their weighted sum
-  gblend_jax.metrics        top-k accuracy, per-head metric sums
-  gblend_jax.optim          optimisers and schedules from a config
-  gblend_jax.train          `train_and_evaluate`, the one training loop
-  gblend_jax.checkpointing  orbax checkpoints of a run
-  gblend_jax.config         `default_config`, every key of a run
-  gblend_jax.blend          `blend_weights`, `gradient_blend` (G-Blend)
-  gblend_jax.ogr            overfitting, generalisation and OGR per head
-  gblend_jax.gradient_space Proposition 1's statistics in gradient space
-  gblend_jax.ogm            `ogm_coefficients`, `ogm_ge` (OGM-GE)
-  gblend_jax.unimodal       `unimodal_logits`: each modality's share of the
-                            fused logits
-  gblend_jax.modulation     OGM-GE in the trainer (config, scores)
+  gblend_jax.blending    Gradient Blending: `blend_weights`, `gradient_blend`,
+                         `ogr`, gradient-space statistics, Algorithm 1
+  gblend_jax.modulation  OGM-GE: `ogm_ge`, `ogm_coefficients`, `ogm_ratios`,
+                         `unimodal_logits`
+  gblend_jax.longtail    long-tail tricks: losses, samplers, mixup, CAM
+  gblend_jax.training    the trainer, steps, checkpoints, optimisers, metrics
+  gblend_jax.models      encoders, fusion modules, heads, `build_model`
+  gblend_jax.data        data sets, held-out splits, grain input pipelines
+  gblend_jax.config      `default_config`, every key of a run
+  gblend_jax.losses      per-head cross-entropy
+  gblend_jax.metrics     top-k accuracy, per-head metric sums
+
+Importing the package, or the optax transforms from it, pulls in jax, optax
+and numpy only; `default_config` and `train_and_evaluate` import the
+training stack (ml_collections, tfds, grain, orbax) on first use.
 """
 
-from gblend_jax import ogr
-from gblend_jax.blend import blend_weights
-from gblend_jax.blend import gradient_blend
-from gblend_jax.config import default_config
-from gblend_jax.ogm import ogm_coefficients
-from gblend_jax.ogm import ogm_ge
-from gblend_jax.unimodal import unimodal_logits
+from gblend_jax.blending import ogr
+from gblend_jax.blending.blend import blend_weights
+from gblend_jax.blending.blend import gradient_blend
+from gblend_jax.modulation.ogm import ogm_coefficients
+from gblend_jax.modulation.ogm import ogm_ge
+from gblend_jax.modulation.ogm import ogm_ratios
+from gblend_jax.modulation.ogm import ogm_scores
+from gblend_jax.modulation.unimodal import unimodal_logits
 
 __all__ = (
     'blend_weights',
@@ -33,6 +36,8 @@ __all__ = (
     'gradient_blend',
     'ogm_coefficients',
     'ogm_ge',
+    'ogm_ratios',
+    'ogm_scores',
     'ogr',
     'train_and_evaluate',
     'unimodal_logits',
@@ -40,9 +45,13 @@ __all__ = (
 
 
 def __getattr__(name: str):
-  """Imports the trainer on first use: code that reuses only the optax
-  transforms does not pay for the data and checkpoint stack it pulls in."""
+  """Imports the training stack on first use of `default_config` or
+  `train_and_evaluate`: code that reuses only the optax transforms does not
+  pay for the data and checkpoint stack."""
   if name == 'train_and_evaluate':
-    from gblend_jax import train  # pylint: disable=g-import-not-at-top
-    return train.train_and_evaluate
+    from gblend_jax.training import trainer  # pylint: disable=g-import-not-at-top
+    return trainer.train_and_evaluate
+  if name == 'default_config':
+    from gblend_jax import config  # pylint: disable=g-import-not-at-top
+    return config.default_config
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -9,9 +9,9 @@ import ml_collections
 
 from gblend_jax import data
 from gblend_jax import models
-from gblend_jax import modulation
-from gblend_jax import optim
-from gblend_jax.longtail import trainer_hooks as longtail_hooks
+from gblend_jax.modulation import method as modulation
+from gblend_jax.training import optim
+from gblend_jax.longtail import method as longtail_hooks
 
 # How the per-head losses are combined (G-Blend, Wang et al. CVPR 2020):
 #   none      naive training: the fused head's loss only (the baseline);
@@ -55,10 +55,10 @@ def default_config() -> ml_collections.ConfigDict:
       'estimate_every_steps': 10,
       'decay': 0.9,
   })
-  # OGM-GE (Peng et al. CVPR 2022): see gblend_jax/modulation.py.
+  # OGM-GE (Peng et al. CVPR 2022): see gblend_jax/modulation/method.py.
   config.modulation = modulation.default_modulation_config()
   # Long-tailed recognition (Zhang et al. AAAI 2021): losses, DRW, samplers,
-  # DRS, mixup, shot metrics; see gblend_jax/longtail/trainer_hooks.py. The
+  # DRS, mixup, shot metrics; see gblend_jax/longtail/method.py. The
   # long-tailed training split itself is data.longtail.
   config.longtail = longtail_hooks.default_longtail_config()
   config.seed = 0  # Parameter initialisation and dropout.

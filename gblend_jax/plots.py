@@ -29,7 +29,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from gblend_jax import metric_writer  # noqa: E402
+from gblend_jax.training import metric_writer  # noqa: E402
 
 Rows = Sequence[Mapping[str, float]]
 Drawn = dict[str, dict[str, tuple[list[float], list[float]]]]

@@ -25,7 +25,7 @@ def main(data_dir, workdir, process_id, process_count, port):
         local_device_ids=[0],
     )
   # pylint: disable=g-import-not-at-top
-  from gblend_jax import train
+  from gblend_jax.training import trainer as train
   from tests import train_utils
   assert jax.process_count() == process_count, jax.process_count()
   assert jax.device_count() == process_count, jax.devices()

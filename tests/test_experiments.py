@@ -18,7 +18,7 @@ from experiments import runs
 from experiments import tables
 from experiments.configs import mfeat_fusion
 from gblend_jax import models
-from gblend_jax import train
+from gblend_jax.training import trainer as train
 from tests import train_utils
 
 MFEAT_SHAPES = {'fac': (216,), 'fou': (76,), 'kar': (64,), 'mor': (6,),

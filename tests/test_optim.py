@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from gblend_jax import optim
+from gblend_jax.training import optim
 
 
 def _config(**overrides):

@@ -16,10 +16,10 @@ import sys
 import numpy as np
 import pytest
 
-from gblend_jax import checkpointing
+from gblend_jax.training import checkpointing
 from gblend_jax import data
-from gblend_jax import metric_writer
-from gblend_jax import train
+from gblend_jax.training import metric_writer
+from gblend_jax.training import trainer as train
 from tests import train_utils
 
 

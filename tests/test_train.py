@@ -10,9 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from gblend_jax import checkpointing
-from gblend_jax import metric_writer
-from gblend_jax import train
+from gblend_jax.training import checkpointing
+from gblend_jax.training import metric_writer
+from gblend_jax.training import trainer as train
 from tests import train_utils
 
 
@@ -178,7 +178,7 @@ def test_batch_not_divisible_by_devices_is_named(data_dir, tmp_path,
 _DEVICE_RUN = """
 import json, sys
 import jax
-from gblend_jax import train
+from gblend_jax.training import trainer as train
 from tests import train_utils
 assert jax.device_count() == int(sys.argv[3]), jax.devices()
 config = train_utils.tiny_synthetic_config(sys.argv[1], steps=6)

@@ -9,12 +9,12 @@ import numpy as np
 import optax
 import pytest
 
-from gblend_jax import blend
-from gblend_jax import blend_estimation
-from gblend_jax import metric_writer
+from gblend_jax.blending import blend
+from gblend_jax.blending import estimation as blend_estimation
+from gblend_jax.training import metric_writer
 from gblend_jax import models
-from gblend_jax import steps
-from gblend_jax import train
+from gblend_jax.training import steps
+from gblend_jax.training import trainer as train
 from tests import train_utils
 
 HEADS = ('strong', 'weak', 'fused')

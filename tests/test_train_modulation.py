@@ -11,12 +11,12 @@ import pytest
 
 from experiments import runs
 from gblend_jax import data
-from gblend_jax import metric_writer
+from gblend_jax.training import metric_writer
 from gblend_jax import models
-from gblend_jax import modulation
-from gblend_jax import ogm
-from gblend_jax import steps
-from gblend_jax import train
+from gblend_jax.modulation import method as modulation
+from gblend_jax.modulation import ogm
+from gblend_jax.training import steps
+from gblend_jax.training import trainer as train
 from tests import train_utils
 from tests.datasets import av_fakes
 

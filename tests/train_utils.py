@@ -31,7 +31,7 @@ def stop_request_at(step: int):
   The trainer reads ``signal_name`` once per step, after the step, so the
   run saves a checkpoint at `step` and returns, as it does on SIGTERM.
   """
-  from gblend_jax import train  # pylint: disable=g-import-not-at-top
+  from gblend_jax.training import trainer as train  # pylint: disable=g-import-not-at-top
 
   class StopAtStep(train._StopRequest):  # pylint: disable=protected-access
     reads = 0
@@ -50,7 +50,7 @@ def stop_request_at(step: int):
 
 def interrupted_then_resumed(config, workdir: str, step: int, monkeypatch):
   """Runs `config` to `step`, stops as on SIGTERM, reruns to the end."""
-  from gblend_jax import train  # pylint: disable=g-import-not-at-top
+  from gblend_jax.training import trainer as train  # pylint: disable=g-import-not-at-top
 
   with monkeypatch.context() as patch:
     patch.setattr(train, '_StopRequest', stop_request_at(step))

@@ -108,7 +108,7 @@ class MultiModalClassifier(nn.Module):
 
     What the fused logits would be for these per-modality features: the
     function whose per-modality decomposition OGM-GE needs
-    (`gblend_jax.unimodal.unimodal_logits`). Call it with
+    (`gblend_jax.modulation.unimodal.unimodal_logits`). Call it with
     ``model.apply(variables, features, train=False,
     method=MultiModalClassifier.classify_features)``.
 

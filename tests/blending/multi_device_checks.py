@@ -16,8 +16,8 @@ from jax.sharding import AxisType
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gblend_jax import blend
-from gblend_jax import gradient_space
+from gblend_jax.blending import blend
+from gblend_jax.blending import gradient_space
 
 NUM_DEVICES = 8
 NUM_HEADS = 3

@@ -1,4 +1,4 @@
-"""Tests of `gblend_jax.blend.blend_weights` (Algorithm 1's weight rule)."""
+"""Tests of `gblend_jax.blending.blend.blend_weights` (Algorithm 1's weight rule)."""
 
 import doctest
 
@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gblend_jax import blend
-from gblend_jax import gradient_space
-from gblend_jax import ogr
+from gblend_jax.blending import blend
+from gblend_jax.blending import gradient_space
+from gblend_jax.blending import ogr
 
 
 def test_hand_computed_values():

@@ -1,4 +1,4 @@
-"""Tests of the `gblend_jax.blend.gradient_blend` optax transform."""
+"""Tests of the `gblend_jax.blending.blend.gradient_blend` optax transform."""
 
 import contextlib
 import logging
@@ -10,8 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from gblend_jax import blend
-from gblend_jax import gradient_space
+from gblend_jax.blending import blend
+from gblend_jax.blending import gradient_space
 
 NUM_HEADS = 3
 SHAPES = {

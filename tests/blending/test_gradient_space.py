@@ -13,8 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from gblend_jax import blend
-from gblend_jax import gradient_space
+from gblend_jax.blending import blend
+from gblend_jax.blending import gradient_space
 
 D1, D2 = 3, 2
 ALPHA = np.array([1.0, -2.0, 0.5])

@@ -1,11 +1,11 @@
-"""Tests of `gblend_jax.ogr` on a hand-made loss history."""
+"""Tests of `gblend_jax.blending.ogr` on a hand-made loss history."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gblend_jax import blend
-from gblend_jax import ogr
+from gblend_jax.blending import blend
+from gblend_jax.blending import ogr
 
 # Three heads (audio, video, fused) at checkpoints N and N+n.
 TRAIN_BEFORE = jnp.array([1.00, 0.90, 0.80])

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gblend_jax import ogm
+from gblend_jax.modulation import ogm
 
 NUM_DEVICES = 8
 MODALITIES = ('a', 'b', 'c')

@@ -1,4 +1,4 @@
-"""Tests of `gblend_jax.ogm`: ratios, coefficients, and the ogm_ge transform."""
+"""Tests of `gblend_jax.modulation.ogm`: ratios, coefficients, and the ogm_ge transform."""
 
 import math
 import os
@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from gblend_jax import ogm
+from gblend_jax.modulation import ogm
 from tests import train_utils
 
 PMAP_SCRIPT = os.path.join(os.path.dirname(__file__), 'ogm_pmap_checks.py')

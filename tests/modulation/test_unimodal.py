@@ -1,4 +1,4 @@
-"""Tests of `gblend_jax.unimodal`: the Shapley split of the fused logits."""
+"""Tests of `gblend_jax.modulation.unimodal`: the Shapley split of the fused logits."""
 
 import flax.linen as nn
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gblend_jax import unimodal
+from gblend_jax.modulation import unimodal
 from gblend_jax.models import ClassifierHead
 from gblend_jax.models import ConcatFusion
 from gblend_jax.models import FiLMFusion

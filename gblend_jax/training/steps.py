@@ -22,7 +22,7 @@ import optax
 
 from gblend_jax import losses
 from gblend_jax import metrics as metrics_lib
-from gblend_jax import modulation
+from gblend_jax.modulation import method as modulation
 
 NON_INPUT_KEYS = ('label', 'id', 'mask')
 FUSED = 'fused'
@@ -34,7 +34,7 @@ UpdateArgs = Callable[..., tuple[dict[str, Any], dict[str, jax.Array]]]
 # (key, batch, loss_args) -> (model inputs, logits -> [H] head losses,
 # metrics, interceptor): a training objective other than per-head
 # cross-entropy (the long-tail losses and mixup,
-# `gblend_jax.longtail.trainer_hooks`); interceptor is None or a
+# `gblend_jax.longtail.method`); interceptor is None or a
 # `flax.linen.intercept_methods` interceptor active during the forward pass
 # (manifold mixup).
 Objective = Callable[..., tuple[Any, Callable[..., jax.Array], dict]]
@@ -265,7 +265,7 @@ def make_eval_step(
   Args:
     model: the classifier.
     unimodal_modalities: for a late-fusion model, the modalities whose share
-      of the fused logits (`gblend_jax.unimodal`) is measured as the extra
+      of the fused logits (`gblend_jax.modulation.unimodal`) is measured as the extra
       heads ``unimodal_<m>``: how well each encoder is trained inside the
       fused model, without a linear probe (OGM-GE's diagnostic).
 

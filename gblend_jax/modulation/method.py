@@ -4,9 +4,9 @@ On-the-fly gradient modulation (Peng, Wei, Deng, Wang, Hu, "Balanced
 Multimodal Learning via On-the-fly Gradient Modulation", CVPR 2022) needs,
 in every training step, each modality's score ``s_m``: the true-class softmax
 probability of its unimodal logits (its share of the fused logits, see
-`gblend_jax.unimodal`), summed over the batch. This module computes those
+`gblend_jax.modulation.unimodal`), summed over the batch. This module computes those
 scores from a `MultiModalClassifier`'s outputs and builds the
-`gblend_jax.ogm.ogm_ge` transform that consumes them from
+`gblend_jax.modulation.ogm.ogm_ge` transform that consumes them from
 ``config.modulation``.
 """
 
@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from gblend_jax import ogm
-from gblend_jax import unimodal
+from gblend_jax.modulation import ogm
+from gblend_jax.modulation import unimodal
 from gblend_jax.models.builder import MID_FUSIONS
 from gblend_jax.models.multimodal import MultiModalClassifier
 
@@ -159,7 +159,7 @@ def unimodal_logits_of(
     modalities: The modalities, in fusion order.
 
   Returns:
-    ``{m: [B, C]}`` from `gblend_jax.unimodal.unimodal_logits`, computed in
+    ``{m: [B, C]}`` from `gblend_jax.modulation.unimodal.unimodal_logits`, computed in
     evaluation mode (no dropout in fusion or head).
   """
 

@@ -7,7 +7,7 @@ encoder(s) and its head, i.e. the parameters that its loss reaches) alone for
 n epochs, and measure the training loss ``L^T`` (on a fixed training subset)
 and the held-out loss ``L^V`` (on the held-out split, never the test split)
 before and after. Then ``G_i = ΔG``, ``O_i = ΔO`` and ``w_i = G_i / O_i²``,
-normalised (`gblend_jax.blend.blend_weights_with_status`).
+normalised (`gblend_jax.blending.blend.blend_weights_with_status`).
 
 The trainer supplies how to train a head and how to measure, so this module
 holds only the algorithm; Algorithm 2 (offline: once, from the initial model)
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from gblend_jax import blend
-from gblend_jax import ogr
+from gblend_jax.blending import blend
+from gblend_jax.blending import ogr
 
 
 @dataclasses.dataclass(frozen=True)

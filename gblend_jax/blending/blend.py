@@ -6,10 +6,10 @@ modality plus the fused head, so H = k + 1 losses. Gradient Blending trains on
 Overfitting-to-Generalisation Ratio (OGR).
 
 * `blend_weights` turns per-head measurements of Algorithm 1 (``G_i = ΔG`` and
-  ``O_i = ΔO`` from `gblend_jax.ogr`) into weights ``w_i ∝ G_i / O_i²``.
+  ``O_i = ΔO`` from `gblend_jax.blending.ogr`) into weights ``w_i ∝ G_i / O_i²``.
 * `gradient_blend` is an optax transform that blends per-loss gradients with
   the weights in its state; it can re-estimate them in gradient space
-  (Proposition 1, see `gblend_jax.gradient_space`) inside the jitted step.
+  (Proposition 1, see `gblend_jax.blending.gradient_space`) inside the jitted step.
 
 References:
   Wang, Tran, Feiszli, "What Makes Training Multi-modal Classification
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gblend_jax import gradient_space
+from gblend_jax.blending import gradient_space
 
 __all__ = (
     'GradientBlendState',
@@ -105,7 +105,7 @@ def blend_weights(
 
   Examples:
     >>> import jax.numpy as jnp
-    >>> from gblend_jax.blend import blend_weights
+    >>> from gblend_jax.blending.blend import blend_weights
     >>> w = blend_weights(jnp.array([0.2, 0.1, -0.4]),
     ...                   jnp.array([0.1, 0.5, 0.2]))
     >>> print(w.round(3))  # [20, 0.4, 0] / 20.4; the third head got worse.
@@ -205,7 +205,7 @@ def gradient_blend(
   Examples:
     >>> import jax.numpy as jnp
     >>> import optax
-    >>> from gblend_jax.blend import gradient_blend
+    >>> from gblend_jax.blending.blend import gradient_blend
     >>> params = {'w': jnp.zeros(2)}
     >>> opt = optax.chain(gradient_blend(jnp.array([0.25, 0.75])),
     ...                   optax.sgd(learning_rate=1.0))

@@ -8,7 +8,7 @@ with ``L^T`` the training loss and ``L^V`` the held-out loss:
 * overfitting delta ``ΔO = O_{N+n} - O_N``;
 * Overfitting-to-Generalisation Ratio ``OGR = |ΔO / ΔG|``.
 
-Algorithm 1 sets ``w_i = ΔG_i / ΔO_i²`` (`gblend_jax.blend.blend_weights`).
+Algorithm 1 sets ``w_i = ΔG_i / ΔO_i²`` (`gblend_jax.blending.blend.blend_weights`).
 
 Accuracy mode (``higher_is_better=True``): the paper notes that accuracy can
 replace loss. Higher is then better, so the signs flip:
@@ -192,7 +192,7 @@ class OGRReport(NamedTuple):
       Algorithm 1's weights.
 
     Examples:
-      >>> from gblend_jax.ogr import OGRReport
+      >>> from gblend_jax.blending.ogr import OGRReport
       >>> report = OGRReport.from_losses(
       ...     train_before=[1.0, 1.0], holdout_before=[1.2, 1.1],
       ...     train_after=[0.5, 0.9], holdout_after=[1.0, 1.2])

@@ -27,19 +27,19 @@ import numpy as np
 import optax
 from absl import logging
 
-from gblend_jax import blend
-from gblend_jax import blend_estimation
-from gblend_jax import checkpointing
+from gblend_jax.blending import blend
+from gblend_jax.blending import estimation as blend_estimation
+from gblend_jax.training import checkpointing
 from gblend_jax import config as config_lib
 from gblend_jax import data
-from gblend_jax import metric_writer
+from gblend_jax.training import metric_writer
 from gblend_jax import metrics as metrics_lib
 from gblend_jax import models
-from gblend_jax import modulation
-from gblend_jax import optim
+from gblend_jax.modulation import method as modulation
+from gblend_jax.training import optim
 from gblend_jax import plots
-from gblend_jax import steps
-from gblend_jax.longtail import trainer_hooks as longtail_hooks
+from gblend_jax.training import steps
+from gblend_jax.longtail import method as longtail_hooks
 
 SPLITS = ('train', 'holdout', 'test')
 

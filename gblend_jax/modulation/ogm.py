@@ -9,7 +9,7 @@ also shrink SGD's gradient noise.
 
 * `ogm_scores` sums each modality's true-class probability over a batch:
   ``s_m = Σ_i softmax(f_m(x_i))[y_i]``, with ``f_m`` the modality's share of
-  the fused logits (`gblend_jax.unimodal.unimodal_logits`).
+  the fused logits (`gblend_jax.modulation.unimodal.unimodal_logits`).
 * `ogm_ratios` and `ogm_coefficients` turn the scores into the discrepancy
   ratios ``ρ_m`` and the coefficients ``k_m``.
 * `ogm_ge` is an optax transform that applies them to the gradients of the
@@ -133,7 +133,7 @@ def ogm_ratios(scores: jax.Array) -> jax.Array:
 
   Examples:
     >>> import jax.numpy as jnp
-    >>> from gblend_jax.ogm import ogm_ratios
+    >>> from gblend_jax.modulation.ogm import ogm_ratios
     >>> print(ogm_ratios(jnp.array([3.0, 1.0])).round(4))
     [3.     0.3333]
     >>> rho = ogm_ratios(jnp.array([6.0, 2.0, 4.0]))  # 6 / 3, 2 / 5, 4 / 4
@@ -168,7 +168,7 @@ def ogm_coefficients(scores: jax.Array, alpha: float | jax.Array) -> jax.Array:
 
   Examples:
     >>> import jax.numpy as jnp
-    >>> from gblend_jax.ogm import ogm_coefficients
+    >>> from gblend_jax.modulation.ogm import ogm_coefficients
     >>> k = ogm_coefficients(jnp.array([3.0, 1.0]), alpha=0.8)
     >>> print(k.round(4))  # [1 - tanh(0.8 * 3), 1]
     [0.0163 1.    ]
@@ -197,7 +197,7 @@ def ogm_scores(
 
   Examples:
     >>> import jax.numpy as jnp
-    >>> from gblend_jax.ogm import ogm_scores
+    >>> from gblend_jax.modulation.ogm import ogm_scores
     >>> logits = {'a': jnp.log(jnp.array([[0.7, 0.3], [0.4, 0.6]])),
     ...           'v': jnp.zeros((2, 2))}
     >>> print(ogm_scores(logits, jnp.array([0, 1]), ('a', 'v')))
@@ -365,7 +365,7 @@ def ogm_ge(
     >>> import jax
     >>> import jax.numpy as jnp
     >>> import optax
-    >>> from gblend_jax.ogm import label_encoders, ogm_ge
+    >>> from gblend_jax.modulation.ogm import label_encoders, ogm_ge
     >>> params = {
     ...     'encoder_a': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones(2)},
     ...     'encoder_v': {'kernel': jnp.ones((2, 2))},

@@ -1,7 +1,7 @@
 """Long-tailed training in the trainer: ``config.longtail`` and its hooks.
 
 The tricks of Zhang et al. (AAAI 2021) as configuration of
-`gblend_jax.train.train_and_evaluate`'s one loop:
+`gblend_jax.training.trainer.train_and_evaluate`'s one loop:
 
 * re-weighting: ``loss`` names a loss of `gblend_jax.longtail.losses`
   (ce, cs_ce, focal, cb_ce, cb_focal, ldam, balanced_softmax), built with
@@ -65,7 +65,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gblend_jax import steps
+from gblend_jax.training import steps
 from gblend_jax.data import pipeline
 from gblend_jax.longtail import cam_sampling
 from gblend_jax.longtail import losses as lt_losses

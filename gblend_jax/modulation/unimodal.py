@@ -85,7 +85,7 @@ def shapley_weights(num_modalities: int) -> tuple[np.ndarray, np.ndarray]:
     ValueError: if M is not in 1 to `MAX_MODALITIES`.
 
   Examples:
-    >>> from gblend_jax.unimodal import shapley_weights
+    >>> from gblend_jax.modulation.unimodal import shapley_weights
     >>> masks, weights = shapley_weights(2)
     >>> print(masks.astype(int))  # {2}, {1}, {1, 2}
     [[0 1]
@@ -152,7 +152,7 @@ def unimodal_logits(
 
   Examples:
     >>> import jax.numpy as jnp
-    >>> from gblend_jax.unimodal import unimodal_logits
+    >>> from gblend_jax.modulation.unimodal import unimodal_logits
     >>> w = {'a': jnp.array([[1.0, 0.0]]), 'v': jnp.array([[0.0, 2.0]])}
     >>> bias = jnp.array([0.5, -0.5])
     >>> def classify(feats):  # concatenation + linear head
