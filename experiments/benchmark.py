@@ -1,8 +1,8 @@
 r"""What each method costs: step time, FLOP/s, scaling, input pipeline.
 
-Builds every method's training step from the library pieces (`steps`,
-`blend.gradient_blend`, `ogm.ogm_ge`, `modulation.make_update_args`,
-`optim`, `models.build_model`), times them in one process, alternating the
+Builds every method's training step as the trainer does, from the method's
+config through `gblend_jax.training.program.build_program` (so the step
+timed is the trainer's own), times them in one process, alternating the
 variants round by round so that machine drift hits all of them alike, and
 reports the median per step. Writes a markdown table to
 ``experiments/results/benchmark_<platform>.md`` with the command.
@@ -28,7 +28,6 @@ Sections:
 
 import argparse
 import dataclasses
-import functools
 import json
 import os
 import statistics
@@ -47,14 +46,12 @@ import optax
 from experiments import runs
 from experiments.configs import av_ogm
 from experiments.configs import mfeat_gblend
-from gblend_jax.blending import blend
-from gblend_jax.blending import estimation as blend_estimation
 from gblend_jax import config as config_lib
 from gblend_jax import data
 from gblend_jax import models
-from gblend_jax.modulation import method as modulation
-from gblend_jax.modulation import ogm
-from gblend_jax.training import optim
+from gblend_jax.blending import estimation as blend_estimation
+from gblend_jax.training import methods as methods_lib
+from gblend_jax.training import program as program_lib
 from gblend_jax.training import steps
 
 MFEAT_SHAPES = {'fac': (216,), 'fou': (76,), 'kar': (64,), 'mor': (6,),
@@ -85,7 +82,8 @@ class Setting:
     shapes: per-example shape of each modality, in fusion order.
     num_classes: classes of every head.
     batch_size: examples per step.
-    modulated: which tensors OGM modulates (``modulation.MODULATED_PARAMS``).
+    modulated: which tensors OGM modulates (a key of
+      ``gblend_jax.modulation.ogm.MODULATED``).
   """
 
   name: str
@@ -210,15 +208,15 @@ def _stepper(jitted, state, *args, compiled=None) -> TimedStep:
   return TimedStep(run, sync, flops)
 
 
-def _alternating_stepper(jitted, state, batch, holdout,
-                         every: int) -> TimedStep:
+def _alternating_stepper(jitted, state, batch, args, every: int) -> TimedStep:
   """Gradient-space G-Blend as the trainer runs it, as a `TimedStep`.
 
   Args:
     jitted: ``{True: estimating step, False: weighted step}``, jitted.
     state: the initial state (donated).
     batch: the training batch.
-    holdout: the held-out batch (estimating calls only).
+    args: ``{True: args of the estimating step (with the held-out batch),
+      False: args of the weighted step}``.
     every: the estimating step runs on calls 0, every, 2·every, ...
 
   Returns:
@@ -226,8 +224,8 @@ def _alternating_stepper(jitted, state, batch, holdout,
     ``every - 1`` weighted ones), warmed up; ``flops`` is the average per
     training step.
   """
-  compiled = {True: jitted[True].lower(state, batch, holdout).compile(),
-              False: jitted[False].lower(state, batch, None).compile()}
+  compiled = {e: jitted[e].lower(state, batch, args[e]).compile()
+              for e in (True, False)}
   flops = (compiled_flops(compiled[True])
            + (every - 1) * compiled_flops(compiled[False])) / every
   box = {'state': state, 'out': None}
@@ -236,7 +234,7 @@ def _alternating_stepper(jitted, state, batch, holdout,
     for call in range(every):
       estimate = call == 0
       box['state'], box['out'] = compiled[estimate](
-          box['state'], batch, holdout if estimate else None)
+          box['state'], batch, args[estimate])
 
   def sync():
     jax.block_until_ready((box['state'], box['out']))
@@ -246,9 +244,44 @@ def _alternating_stepper(jitted, state, batch, holdout,
   return TimedStep(run, sync, flops, steps_per_run=every)
 
 
+def method_config(setting: Setting, method: str) -> ml_collections.ConfigDict:
+  """The trainer's config of one benchmarked method on `setting`.
+
+  Args:
+    setting: model, optimiser, batch.
+    method: a name in ``METHODS``.
+
+  Returns:
+    A full run config (`gblend_jax.config.default_config`) whose methods
+    compose the step that `method_steps` times.
+  """
+  config = config_lib.default_config()
+  config.model = setting.model
+  config.optimizer = setting.optimizer
+  heads = steps.head_order(tuple(setting.shapes),
+                           setting.model.modality_heads)
+  uniform = (1.0 / len(heads),) * len(heads)
+  if method == 'gblend_fixed':
+    config.blend.update(mode='fixed', weights=uniform)
+  elif method in ('gblend_per_loss', 'gradient_every_1', 'gradient_default'):
+    every = {'gblend_per_loss': 0, 'gradient_every_1': 1,
+             'gradient_default': DEFAULT_PERIOD}[method]
+    config.blend.update(mode='gradient', weights=uniform,
+                        estimate_every_steps=every)
+  elif method in ('ogm', 'ogm_ge'):
+    config.modulation.update(method=method, alpha=0.8,
+                             modulated=setting.modulated)
+  return config
+
+
 def method_steps(setting: Setting, methods: Sequence[str],
                  seed: int = 0) -> dict[str, TimedStep]:
-  """Each method's training step on `setting`, as the trainer composes it.
+  """Each method's training step on `setting`: the trainer's own step.
+
+  Each method's config (`method_config`) goes through
+  `gblend_jax.training.program.build_program`, as in the trainer; the
+  step arguments are the ones its methods' `step_args` give (head weights,
+  a held-out batch on estimating steps).
 
   Args:
     setting: model, optimiser, batch.
@@ -261,85 +294,38 @@ def method_steps(setting: Setting, methods: Sequence[str],
   unknown = sorted(set(methods) - set(METHODS))
   if unknown:
     raise ValueError(f'Unknown methods {unknown}; valid: {list(METHODS)}.')
-  modalities = tuple(setting.shapes)
   model = models.build_model(setting.model, modalities=setting.shapes,
                              num_classes=setting.num_classes)
-  heads = steps.head_order(modalities, setting.model.modality_heads)
-  optimizer = optim.build_optimizer(setting.optimizer, total_steps=10_000,
-                                    steps_per_epoch=100)
-  lr = optim.learning_rate_schedule(setting.optimizer, total_steps=10_000,
-                                    steps_per_epoch=100)
+  heads = steps.head_order(tuple(setting.shapes),
+                           setting.model.modality_heads)
   batch = synthetic_batch(setting, seed)
   holdout = synthetic_batch(setting, seed + 1)
-  one_hot = jnp.eye(len(heads), dtype=jnp.float32)[-1]
-  uniform = jnp.full((len(heads),), 1.0 / len(heads), jnp.float32)
+  weights = {'head_weights': jnp.eye(len(heads), dtype=jnp.float32)[-1]}
 
-  def init(tx):
-    # Jitted, as the trainer does: every leaf gets a buffer of its own
-    # (donation rejects a state whose leaves share one).
-    return jax.jit(lambda: make_state(tx))()
-
-  def make_state(tx):
-    keys = jax.random.split(jax.random.PRNGKey(seed), 3)
-    dummy = {m: jnp.zeros((1, *s), jnp.float32)
-             for m, s in setting.shapes.items()}
-    variables = model.init({'params': keys[0], 'dropout': keys[1]}, dummy,
-                           train=False)
-    return steps.TrainState(
-        step=jnp.zeros((), jnp.int32), params=variables['params'],
-        batch_stats=variables.get('batch_stats', {}),
-        opt_state=tx.init(variables['params']), rng=keys[2])
-
-  plain = {}  # naive and fixed weights share one compiled step.
-
-  def weighted(weights, tx=optimizer, **hooks):
-    step = steps.make_train_step(model, tx, lr, heads, **hooks)
-    jitted = jax.jit(steps.guard_nonfinite(step, heads), donate_argnums=0)
-    state = init(tx)
-    if hooks:
-      return _stepper(jitted, state, batch, weights)
-    if 'compiled' not in plain:
-      plain['compiled'] = jitted.lower(state, batch, weights).compile()
-    return _stepper(jitted, state, batch, weights,
-                    compiled=plain['compiled'])
-
-  def per_loss(estimate_every):
-    tx = optax.chain(blend.gradient_blend(uniform,
-                                          estimate_every=estimate_every),
-                     optimizer)
-    step = steps.make_gradient_blend_train_step(model, tx, lr, heads)
-    if estimate_every == 0:  # Fixed weights through per-loss gradients.
-      jitted = jax.jit(steps.guard_nonfinite(step, heads), donate_argnums=0)
-      return _stepper(jitted, init(tx), batch, holdout)
-    # As the trainer runs it: the estimating step every estimate_every
-    # calls, the one-backward-pass step in between.
+  def timed(method):
+    config = method_config(setting, method)
+    run = methods_lib.RunInfo(
+        config=config, model=model, modalities=setting.shapes, heads=heads,
+        steps_per_epoch=100, total_steps=10_000)
+    active = methods_lib.enabled_methods(run)
+    program = program_lib.build_program(run, active)
+    state = program.init(jax.random.PRNGKey(seed))
+    if config.blend.mode == 'fixed':
+      return _stepper(program.train_step(), state, batch, {
+          'head_weights': jnp.asarray(config.blend.weights, jnp.float32)})
+    if config.blend.mode == 'none':  # Naive, OGM, OGM-GE.
+      return _stepper(program.train_step(), state, batch, weights)
+    every = config.blend.estimate_every_steps
+    with_holdout = {**weights, 'holdout_batch': holdout}
+    if every == 0:  # Fixed weights through per-loss gradients.
+      return _stepper(program.train_step(), state, batch, with_holdout)
+    # As the trainer runs it: the estimating step every `every` calls, the
+    # one-backward-pass step in between.
     return _alternating_stepper(
-        {e: jax.jit(steps.guard_nonfinite(
-            functools.partial(step, estimate=e), heads), donate_argnums=0)
-         for e in (True, False)},
-        init(tx), batch, holdout, estimate_every)
+        {e: program.train_step((('estimate', e),)) for e in (True, False)},
+        state, batch, {True: with_holdout, False: weights}, every)
 
-  def modulated(noise):
-    tx = optax.chain(
-        ogm.ogm_ge(0.8, param_labels=ogm.label_encoders(modalities),
-                   noise=noise, modulated=setting.modulated,
-                   modalities=modalities),
-        optimizer)
-    return weighted(
-        one_hot, tx,
-        update_args=modulation.make_update_args(model, modalities),
-        opt_state_metrics=lambda s: modulation.state_metrics(s, modalities))
-
-  builders = {
-      'naive': lambda: weighted(one_hot),
-      'gblend_fixed': lambda: weighted(uniform),
-      'gblend_per_loss': lambda: per_loss(0),
-      'gradient_every_1': lambda: per_loss(1),
-      'gradient_default': lambda: per_loss(DEFAULT_PERIOD),
-      'ogm': lambda: modulated(False),
-      'ogm_ge': lambda: modulated(True),
-  }
-  return {m: builders[m]() for m in methods}
+  return {m: timed(m) for m in methods}
 
 
 def _seconds_of(step: TimedStep, calls: int) -> float:
@@ -446,12 +432,11 @@ def amortised_blend_cost(method: str, naive_seconds: float,
       config, train_step=None, tx=optax.identity(), make_batches=None,
       evaluate=None, sources=None, heads=range(num_heads),
       steps_per_epoch=per_epoch, put=None)
-  loop = {'last_estimate_step': None}
-  estimates = 0
+  last, estimates = None, 0
   for step in range(total):
-    if estimator.due(step, loop):
+    if estimator.due(step, last):
       estimates += 1
-      loop['last_estimate_step'] = step
+      last = step
   copy_steps = estimates * num_heads * estimator.estimate_steps
   eval_size = config.data.eval_batch_size
   subset = len(splits.holdout)  # train_subset_size 0: as many as held-out.
@@ -471,14 +456,8 @@ def eval_batch_seconds(setting: Setting, eval_batch: int, rounds: int) -> float:
   modalities = tuple(setting.shapes)
   model = models.build_model(setting.model, modalities=setting.shapes,
                              num_classes=setting.num_classes)
-  dummy = {m: jnp.zeros((1, *s), jnp.float32)
-           for m, s in setting.shapes.items()}
-  variables = model.init({'params': jax.random.PRNGKey(0)}, dummy,
-                         train=False)
-  state = steps.TrainState(step=jnp.zeros((), jnp.int32),
-                           params=variables['params'],
-                           batch_stats=variables.get('batch_stats', {}),
-                           opt_state=(), rng=jax.random.PRNGKey(1))
+  state = steps.TrainState.create(model, optax.identity(),
+                                  jax.random.PRNGKey(0), setting.shapes)
   batch = dict(synthetic_batch(
       dataclasses.replace(setting, batch_size=eval_batch), 0))
   batch['mask'] = jnp.ones((eval_batch,), jnp.float32)

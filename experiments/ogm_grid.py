@@ -50,7 +50,8 @@ weight matrix of the encoders (MLPs have no conv kernels).
 
 Columns: the fused model's top-1 test and train accuracy (%), mean ± std
 over {seeds} seeds; then the held-out accuracy of each view's **unimodal
-logits** (its share of the fused logits, `gblend_jax.modulation.unimodal`; for concat
+logits** (its share of the fused logits, `gblend_jax.modulation.unimodal`;
+for concat
 fusion the paper's `W_m φ_m + b/2`): how well each encoder is trained
 inside the fused model. For the single-view rows that column holds the
 view's own network, the reference for what its encoder can reach alone.

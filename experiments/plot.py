@@ -23,8 +23,8 @@ import json
 import os
 import sys
 
-from gblend_jax.training import metric_writer
 from gblend_jax import plots
+from gblend_jax.training import metric_writer
 
 METRICS_FILE = 'metrics.jsonl'
 RESULTS_FILE = 'results.json'

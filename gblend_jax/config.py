@@ -9,58 +9,25 @@ import ml_collections
 
 from gblend_jax import data
 from gblend_jax import models
-from gblend_jax.modulation import method as modulation
+from gblend_jax.training import methods
 from gblend_jax.training import optim
-from gblend_jax.longtail import method as longtail_hooks
-
-# How the per-head losses are combined (G-Blend, Wang et al. CVPR 2020):
-#   none      naive training: the fused head's loss only (the baseline);
-#   fixed     sum_i w_i L_i with blend.weights;
-#   offline   Algorithm 2: Algorithm 1 once from the initial model;
-#   online    Algorithm 3: Algorithm 1 at the start of every super-epoch;
-#   gradient  Proposition 1 estimated in gradient space inside the step.
-BLEND_MODES = ('none', 'fixed', 'offline', 'online', 'gradient')
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """Every key of a run, with defaults. See WORKSPACE.md for the modes."""
+  """Every key of a run, with defaults. See WORKSPACE.md for the modes.
+
+  Each registered method (`gblend_jax.training.methods.METHOD_MODULES`)
+  adds its block: ``blend`` (G-Blend, `gblend_jax.blending.method`),
+  ``modulation`` (OGM-GE, `gblend_jax.modulation.method`) and ``longtail``
+  (the bag of tricks, `gblend_jax.longtail.method`; the long-tailed training
+  split itself is ``data.longtail``).
+  """
   config = ml_collections.ConfigDict()
   config.data = data.default_data_config()
   config.model = models.default_model_config()
   config.optimizer = optim.default_optimizer_config()
-  config.blend = ml_collections.ConfigDict({
-      'mode': 'none',  # One of BLEND_MODES.
-      # One weight per head in head order (modalities, then fused): the
-      # weights of 'fixed'; the starting weights of the other modes (default
-      # uniform).
-      'weights': (),
-      # Algorithm 1: epochs of training each head's model (offline: N;
-      # online: n, the super-epoch length).
-      'estimate_epochs': 5.0,
-      # Online: epochs of training with the starting weights before the
-      # first estimate.
-      'warmup_epochs': 0.0,
-      # Algorithm 1 measures 'loss' or 'accuracy' (the paper allows both).
-      'measure': 'loss',
-      # Size of the fixed training subset on which L^T is measured; 0: as
-      # many examples as the held-out split.
-      'train_subset_size': 0,
-      'eps': 1e-6,  # Lower clip of O_i (Algorithm 1) and sigma_k^2.
-      # Gradient mode: re-estimate every this many steps (between them one
-      # backward pass of the weighted loss), EMA decay of the statistics.
-      # Every 10 steps costs 1.07 x naive training on the mfeat MLP, every
-      # step 2.3 x (experiments/results/benchmark_cpu.md); on the mfeat
-      # grid both reach the same accuracy (experiments/results/
-      # gblend_mfeat.md, rows gradient and gradient_every_step).
-      'estimate_every_steps': 10,
-      'decay': 0.9,
-  })
-  # OGM-GE (Peng et al. CVPR 2022): see gblend_jax/modulation/method.py.
-  config.modulation = modulation.default_modulation_config()
-  # Long-tailed recognition (Zhang et al. AAAI 2021): losses, DRW, samplers,
-  # DRS, mixup, shot metrics; see gblend_jax/longtail/method.py. The
-  # long-tailed training split itself is data.longtail.
-  config.longtail = longtail_hooks.default_longtail_config()
+  for block, defaults in methods.default_blocks().items():
+    config[block] = defaults
   config.seed = 0  # Parameter initialisation and dropout.
   config.num_epochs = 10
   config.num_train_steps = -1  # When > 0, overrides num_epochs.

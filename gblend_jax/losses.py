@@ -6,7 +6,6 @@ on a weighted sum of the per-head losses, so losses are computed per head and
 combined by the caller. Losses are means over the real (unmasked) examples.
 """
 
-from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -46,48 +45,3 @@ def cross_entropy(
       logits.astype(jnp.float32), labels
   )
   return masked_mean(per_example, mask)
-
-
-def head_losses(
-    logits: Mapping[str, jax.Array],
-    labels: jax.Array,
-    mask: jax.Array | None = None,
-) -> dict[str, jax.Array]:
-  """Cross-entropy of every head.
-
-  Args:
-    logits: head name to ``[B, C]`` logits.
-    labels: ``[B]`` integer labels.
-    mask: optional ``[B]`` example weights.
-
-  Returns:
-    Head name to scalar loss ``L_i`` (G-Blend's per-head losses).
-  """
-  return {
-      head: cross_entropy(head_logits, labels, mask)
-      for head, head_logits in logits.items()
-  }
-
-
-def weighted_loss(
-    losses: Mapping[str, jax.Array], weights: Mapping[str, float]
-) -> jax.Array:
-  """The blended objective ``sum_i w_i L_i`` (G-Blend, Eq. 3).
-
-  Args:
-    losses: head name to scalar loss.
-    weights: head name to weight; heads without a weight do not contribute.
-
-  Returns:
-    The scalar weighted sum.
-
-  Raises:
-    ValueError: if a weighted head has no loss.
-  """
-  missing = sorted(set(weights) - set(losses))
-  if missing:
-    raise ValueError(
-        f'Loss weights name heads {missing} that the model does not have; '
-        f'heads: {sorted(losses)}.'
-    )
-  return sum(w * losses[head] for head, w in weights.items())

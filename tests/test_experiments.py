@@ -8,8 +8,10 @@ import os
 import pkgutil
 import subprocess
 import sys
+import types
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -17,7 +19,11 @@ import gblend_jax
 from experiments import runs
 from experiments import tables
 from experiments.configs import mfeat_fusion
+from gblend_jax import data
 from gblend_jax import models
+from gblend_jax.training import methods
+from gblend_jax.training import program
+from gblend_jax.training import steps
 from gblend_jax.training import trainer as train
 from tests import train_utils
 
@@ -64,10 +70,45 @@ CONFIG_FILES = sorted(
     'path', [p for p in CONFIG_FILES if not p.endswith(
         ('__init__.py', 'common.py', 'longtail_recipes.py'))])
 @pytest.mark.parametrize('arg', [None, 'runlocal'])
-def test_every_config_builds(path, arg):
+def test_every_config_builds(path, arg, tmp_path):
   config = runs.load_config(path, arg)
-  assert config.data.name
   config.lock()  # As the launcher locks it: every key must already exist.
+  train.check_config(config)
+  # The data set's shapes from its builder (nothing prepared), then the
+  # model, the optimiser with the methods' transforms, and one traced step.
+  builder = data.get_builder(config.data.name, data_dir=str(tmp_path),
+                             builder_config=config.data.builder_config)
+  features = builder.info.features
+  names = tuple(config.data.modalities) or tuple(
+      k for k in features.keys() if k not in data.pipeline.RESERVED_KEYS)
+  shapes = {m: tuple(features[m].shape) for m in names}
+  num_classes = features['label'].num_classes
+  model = models.build_model(config.model, modalities=shapes,
+                             num_classes=num_classes)
+  heads = steps.head_order(names, config.model.modality_heads)
+  splits = types.SimpleNamespace(
+      modalities=shapes, num_classes=num_classes,
+      train_class_counts=np.arange(num_classes, 0, -1) * 10)
+  run = methods.RunInfo(config=config, model=model, modalities=shapes,
+                        heads=heads, steps_per_epoch=10, total_steps=100,
+                        splits=splits, global_batch_size=4)
+  active = methods.enabled_methods(run)
+  prog = program.build_program(run, active)
+  state = prog.abstract_state(jax.random.PRNGKey(0))
+  batch = {m: jax.ShapeDtypeStruct((4, *s), jnp.float32)
+           for m, s in shapes.items()}
+  batch['label'] = jax.ShapeDtypeStruct((4,), jnp.int32)
+  args = {'head_weights': jax.ShapeDtypeStruct((len(heads),), jnp.float32),
+          'holdout_batch': batch}
+  for method in active:
+    if hasattr(method, 'loss_args') and method.objective() is not None:
+      args['loss_args'] = method.loss_args(0, None, state, None)
+  variant = methods.step_variant(active, 0)
+  new_state, metrics = jax.eval_shape(prog.make_step(**dict(variant)),
+                                      state, batch, args)
+  assert jax.tree.map(lambda x: x.shape, new_state.params) == (
+      jax.tree.map(lambda x: x.shape, state.params))
+  assert metrics['loss'].shape == ()
 
 
 @pytest.mark.parametrize('baseline', mfeat_fusion.BASELINES)

@@ -4,7 +4,6 @@ import math
 
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from gblend_jax import losses
 
@@ -25,15 +24,3 @@ def test_mask_excludes_padding():
   mask = jnp.array([1.0, 0.0])
   np.testing.assert_allclose(losses.cross_entropy(logits, labels, mask),
                              math.log(4 / 3), rtol=1e-6)
-
-
-def test_weighted_loss_is_sum_of_weighted_heads():
-  per_head = {'fused': jnp.float32(2.0), 'a': jnp.float32(3.0),
-              'b': jnp.float32(5.0)}
-  total = losses.weighted_loss(per_head, {'fused': 0.5, 'a': 0.25})
-  assert float(total) == pytest.approx(0.5 * 2 + 0.25 * 3)
-
-
-def test_weighted_loss_rejects_unknown_head():
-  with pytest.raises(ValueError, match=r"\['video'\]"):
-    losses.weighted_loss({'fused': jnp.float32(1.0)}, {'video': 1.0})

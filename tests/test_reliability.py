@@ -16,8 +16,8 @@ import sys
 import numpy as np
 import pytest
 
-from gblend_jax.training import checkpointing
 from gblend_jax import data
+from gblend_jax.training import checkpointing
 from gblend_jax.training import metric_writer
 from gblend_jax.training import trainer as train
 from tests import train_utils

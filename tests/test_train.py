@@ -54,23 +54,6 @@ def test_single_modality_run(data_dir, tmp_path):
   assert heads == {'fused', 'weak'}
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(
-    data_dir, tmp_path, monkeypatch
-):
-  config = train_utils.tiny_synthetic_config(data_dir, steps=20)
-  config.model.fused_head.input_dropout_rate = 0.3  # The rng must resume too.
-  straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
-
-  # Interrupt at step 7 (mid-epoch: 5 steps per epoch) as SIGTERM would.
-  resumed = train_utils.interrupted_then_resumed(
-      config, str(tmp_path / 'resumed'), 7, monkeypatch)
-  assert resumed['final'] == straight['final']
-  # The metrics file reads as one run: each step logged once.
-  steps = [r['step'] for r in metric_writer.read_metrics(
-      str(tmp_path / 'resumed')) if 'train_step/loss' in r]
-  assert steps == sorted(set(steps))
-
-
 def test_sigterm_saves_checkpoint_and_rerun_resumes(data_dir, tmp_path):
   workdir = tmp_path / 'run'
   env = dict(os.environ, PYTHONUNBUFFERED='1')

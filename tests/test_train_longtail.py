@@ -19,12 +19,13 @@ import pytest
 from data.fashion_mnist import fashion_mnist_dataset_builder as fmnist
 from experiments.configs import fashion_mnist_lt
 from gblend_jax import data
-from gblend_jax.training import metric_writer
-from gblend_jax.training import trainer as train
 from gblend_jax.longtail import losses as lt_losses
+from gblend_jax.longtail import method as longtail_method
 from gblend_jax.longtail import mixup as lt_mixup
 from gblend_jax.longtail import sampling
-from gblend_jax.longtail import method
+from gblend_jax.training import methods
+from gblend_jax.training import metric_writer
+from gblend_jax.training import trainer as train
 from tests import train_utils
 from tests.datasets import fashion_mnist_fakes as fakes
 
@@ -110,6 +111,13 @@ def test_bad_values_are_rejected_before_training(
   assert not os.path.exists(tmp_path / 'checkpoints')
 
 
+def _long_tail(config, splits):
+  return longtail_method.LongTail(methods.RunInfo(
+      config=config, model=None, modalities=splits.modalities,
+      heads=('fused',), steps_per_epoch=STEPS_PER_EPOCH,
+      total_steps=2 * STEPS_PER_EPOCH, splits=splits, global_batch_size=16))
+
+
 def test_drw_switches_the_weights_at_the_configured_epoch(
     fake_fmnist, tmp_path
 ):
@@ -122,9 +130,7 @@ def test_drw_switches_the_weights_at_the_configured_epoch(
                         for s in range(2 * STEPS_PER_EPOCH)}
   # The weights of the second stage are the class-balanced ones.
   splits = data.load_dataset(config.data)
-  hooks = trainer_hooks.LongTailTraining(
-      config, splits, steps_per_epoch=STEPS_PER_EPOCH,
-      total_steps=2 * STEPS_PER_EPOCH, heads=('fused',))
+  hooks = _long_tail(config, splits)
   np.testing.assert_array_equal(
       hooks.loss_args(STEPS_PER_EPOCH - 1)['class_weights'], np.ones(10))
   np.testing.assert_allclose(
@@ -136,12 +142,10 @@ def test_drw_switches_the_weights_at_the_configured_epoch(
 def test_drs_sampler_switches_at_the_configured_epoch(fake_fmnist):
   config = _config(fake_fmnist, recipe='drs')  # runlocal: drs_epoch=1.
   splits = data.load_dataset(config.data)
-  hooks = trainer_hooks.LongTailTraining(
-      config, splits, steps_per_epoch=STEPS_PER_EPOCH,
-      total_steps=2 * STEPS_PER_EPOCH, heads=('fused',))
+  hooks = _long_tail(config, splits)
   iterator = data.train_iterator(
       splits.train, global_batch_size=16, seed=0,
-      sampler=hooks.sampler(16))
+      sampler=hooks.sampler())
   ids = [next(iterator)['id'] for _ in range(2 * STEPS_PER_EPOCH)]
   first = np.concatenate(ids[:STEPS_PER_EPOCH])
   second = np.concatenate(ids[STEPS_PER_EPOCH:])
@@ -171,7 +175,7 @@ def test_best_bag_resumes_exactly_mid_epoch(fake_fmnist, tmp_path,
   resumed = train_utils.interrupted_then_resumed(
       config, str(tmp_path / 'resumed'), STEPS_PER_EPOCH + 2, monkeypatch)
   assert os.path.exists(
-      tmp_path / 'resumed' / trainer_hooks.CAM_MODEL_FILE)
+      tmp_path / 'resumed' / longtail_method.CAM_MODEL_FILE)
   # CAM-based images from the switch on: none before, some after (g_y is
   # 1 - n_y / 25 >= 0.2 for every class).
   replaced = _logged(str(tmp_path / 'straight'),
@@ -195,10 +199,10 @@ def test_best_bag_resumes_exactly_mid_epoch(fake_fmnist, tmp_path,
 
 
 def test_mixup_objective_mixes_inputs_and_targets():
-  block = trainer_hooks.default_longtail_config()
+  block = longtail_method.default_longtail_config()
   block.mixup = 'input'
   counts = np.array([3, 1])
-  objective = trainer_hooks.make_objective(block, counts, ('fused',))
+  objective = longtail_method.make_objective(block, counts, ('fused',))
   batch = {'image': jnp.array([[0.0], [10.0], [4.0]]),
            'label': jnp.array([0, 1, 1])}
   key = jax.random.PRNGKey(3)
@@ -215,7 +219,7 @@ def test_mixup_objective_mixes_inputs_and_targets():
 
   inputs, losses, metrics = run(loss_args)
   lam, permutation = lt_mixup.sample_mixup(
-      jax.random.fold_in(key, trainer_hooks.MIXUP_STREAM), 3, 1.0)
+      jax.random.fold_in(key, longtail_method.MIXUP_STREAM), 3, 1.0)
   x = np.array([0.0, 10.0, 4.0])
   np.testing.assert_allclose(
       inputs['image'][:, 0], lam * x + (1 - lam) * x[np.asarray(permutation)],
@@ -261,7 +265,7 @@ def test_real_config_end_to_end_with_shot_metrics(fake_fmnist, tmp_path):
   with open(tmp_path / 'results.json') as f:
     assert json.load(f)['final']['test/fused/few_shot_accuracy'] == (
         final['test/fused/few_shot_accuracy'])
-  with open(tmp_path / trainer_hooks.CLASS_COUNTS_FILE) as f:
+  with open(tmp_path / train.CLASS_COUNTS_FILE) as f:
     counts = json.load(f)
   assert counts['train'] == LT_COUNTS
   assert counts['test'] == [5] * 10
@@ -275,7 +279,7 @@ def test_ros_and_rus_train_on_a_fixed_balanced_multiset(
 ):
   config = _config(fake_fmnist, sampler=sampler)
   splits = data.load_dataset(config.data)
-  source = trainer_hooks.training_source(config, splits.train)
+  source = longtail_method.training_source(config, splits.train)
   labels = np.asarray(source.take(np.arange(len(source)))['label'])
   # ROS: n_max = 20 of every class; RUS: n_min = 5 of every class.
   np.testing.assert_array_equal(np.bincount(labels), [per_class] * 10)

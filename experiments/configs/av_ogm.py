@@ -2,7 +2,8 @@ r"""OGM-GE on audio-visual data: the paper's setting (Peng et al., CVPR 2022).
 
 A ResNet-18 over the log spectrogram (audio) and a ResNet-18 over each video
 frame, pooled over time (visual); concatenation fusion and one linear layer,
-whose output splits into one share per modality (`gblend_jax.modulation.unimodal`).
+whose output splits into one share per modality
+(`gblend_jax.modulation.unimodal`).
 The official settings: SGD lr 1e-3, momentum 0.9, weight decay 1e-4, lr
 ×0.1 at epoch 70 of 100, batch 64, modulation over epochs [0, 50], α 0.8 on
 CREMA-D (the paper gives 0.1 for VGGSound; it gives no value for

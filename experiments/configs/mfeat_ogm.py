@@ -2,7 +2,8 @@ r"""OGM-GE on UCI Multiple Features: a strong and a weak view.
 
 Two views with MLP encoders, concatenation fusion and a linear fused head:
 the OGM-GE model (Peng et al., CVPR 2022, §3), whose fused logits split into
-one share per view (`gblend_jax.modulation.unimodal`). The method decides how the
+one share per view (`gblend_jax.modulation.unimodal`). The method decides how
+the
 encoders' gradients are treated:
 
   single_a / single_b  the first / second view alone (the reference for how

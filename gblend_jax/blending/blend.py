@@ -6,10 +6,12 @@ modality plus the fused head, so H = k + 1 losses. Gradient Blending trains on
 Overfitting-to-Generalisation Ratio (OGR).
 
 * `blend_weights` turns per-head measurements of Algorithm 1 (``G_i = ΔG`` and
-  ``O_i = ΔO`` from `gblend_jax.blending.ogr`) into weights ``w_i ∝ G_i / O_i²``.
+  ``O_i = ΔO`` from `gblend_jax.blending.ogr`) into weights
+  ``w_i ∝ G_i / O_i²``.
 * `gradient_blend` is an optax transform that blends per-loss gradients with
   the weights in its state; it can re-estimate them in gradient space
-  (Proposition 1, see `gblend_jax.blending.gradient_space`) inside the jitted step.
+  (Proposition 1, see `gblend_jax.blending.gradient_space`) inside the jitted
+  step.
 
 References:
   Wang, Tran, Feiszli, "What Makes Training Multi-modal Classification
@@ -154,7 +156,7 @@ def gradient_blend(
     step where ``count % estimate_every == 0`` the Proposition 1 statistics of
     `gradient_space.gradient_statistics` update an EMA with ``decay``,
     Adam-style bias-corrected by ``1 - decay^n``, and the weights become
-    `gradient_space.weights_from_statistics` of it. (As ``w ∝ gain /
+    `gradient_space.weights_from_statistics_with_status` of it. (As ``w ∝ gain /
     sigma_sq`` and both share the correction, it matters only against the
     ``eps`` floor.) If no head has a positive gain, or the batch statistics
     are not finite, the previous weights are kept and ``used_fallback`` in the

@@ -125,8 +125,9 @@ class ScheduledEstimator:
 
   Args:
     config: the run config.
-    train_step: the jitted ``train_step(state, batch, head_weights)`` of
-      `steps.make_train_step`, built with `tx`.
+    train_step: the jitted ``train_step(state, batch, args)`` of
+      `gblend_jax.training.steps.make_train_step`, built with `tx` (``args``
+      holds ``head_weights``).
     tx: the estimation optimiser (constant learning rate).
     make_batches: ``make_batches(seed)`` returns an iterator of global
       training batches.
@@ -156,9 +157,9 @@ class ScheduledEstimator:
     )
     self.warmup_steps = int(round(config.blend.warmup_epochs * steps_per_epoch))
 
-  def due(self, step: int, loop: dict[str, Any]) -> bool:
-    """Whether Algorithm 1 runs before training step `step`."""
-    last = loop['last_estimate_step']
+  def due(self, step: int, last: int | None) -> bool:
+    """Whether Algorithm 1 runs before training step `step`, given the step
+    of the last estimate (None: none yet)."""
     if self._mode == 'offline':
       return last is None
     if step < self.warmup_steps:
@@ -180,7 +181,8 @@ class ScheduledEstimator:
     batches = self._make_batches(seed)
     state = state.replace(opt_state=self._tx_init(state.params))
     for _ in range(self.estimate_steps):
-      state, _ = self._train_step(state, next(batches), one_hot)
+      state, _ = self._train_step(state, next(batches),
+                                  {'head_weights': one_hot})
     return state
 
   def __call__(self, state, step: int, previous_weights) -> BlendEstimate:

@@ -76,7 +76,6 @@ __all__ = (
     'check_per_loss_grads',
     'gradient_statistics',
     'positive_ratio_weights',
-    'weights_from_statistics',
     'weights_from_statistics_with_status',
 )
 
@@ -290,30 +289,3 @@ def weights_from_statistics_with_status(
   log_denominator = jnp.log(jnp.maximum(sigma_sq, eps))
   # jnp.maximum propagates NaN, so a NaN sigma_sq stays invalid.
   return positive_ratio_weights(gain, log_denominator, fallback=fallback)
-
-
-def weights_from_statistics(
-    gain: jax.Array,
-    sigma_sq: jax.Array,
-    eps: float = 1e-8,
-    *,
-    fallback: jax.Array | None = None,
-) -> jax.Array:
-  """Proposition 1 weights ``w_k ∝ gain_k / max(sigma_sq_k, eps)``.
-
-  See `weights_from_statistics_with_status`, which also says whether the
-  fallback was used.
-
-  Args:
-    gain: [H] estimates of ``<∇L*, v_k>``.
-    sigma_sq: [H] estimates of ``σ_k²``; clipped below at ``eps``.
-    eps: the floor of ``sigma_sq``.
-    fallback: [H] weights for the all-invalid case; None is uniform.
-
-  Returns:
-    float32 [H] weights summing to 1 (or ``fallback``).
-  """
-  weights, _ = weights_from_statistics_with_status(
-      gain, sigma_sq, eps, fallback=fallback
-  )
-  return weights

@@ -8,7 +8,8 @@ with ``L^T`` the training loss and ``L^V`` the held-out loss:
 * overfitting delta ``ΔO = O_{N+n} - O_N``;
 * Overfitting-to-Generalisation Ratio ``OGR = |ΔO / ΔG|``.
 
-Algorithm 1 sets ``w_i = ΔG_i / ΔO_i²`` (`gblend_jax.blending.blend.blend_weights`).
+Algorithm 1 sets ``w_i = ΔG_i / ΔO_i²``
+(`gblend_jax.blending.blend.blend_weights`).
 
 Accuracy mode (``higher_is_better=True``): the paper notes that accuracy can
 replace loss. Higher is then better, so the signs flip:

@@ -642,3 +642,13 @@ def eval_batches(
     batch = gather(source, np.where(mask, positions, 0))
     batch['mask'] = mask.astype(np.float32)
     yield batch
+
+
+def source_labels(source: Source) -> np.ndarray:
+  """``[N]`` int64 labels of a source, in its order (read from its arrays
+  when it has them, else example by example)."""
+  arrays = getattr(source, 'arrays', None)
+  if arrays is not None:
+    return np.asarray(arrays['label'], np.int64)
+  return np.asarray([source[i]['label'] for i in range(len(source))],
+                    np.int64)

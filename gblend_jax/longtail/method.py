@@ -1,7 +1,7 @@
-"""Long-tailed training in the trainer: ``config.longtail`` and its hooks.
+"""Long-tailed training in the trainer: ``config.longtail`` as a `Method`.
 
 The tricks of Zhang et al. (AAAI 2021) as configuration of
-`gblend_jax.training.trainer.train_and_evaluate`'s one loop:
+`gblend_jax.training.trainer.train_and_evaluate`'s one loop (`LongTail`):
 
 * re-weighting: ``loss`` names a loss of `gblend_jax.longtail.losses`
   (ce, cs_ce, focal, cb_ce, cb_focal, ldam, balanced_softmax), built with
@@ -50,7 +50,6 @@ References:
 """
 
 import functools
-import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -65,7 +64,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gblend_jax.training import steps
+from gblend_jax import plots
 from gblend_jax.data import pipeline
 from gblend_jax.longtail import cam_sampling
 from gblend_jax.longtail import losses as lt_losses
@@ -73,6 +72,8 @@ from gblend_jax.longtail import manifold
 from gblend_jax.longtail import mixup as lt_mixup
 from gblend_jax.longtail import sampling
 from gblend_jax.longtail import shot_metrics
+from gblend_jax.training import methods
+from gblend_jax.training import steps
 
 # Sampler name -> q of p_j ∝ n_j^q (None: progressively balanced, or a
 # fixed balanced multiset: random over- and under-sampling).
@@ -88,8 +89,6 @@ DRW_LOSSES = ('ce', 'focal', 'ldam')
 MIXUP_STREAM = 0x6D6978
 # Folded into the step's key for the CAM-based images.
 CAM_STREAM = 0x63616D
-SHOT_GROUPS = ('many_shot', 'medium_shot', 'few_shot')
-CLASS_COUNTS_FILE = 'class_counts.json'
 CAM_MODEL_FILE = 'cam_model.msgpack'
 
 
@@ -231,12 +230,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
         'config.longtail.mixup_off_last_epochs='
         f'{block.mixup_off_last_epochs} must be a whole number >= 0.'
-    )
-  if uses_objective(config) and config.blend.mode == 'gradient':
-    raise ValueError(
-        "config.blend.mode='gradient' trains with per-head cross-entropy; "
-        f'it cannot be combined with config.longtail.loss={block.loss!r}, '
-        f'drw_epoch={block.drw_epoch}, mixup={block.mixup!r}.'
     )
 
 
@@ -389,21 +382,16 @@ def training_source(
   resample = FIXED_RESAMPLING.get(config.longtail.sampler)
   if resample is None:
     return source
-  indices = resample(_labels(source), seed=config.data.shuffle_seed)
+  indices = resample(pipeline.source_labels(source),
+                     seed=config.data.shuffle_seed)
   return pipeline.IndexSubset(source, indices)
 
 
-class LongTailTraining:
-  """The long-tail parts of one run, from its config and data.
+class LongTail(methods.Method):
+  """The long-tail parts of one run (``config.longtail``).
 
-  Args:
-    config: the run config.
-    splits: the run's data (``train_class_counts`` are the ``n_c``).
-    steps_per_epoch: trainer steps per epoch.
-    total_steps: length of the run.
-    heads: head names in blend order.
-    model: the model; needed for manifold mixup and CAM-based sampling,
-      whose layer and features are checked here.
+  Built from the run's `methods.RunInfo` (``splits.train_class_counts`` are
+  the ``n_c``).
 
   Raises:
     ValueError: for a switch epoch beyond the run, a class with no
@@ -411,24 +399,47 @@ class LongTailTraining:
       manifold-mixup layer the model lacks, or a model CAMs cannot use.
   """
 
-  def __init__(
-      self,
-      config: ml_collections.ConfigDict,
-      splits: pipeline.DatasetSplits,
-      *,
-      steps_per_epoch: int,
-      total_steps: int,
-      heads: Sequence[str],
-      model: nn.Module | None = None,
-  ):
+  block = 'longtail'
+  default_config = staticmethod(default_longtail_config)
+
+  @classmethod
+  def check_config(cls, config: ml_collections.ConfigDict) -> None:
+    check_config(config)
+
+  @classmethod
+  def enabled(cls, config: ml_collections.ConfigDict) -> bool:
+    block = config.longtail
+    return (uses_objective(config) or block.sampler != 'instance'
+            or bool(block.shot_metrics))
+
+  @classmethod
+  def features(cls, config: ml_collections.ConfigDict) -> frozenset[str]:
+    block = config.longtail
+    used = set()
+    if uses_objective(config):
+      used.add('objective')
+    if block.mixup != 'none':
+      used.add('mixup')
+    if block.sampler != 'instance':
+      used.add('resampling')
+    return frozenset(used)
+
+  @classmethod
+  def training_source(cls, config: ml_collections.ConfigDict,
+                      source: pipeline.Source) -> pipeline.Source:
+    return training_source(config, source)
+
+  def __init__(self, run: methods.RunInfo):
+    super().__init__(run)
+    config, splits = run.config, run.splits
+    steps_per_epoch, total_steps = run.steps_per_epoch, run.total_steps
     self.block = config.longtail
-    self.config = config
     self.splits = splits
     self.counts = np.asarray(splits.train_class_counts, np.int64)
     self.steps_per_epoch = steps_per_epoch
     self.total_steps = total_steps
-    self.heads = tuple(heads)
-    self.model = model
+    self.heads = tuple(run.heads)
+    self.model = run.model
     self.total_epochs = total_steps / steps_per_epoch
     block = self.block
     for key in ('drw_epoch', 'drs_epoch'):
@@ -467,6 +478,8 @@ class LongTailTraining:
       self._check_model()
     self._loss_args = {}
     self._cam_variables = None
+    self._final_per_class = None
+    self._per_class_eval = None
 
   def _check_model(self) -> None:
     if self.model is None:
@@ -485,13 +498,22 @@ class LongTailTraining:
 
   # The objective and its per-step arguments.
 
-  @property
   def objective(self) -> steps.Objective | None:
     """The step's objective, or None for plain cross-entropy."""
     if not uses_objective(self.config):
       return None
     return make_objective(self.block, self.counts, self.heads,
                           model=self.model, modality=self.modality)
+
+  def step_hooks(self) -> methods.StepHooks:
+    return methods.StepHooks(objective=self.objective())
+
+  def step_args(self, step: int, state: Any) -> dict[str, Any]:
+    """The loss weights (DRW) and mixup's on/off flag of this step."""
+    if not uses_objective(self.config):
+      return {}
+    return {'loss_args': self.loss_args(
+        step, self.services.put, state, self.services.workdir)}
 
   def stage(self, step: int) -> tuple[bool, bool, bool]:
     """``(reweighted, mixup_on, cam_on)`` of the step about to run."""
@@ -574,7 +596,7 @@ class LongTailTraining:
 
   # Re-sampling.
 
-  def sampler(self, global_batch_size: int) -> sampling.EpochSampler | None:
+  def sampler(self) -> sampling.EpochSampler | None:
     """The training split's sampler, or None for the plain shuffle.
 
     A sampler epoch holds ``steps_per_epoch · G`` indices: one trainer
@@ -592,39 +614,43 @@ class LongTailTraining:
       schedule = sampling.deferred_schedule(
           probabilities, max(int(block.drs_epoch), 0))
     return sampling.EpochSampler(
-        _labels(self.splits.train), schedule,
+        pipeline.source_labels(self.splits.train), schedule,
         seed=self.config.data.shuffle_seed,
-        num_samples=self.steps_per_epoch * global_batch_size,
+        num_samples=self.steps_per_epoch * self.run.global_batch_size,
     )
 
-  # Records and shot metrics.
+  # Shot metrics.
 
-  def write_class_counts(self, workdir: str) -> None:
-    """Writes the class counts of every split to ``class_counts.json``."""
-    record = {
-        split: np.bincount(_labels(getattr(self.splits, split)),
-                           minlength=self.splits.num_classes).tolist()
-        for split in ('train', 'holdout', 'test')
-    }
-    record['data.longtail'] = self.config.data.longtail.to_dict()
-    with open(os.path.join(workdir, CLASS_COUNTS_FILE), 'w') as f:
-      json.dump(record, f, indent=2)
+  def _per_class_sums(self, state: Any):
+    """``(correct [C], total [C])`` of the fused head on every test batch."""
+    if self._per_class_eval is None:
+      self._per_class_eval = jax.jit(make_per_class_eval(
+          self.model, self.splits.num_classes))
+    for batch in self.services.eval_batches(self.splits.test):
+      yield jax.device_get(self._per_class_eval(state, batch))
 
-  def make_per_class_eval(self, model) -> Callable[..., Any]:
-    """``(state, batch) -> (correct [C], total [C])`` of the fused head."""
-    num_classes = self.splits.num_classes
+  def final_metrics(self, state: Any) -> dict[str, float]:
+    """Many/medium/few-shot test accuracy (Zhang et al., AAAI 2021)."""
+    if not self.block.shot_metrics:
+      return {}
+    shots, per_class = self.shot_results(self._per_class_sums(state))
+    if self._final_per_class is None:  # The first state measured: final.
+      self._final_per_class = per_class
+    return shots
 
-    def per_class(state, batch):
-      out, _ = steps.forward(
-          model, state.params, state.batch_stats, steps.model_inputs(batch),
-          train=False,
-      )
-      return shot_metrics.per_class_correct(
-          out['logits'][steps.FUSED], batch['label'], num_classes,
-          batch['mask'],
-      )
+  def results(self, state: Any) -> dict[str, Any]:
+    if self._final_per_class is None:
+      return {}
+    # The final model's test accuracy per class (NaN: no test example).
+    return {'test_per_class_accuracy': [float(a)
+                                        for a in self._final_per_class]}
 
-    return per_class
+  def draw_figures(self, workdir: str) -> list[str]:
+    if self._final_per_class is None:
+      return []
+    path = plots.plot_per_class_accuracy(
+        workdir, self.splits.train_class_counts, self._final_per_class)
+    return [path] if path else []
 
   def shot_results(
       self, per_class_sums: Iterable[tuple[Any, Any]], split: str = 'test'
@@ -659,9 +685,22 @@ def _write_atomically(path: str, payload: bytes) -> None:
   os.replace(f.name, path)
 
 
-def _labels(source: pipeline.Source) -> np.ndarray:
-  arrays = getattr(source, 'arrays', None)
-  if arrays is not None:
-    return np.asarray(arrays['label'], np.int64)
-  return np.asarray([source[i]['label'] for i in range(len(source))],
-                    np.int64)
+
+def make_per_class_eval(model: nn.Module,
+                        num_classes: int) -> Callable[..., Any]:
+  """``(state, batch) -> (correct [C], total [C])`` of the fused head."""
+
+  def per_class(state, batch):
+    out, _ = steps.forward(
+        model, state.params, state.batch_stats, steps.model_inputs(batch),
+        train=False,
+    )
+    return shot_metrics.per_class_correct(
+        out['logits'][steps.FUSED], batch['label'], num_classes,
+        batch['mask'],
+    )
+
+  return per_class
+
+
+METHOD = LongTail

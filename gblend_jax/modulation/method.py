@@ -1,17 +1,15 @@
-"""OGM-GE in the trainer: the config block, the optax transform, the scores.
+"""OGM-GE in the trainer: the ``config.modulation`` block as a `Method`.
 
 On-the-fly gradient modulation (Peng, Wei, Deng, Wang, Hu, "Balanced
 Multimodal Learning via On-the-fly Gradient Modulation", CVPR 2022) needs,
 in every training step, each modality's score ``s_m``: the true-class softmax
 probability of its unimodal logits (its share of the fused logits, see
-`gblend_jax.modulation.unimodal`), summed over the batch. This module computes those
-scores from a `MultiModalClassifier`'s outputs and builds the
-`gblend_jax.modulation.ogm.ogm_ge` transform that consumes them from
-``config.modulation``.
+`gblend_jax.modulation.unimodal`), summed over the batch. `Modulation`
+computes those scores from a `MultiModalClassifier`'s outputs in the step
+and chains the `gblend_jax.modulation.ogm.ogm_ge` transform that consumes
+them before the optimiser.
 """
 
-from collections.abc import Callable
-from collections.abc import Mapping
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -20,17 +18,17 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from gblend_jax import plots
+from gblend_jax.models.builder import MID_FUSIONS
 from gblend_jax.modulation import ogm
 from gblend_jax.modulation import unimodal
-from gblend_jax.models.builder import MID_FUSIONS
-from gblend_jax.models.multimodal import MultiModalClassifier
+from gblend_jax.training import methods
 
 Array = jax.Array
 
 # none: plain training; ogm: coefficients only; ogm_ge: coefficients and
 # Gaussian noise with each gradient tensor's standard deviation.
 MODULATION_METHODS = ('none', 'ogm', 'ogm_ge')
-MODULATED_PARAMS = ('conv_kernels', 'matrices', 'all')
 
 
 def default_modulation_config() -> ml_collections.ConfigDict:
@@ -43,9 +41,10 @@ def default_modulation_config() -> ml_collections.ConfigDict:
     start_epoch, end_epoch: Active window ``[start, end)`` in epochs (the
       official ``modulation_starts``/``modulation_ends``, default 0 to 50);
       ``end_epoch < 0`` runs to the end of training.
-    modulated: Which encoder tensors are modulated: ``'conv_kernels'``
-      (4-D, the official code's choice), ``'matrices'`` (every tensor with
-      more than one dimension; the choice for MLP encoders) or ``'all'``.
+    modulated: Which encoder tensors are modulated (a key of
+      `gblend_jax.modulation.ogm.MODULATED`): ``'conv_kernels'`` (4-D, the
+      official code's choice), ``'matrices'`` (every tensor with more than
+      one dimension; the choice for MLP encoders) or ``'all'``.
   """
   return ml_collections.ConfigDict({
       'method': 'none',
@@ -77,10 +76,10 @@ def check_modulation_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
         f'config.modulation.alpha={block.alpha} must be >= 0.'
     )
-  if block.modulated not in MODULATED_PARAMS:
+  if block.modulated not in ogm.MODULATED:
     raise ValueError(
         f'Unknown config.modulation.modulated={block.modulated!r}; valid: '
-        f'{list(MODULATED_PARAMS)}.'
+        f'{sorted(ogm.MODULATED)}.'
     )
   if block.start_epoch < 0 or (
       block.end_epoch >= 0 and block.end_epoch <= block.start_epoch
@@ -89,12 +88,6 @@ def check_modulation_config(config: ml_collections.ConfigDict) -> None:
         'config.modulation window [start_epoch, end_epoch) = '
         f'[{block.start_epoch}, {block.end_epoch}) is empty or reversed; '
         'need 0 <= start_epoch < end_epoch (end_epoch < 0: to the end).'
-    )
-  if config.blend.mode == 'gradient':
-    raise ValueError(
-        f"config.modulation.method={block.method!r} cannot be combined with "
-        "config.blend.mode='gradient' (both transform the gradients of one "
-        'step); use another blend mode.'
     )
   if config.model.fusion in MID_FUSIONS:
     raise ValueError(
@@ -146,37 +139,9 @@ def build_transform(
   )
 
 
-def unimodal_logits_of(
-    model: nn.Module, variables: Mapping[str, object],
-    features: Mapping[str, Array], modalities: Sequence[str],
-) -> dict[str, Array]:
-  """Each modality's share of the fused logits of a `MultiModalClassifier`.
-
-  Args:
-    model: The classifier (late fusion).
-    variables: Its variables (``{'params': ...}`` and batch statistics).
-    features: Encoder outputs ``{m: [B, D_m]}`` of a forward pass.
-    modalities: The modalities, in fusion order.
-
-  Returns:
-    ``{m: [B, C]}`` from `gblend_jax.modulation.unimodal.unimodal_logits`, computed in
-    evaluation mode (no dropout in fusion or head).
-  """
-
-  def classify(encoded):
-    return model.apply(
-        variables, encoded, train=False,
-        method=MultiModalClassifier.classify_features,
-    )
-
-  return unimodal.unimodal_logits(
-      classify, {m: features[m] for m in modalities}, tuple(modalities)
-  )
-
-
 def make_update_args(
     model: nn.Module, modalities: Sequence[str]
-) -> Callable[..., tuple[dict[str, Array], dict[str, Array]]]:
+):
   """The train step's hook that hands OGM-GE its scores.
 
   Args:
@@ -195,7 +160,8 @@ def make_update_args(
     if batch_stats:
       variables['batch_stats'] = batch_stats
     features = jax.lax.stop_gradient(outputs['features'])
-    logits = unimodal_logits_of(model, variables, features, modalities)
+    logits = unimodal.classifier_unimodal_logits(
+        model, variables, features, modalities)
     scores = ogm.ogm_scores(logits, batch['label'], modalities)
     batch_size = batch['label'].shape[0]
     metrics = {
@@ -219,3 +185,51 @@ def state_metrics(
     out[f'ogm/ratio/{m}'] = ratios[i]
     out[f'ogm/coefficient/{m}'] = coefficients[i]
   return out
+
+
+class Modulation(methods.Method):
+  """OGM / OGM-GE (``config.modulation``) in the trainer.
+
+  Chains `ogm.ogm_ge` before the optimiser, hands it each step's scores
+  from the forward pass (`make_update_args`), logs ``ogm/...`` metrics and
+  draws ``ogm.png`` at the end.
+  """
+
+  block = 'modulation'
+  metric_prefix = 'ogm/'
+  default_config = staticmethod(default_modulation_config)
+
+  @classmethod
+  def check_config(cls, config: ml_collections.ConfigDict) -> None:
+    check_modulation_config(config)
+
+  @classmethod
+  def enabled(cls, config: ml_collections.ConfigDict) -> bool:
+    return config.modulation.method != 'none'
+
+  @classmethod
+  def features(cls, config: ml_collections.ConfigDict) -> frozenset[str]:
+    del config
+    return frozenset({'gradient_transform', 'modality_scores'})
+
+  def __init__(self, run: methods.RunInfo):
+    super().__init__(run)
+    self.modalities = tuple(run.modalities)
+
+  def transform(self) -> optax.GradientTransformation | None:
+    return build_transform(self.config, self.modalities,
+                           self.run.steps_per_epoch)
+
+  def step_hooks(self) -> methods.StepHooks:
+    modalities = self.modalities
+    return methods.StepHooks(
+        update_args=make_update_args(self.run.model, modalities),
+        opt_state_metrics=lambda s: state_metrics(s, modalities),
+    )
+
+  def draw_figures(self, workdir: str) -> list[str]:
+    path = plots.plot_modulation(workdir, self.modalities)
+    return [path] if path else []
+
+
+METHOD = Modulation

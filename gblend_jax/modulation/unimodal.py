@@ -51,6 +51,7 @@ import math
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -190,3 +191,34 @@ def unimodal_logits(
       precision=jax.lax.Precision.HIGHEST,
   )
   return {m: shares[j] for j, m in enumerate(modalities)}
+
+
+def classifier_unimodal_logits(
+    model: Any,
+    variables: Mapping[str, Any],
+    features: Mapping[str, Array],
+    modalities: Sequence[str],
+) -> dict[str, Array]:
+  """`unimodal_logits` of a `gblend_jax.models.MultiModalClassifier`.
+
+  Args:
+    model: the classifier (late fusion); its ``classify_features`` method
+      (fusion, then the fused head) is the ``classify`` of the shares.
+    variables: its variables (``{'params': ...}`` and batch statistics).
+    features: encoder outputs ``{m: [B, D_m]}`` of a forward pass.
+    modalities: the modalities, in fusion order.
+
+  Returns:
+    ``{m: [B, C]}``, computed in evaluation mode (no dropout in fusion or
+    head).
+  """
+
+  def classify(encoded):
+    return model.apply(
+        variables, encoded, train=False,
+        method=type(model).classify_features,
+    )
+
+  return unimodal_logits(
+      classify, {m: features[m] for m in modalities}, tuple(modalities)
+  )

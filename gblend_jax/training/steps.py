@@ -22,7 +22,7 @@ import optax
 
 from gblend_jax import losses
 from gblend_jax import metrics as metrics_lib
-from gblend_jax.modulation import method as modulation
+from gblend_jax.modulation import unimodal
 
 NON_INPUT_KEYS = ('label', 'id', 'mask')
 FUSED = 'fused'
@@ -38,6 +38,38 @@ UpdateArgs = Callable[..., tuple[dict[str, Any], dict[str, jax.Array]]]
 # `flax.linen.intercept_methods` interceptor active during the forward pass
 # (manifold mixup).
 Objective = Callable[..., tuple[Any, Callable[..., jax.Array], dict]]
+# params -> ([H] head losses, (outputs, new batch_stats, objective metrics)):
+# the training forward pass of one step (`training_losses`).
+LossVector = Callable[[Any], tuple[jax.Array, tuple[Any, Any, dict]]]
+
+
+@flax.struct.dataclass
+class Gradients:
+  """What an `UpdateRule` hands the optimiser, and what the step logs.
+
+  Attributes:
+    grads: the gradients ``tx.update`` receives (params-shaped, or with a
+      leading loss axis for `gblend_jax.gradient_blend`).
+    per_head: ``[H]`` training losses of the step's forward pass.
+    outputs: the model's outputs of that pass.
+    batch_stats: the updated batch statistics.
+    objective_metrics: metrics of the objective (mixup's λ, ...).
+    update_kwargs: extra keyword arguments of ``tx.update``.
+  """
+
+  grads: Any
+  per_head: jax.Array
+  outputs: Any
+  batch_stats: Any
+  objective_metrics: Any
+  update_kwargs: Any
+
+
+# (loss_vector, state, args, **variant) -> (Gradients, report), where
+# report(opt_state) -> (total loss, gradient) gives what the step logs as
+# 'loss' and 'grad_norm' after the update (the blend of the updated weights
+# for gradient-space G-Blend).
+UpdateRule = Callable[..., tuple[Gradients, Callable[..., tuple[Any, Any]]]]
 
 
 @flax.struct.dataclass
@@ -49,6 +81,42 @@ class TrainState:
   batch_stats: Any  # {} for models without BatchNorm.
   opt_state: optax.OptState
   rng: jax.Array  # shape=(2,), dtype=uint32; folded with the step.
+
+  @classmethod
+  def create(
+      cls,
+      model: nn.Module,
+      tx: optax.GradientTransformation,
+      rng: jax.Array,
+      input_shapes: Mapping[str, Sequence[int]],
+  ) -> 'TrainState':
+    """A freshly initialised state (step 0).
+
+    Args:
+      model: the classifier; initialised in evaluation mode on a batch of
+        one zero example.
+      tx: the optimiser (with every method's transform chained before it).
+      rng: the run's key; split into the parameter, dropout and state keys.
+      input_shapes: ``{modality: per-example shape}``.
+
+    Returns:
+      The state; jit this (the trainer does, with ``out_shardings``) so that
+      every leaf has a buffer of its own, as donation needs.
+    """
+    params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
+    dummy = {m: jnp.zeros((1, *shape), jnp.float32)
+             for m, shape in input_shapes.items()}
+    variables = model.init(
+        {'params': params_rng, 'dropout': dropout_rng}, dummy, train=False
+    )
+    params = variables['params']
+    return cls(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get('batch_stats', {}),
+        opt_state=tx.init(params),
+        rng=state_rng,
+    )
 
 
 def head_order(
@@ -93,10 +161,10 @@ def stacked_head_losses(
   )
 
 
-def _training_losses(
+def training_losses(
     model: nn.Module, state: TrainState, batch, heads,
     objective: Objective | None = None, loss_args: Any = None,
-):
+) -> LossVector:
   """``params -> ([H] head losses, (outputs, new batch_stats, metrics))``
   in training mode, with the dropout key of this step.
 
@@ -127,71 +195,96 @@ def _training_losses(
   return loss_vector
 
 
+def weighted_sum_rule(
+    loss_vector: LossVector, state: TrainState, args: Mapping[str, Any]
+) -> tuple[Gradients, Callable[..., tuple[Any, Any]]]:
+  """The default `UpdateRule`: one backward pass of ``Σ_i w_i L_i``
+  (G-Blend, Eq. 3) with ``w = args['head_weights']``.
+
+  One compiled step serves naive training (``w`` one-hot on the fused
+  head), fixed weights, and weights an estimator replaces between steps.
+  """
+  head_weights = args['head_weights']
+
+  def weighted_sum(params):
+    per_head, aux = loss_vector(params)
+    return jnp.dot(head_weights, per_head), (per_head, *aux)
+
+  (total, (per_head, out, batch_stats, objective_metrics)), grads = (
+      jax.value_and_grad(weighted_sum, has_aux=True)(state.params)
+  )
+  gradients = Gradients(
+      grads=grads, per_head=per_head, outputs=out, batch_stats=batch_stats,
+      objective_metrics=objective_metrics, update_kwargs={},
+  )
+  return gradients, lambda opt_state: (total, grads)
+
+
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
     learning_rate: optax.Schedule,
     heads: Sequence[str],
-    *,
-    update_args: UpdateArgs | None = None,
-    opt_state_metrics: Callable[[optax.OptState], dict] | None = None,
-    objective: Objective | None = None,
+    hooks: Any = None,
+    **variant: Any,
 ) -> Callable[..., tuple[TrainState, dict]]:
-  """A step on the objective ``sum_i w_i L_i`` with one backward pass.
+  """The train step: per-head losses, an update rule, the optimiser.
 
   Args:
     model: the classifier.
-    tx: the optimiser.
+    tx: the optimiser, with every method's transform chained before it.
     learning_rate: its schedule, for logging.
-    heads: head names in blend order; ``head_weights[i]`` weights ``heads[i]``.
-    update_args: optional ``(params, batch_stats, outputs, batch) ->
-      (extra_args, metrics)``: keyword arguments for ``tx.update`` computed
-      from this step's forward pass (OGM-GE's scores) and metrics to log.
-    opt_state_metrics: optional ``opt_state -> metrics`` read after the
-      update (OGM-GE's ratios and coefficients).
-    objective: optional `Objective` replacing per-head cross-entropy (the
-      long-tail losses and mixup); it receives the step's ``loss_args``.
+    heads: head names in blend order; ``head_weights[i]`` weights
+      ``heads[i]``.
+    hooks: a `gblend_jax.training.methods.StepHooks` (None: plain
+      per-head cross-entropy, `weighted_sum_rule`, nothing else):
+      ``objective`` replaces per-head cross-entropy and receives
+      ``args['loss_args']``; ``update_rule`` replaces `weighted_sum_rule`;
+      ``update_args(params, batch_stats, outputs, batch)`` gives extra
+      ``tx.update`` arguments from this step's forward pass (OGM-GE's
+      scores) and metrics; ``opt_state_metrics(opt_state)`` is read after
+      the update.
+    **variant: static keyword arguments of the update rule (e.g.
+      ``estimate=True``), fixed at compile time.
 
   Returns:
-    ``train_step(state, batch, head_weights, loss_args=None) -> (state,
-    metrics)``.
+    ``train_step(state, batch, args) -> (state, metrics)``, where ``args``
+    holds the step's arrays (``head_weights`` ``[H]``, and whatever the
+    methods' `step_args` add).
   """
+  objective = getattr(hooks, 'objective', None)
+  rule = getattr(hooks, 'update_rule', None) or weighted_sum_rule
+  update_args = getattr(hooks, 'update_args', None)
+  opt_state_metrics = getattr(hooks, 'opt_state_metrics', None)
 
-  def train_step(
-      state: TrainState, batch, head_weights: jax.Array, loss_args=None
-  ):
-    loss_vector = _training_losses(
-        model, state, batch, heads, objective, loss_args
+  def train_step(state: TrainState, batch, args: Mapping[str, Any]):
+    loss_vector = training_losses(
+        model, state, batch, heads, objective, args.get('loss_args')
     )
-
-    def weighted_sum(params):
-      per_head, (out, batch_stats, metrics) = loss_vector(params)
-      return jnp.dot(head_weights, per_head), (
-          per_head, out, batch_stats, metrics)
-
-    (total, (per_head, out, batch_stats, objective_metrics)), grads = (
-        jax.value_and_grad(weighted_sum, has_aux=True)(state.params)
-    )
+    gradients, report = rule(loss_vector, state, args, **variant)
     extra_args, extra_metrics = {}, {}
     if update_args is not None:
       extra_args, extra_metrics = update_args(
-          state.params, state.batch_stats, out, batch
+          state.params, state.batch_stats, gradients.outputs, batch
       )
     updates, opt_state = tx.update(
-        grads, state.opt_state, state.params, **extra_args
+        gradients.grads, state.opt_state, state.params,
+        **gradients.update_kwargs, **extra_args,
     )
     params = optax.apply_updates(state.params, updates)
+    total, logged_grads = report(opt_state)
     step_metrics = _step_metrics(
-        total, per_head, out['logits'], batch['label'], heads, grads, params,
+        total, gradients.per_head, gradients.outputs['logits'],
+        batch['label'], heads, logged_grads, params,
         learning_rate(state.step),
     )
     step_metrics.update(extra_metrics)
-    step_metrics.update(objective_metrics)
+    step_metrics.update(gradients.objective_metrics)
     if opt_state_metrics is not None:
       step_metrics.update(opt_state_metrics(opt_state))
     new_state = state.replace(
-        step=state.step + 1, params=params, batch_stats=batch_stats,
-        opt_state=opt_state,
+        step=state.step + 1, params=params,
+        batch_stats=gradients.batch_stats, opt_state=opt_state,
     )
     return new_state, step_metrics
 
@@ -228,7 +321,7 @@ def guard_nonfinite(
 
   Args:
     train_step: ``(state, *args) -> (state, metrics)`` from
-      `make_train_step` or `make_gradient_blend_train_step`.
+      `make_train_step`.
     heads: head names; their ``<head>/loss`` metrics are checked.
     skip: when a step's values are not finite, return the old state (with
       the step counter advanced) instead of the updated one. A selection
@@ -265,9 +358,9 @@ def make_eval_step(
   Args:
     model: the classifier.
     unimodal_modalities: for a late-fusion model, the modalities whose share
-      of the fused logits (`gblend_jax.modulation.unimodal`) is measured as the extra
-      heads ``unimodal_<m>``: how well each encoder is trained inside the
-      fused model, without a linear probe (OGM-GE's diagnostic).
+      of the fused logits (`gblend_jax.modulation.unimodal`) is measured as
+      the extra heads ``unimodal_<m>``: how well each encoder is trained
+      inside the fused model, without a linear probe (OGM-GE's diagnostic).
 
   Returns:
     ``eval_step(state, batch) -> {'<head>/<metric>': sum, 'count': n}``.
@@ -283,121 +376,10 @@ def make_eval_step(
       variables = {'params': state.params}
       if state.batch_stats:
         variables['batch_stats'] = state.batch_stats
-      shares = modulation.unimodal_logits_of(
+      shares = unimodal.classifier_unimodal_logits(
           model, variables, out['features'], unimodal_modalities
       )
       logits.update({f'{UNIMODAL_PREFIX}{m}': v for m, v in shares.items()})
     return metrics_lib.head_metric_sums(logits, batch['label'], batch['mask'])
 
   return eval_step
-
-
-def make_gradient_blend_train_step(
-    model: nn.Module,
-    tx: optax.GradientTransformationExtraArgs,
-    learning_rate: optax.Schedule,
-    heads: Sequence[str],
-) -> Callable[..., tuple[TrainState, dict]]:
-  """A step that blends per-loss gradients with `gblend_jax.gradient_blend`.
-
-  ``train_step(state, batch, holdout_batch, estimate=None)``. With
-  ``estimate`` None or True the per-loss gradients ``v_k`` come from one
-  forward pass and H vector-Jacobian products (``jax.jacrev`` of the ``[H]``
-  loss vector), and the gradient of the fused loss on a held-out batch
-  estimates ``∇L*`` (Proposition 1); ``gradient_blend`` re-estimates its
-  weights from them on the steps its count says (None) or on this step
-  (True). With ``estimate=False`` the weights stay as they are, so one
-  backward pass of ``Σ_k w_k L_k`` gives the same update: its gradient ``g``
-  goes to ``gradient_blend`` as the per-loss gradient ``g / Σ_k w_k`` of
-  every head (whose blend is ``g``), and the held-out batch is not used.
-  ``estimate`` is static: bind it with ``functools.partial`` before
-  ``jax.jit`` and call the estimating step every ``estimate_every`` steps
-  (the trainer does), the other one in between. `tx` must start with
-  ``gradient_blend``.
-
-  Args:
-    model: the classifier.
-    tx: ``optax.chain(gradient_blend(...), optimiser)``.
-    learning_rate: the optimiser's schedule, for logging.
-    heads: head names in blend order.
-
-  Returns:
-    ``train_step(state, batch, holdout_batch, estimate=None) -> (state,
-    metrics)``; the metrics include ``blend/weight/<head>`` (the weights
-    after the step).
-  """
-  num_heads = len(heads)
-
-  def per_loss_grads_of(state, batch, holdout_batch):
-    loss_vector = _training_losses(model, state, batch, heads)
-
-    def with_losses(params):
-      per_head, aux = loss_vector(params)
-      return per_head, (per_head, *aux)
-
-    per_loss_grads, (per_head, out, batch_stats, _) = jax.jacrev(
-        with_losses, has_aux=True
-    )(state.params)
-
-    def holdout_loss(params):
-      holdout_out, _ = forward(
-          model, params, batch_stats, model_inputs(holdout_batch), train=False
-      )
-      return losses.cross_entropy(
-          holdout_out['logits'][FUSED], holdout_batch['label']
-      )
-
-    holdout_grads = jax.grad(holdout_loss)(state.params)
-    return per_loss_grads, holdout_grads, per_head, out, batch_stats
-
-  def weighted_grads_of(state, batch):
-    loss_vector = _training_losses(model, state, batch, heads)
-    weights = optax.tree.get(state.opt_state, 'weights')
-
-    def total(params):
-      per_head, aux = loss_vector(params)
-      return jnp.dot(weights, per_head), (per_head, *aux)
-
-    grads, (per_head, out, batch_stats, _) = jax.grad(
-        total, has_aux=True)(state.params)
-    share = jax.tree.map(
-        lambda g: jnp.broadcast_to(g / jnp.sum(weights),
-                                   (num_heads, *g.shape)), grads)
-    return share, None, per_head, out, batch_stats
-
-  def train_step(state: TrainState, batch, holdout_batch,
-                 estimate: bool | None = None):
-    if estimate is False:
-      per_loss_grads, holdout_grads, per_head, out, batch_stats = (
-          weighted_grads_of(state, batch))
-      extra = {}
-    else:
-      per_loss_grads, holdout_grads, per_head, out, batch_stats = (
-          per_loss_grads_of(state, batch, holdout_batch))
-      extra = {} if estimate is None else {'estimate': True}
-    updates, opt_state = tx.update(
-        per_loss_grads, state.opt_state, state.params,
-        holdout_grads=holdout_grads, **extra,
-    )
-    params = optax.apply_updates(state.params, updates)
-    blend_state = optax.tree.get(opt_state, 'weights')
-    blended = jax.tree.map(
-        lambda g: jnp.einsum('i,i...->...', blend_state, g), per_loss_grads
-    )
-    step_metrics = _step_metrics(
-        jnp.dot(blend_state, per_head), per_head, out['logits'],
-        batch['label'], heads, blended, params, learning_rate(state.step),
-    )
-    for i, head in enumerate(heads):
-      step_metrics[f'blend/weight/{head}'] = blend_state[i]
-      step_metrics[f'blend/gain/{head}'] = optax.tree.get(opt_state,
-                                                          'gain')[i]
-      step_metrics[f'blend/sigma_sq/{head}'] = optax.tree.get(
-          opt_state, 'sigma_sq')[i]
-    new_state = state.replace(
-        step=state.step + 1, params=params, batch_stats=batch_stats,
-        opt_state=opt_state,
-    )
-    return new_state, step_metrics
-
-  return train_step

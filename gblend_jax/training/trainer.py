@@ -4,14 +4,15 @@
 data parallelism over all devices (`jax.jit` with `NamedSharding` on a
 ``data`` mesh axis), evaluates every head on the train, held-out and test
 splits, checkpoints with orbax and resumes from the latest checkpoint when
-rerun on the same work directory. Later methods (blending, modulation,
-long-tail tricks) are configuration of this loop, not new loops.
+rerun on the same work directory. Methods (blending, modulation, long-tail
+tricks) plug in through `gblend_jax.training.methods`: the loop calls their
+entry points and names none of them.
 
-Sections: config checks, data, mesh and shardings, model and optimiser,
-initialisation or resume, step functions, evaluation, the loop.
+Sections of `train_and_evaluate`: data, mesh, model and methods, state,
+steps, loop, finish.
 """
 
-import functools
+import dataclasses
 import json
 import os
 import signal
@@ -24,25 +25,19 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 
-from gblend_jax.blending import blend
-from gblend_jax.blending import estimation as blend_estimation
-from gblend_jax.training import checkpointing
-from gblend_jax import config as config_lib
 from gblend_jax import data
-from gblend_jax.training import metric_writer
 from gblend_jax import metrics as metrics_lib
 from gblend_jax import models
-from gblend_jax.modulation import method as modulation
-from gblend_jax.training import optim
-from gblend_jax import plots
+from gblend_jax.training import checkpointing
+from gblend_jax.training import methods as methods_lib
+from gblend_jax.training import metric_writer
+from gblend_jax.training import program as program_lib
 from gblend_jax.training import steps
-from gblend_jax.longtail import method as longtail_hooks
 
 SPLITS = ('train', 'holdout', 'test')
-
+CLASS_COUNTS_FILE = 'class_counts.json'
 
 TrainState = steps.TrainState
 
@@ -56,11 +51,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   Raises:
     ValueError: naming the key, the value and what is allowed.
   """
-  if config.blend.mode not in config_lib.BLEND_MODES:
-    raise ValueError(
-        f'Unknown config.blend.mode={config.blend.mode!r}; valid: '
-        f'{list(config_lib.BLEND_MODES)}.'
-    )
   split, _, _ = config.best_metric.partition('/')
   if split != 'holdout':
     raise ValueError(
@@ -68,65 +58,59 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         "('holdout/<head>/<metric>'): choosing checkpoints on the test split "
         'leaks the test set.'
     )
-  modulation.check_modulation_config(config)
-  longtail_hooks.check_config(config)
   if config.early_stopping_patience < 0:
     raise ValueError(
         'config.early_stopping_patience='
         f'{config.early_stopping_patience} must be >= 0.'
     )
+  methods_lib.check_config(config)
 
 
-def head_loss_weights(
-    config: ml_collections.ConfigDict, heads: tuple[str, ...]
-) -> np.ndarray:
-  """The starting weight of each head's loss, in head order.
+@dataclasses.dataclass
+class LoopState:
+  """The loop's bookkeeping, checkpointed with the train state.
 
-  Args:
-    config: the run config.
-    heads: the model's heads in blend order (modalities, then ``'fused'``).
-
-  Returns:
-    ``[H]`` float32 weights: one-hot on the fused head for naive training
-    (``blend.mode='none'``); ``blend.weights`` if given; else uniform.
-
-  Raises:
-    ValueError: for blend weights of the wrong length, negative, not finite
-      or not summing to 1, and for a blend mode on a model with one head.
+  Attributes:
+    best_metric: the best ``config.best_metric`` so far (None: no eval).
+    best_step: the step of that evaluation (and of ``best/``).
+    evals_since_best: evaluations since the best one (early stopping).
+    stopped_early: whether early stopping ended the run.
+    train_seconds: wall time of training (with estimates and evaluations),
+      summed over the invocations of an interrupted run.
+    skipped_steps: non-finite steps skipped (``skip_nonfinite_steps``).
   """
-  mode = config.blend.mode
-  if mode == 'none':
-    return np.array([h == steps.FUSED for h in heads], np.float32)
-  if len(heads) < 3:
-    raise ValueError(
-        f'config.blend.mode={mode!r} blends one loss per head and needs '
-        'several modalities with config.model.modality_heads=True; this '
-        f'model has the heads {list(heads)}.'
-    )
-  weights = np.asarray(config.blend.weights, np.float64)
-  if weights.size == 0:
-    if mode == 'fixed':
+
+  best_metric: float | None = None
+  best_step: int | None = None
+  evals_since_best: int = 0
+  stopped_early: bool = False
+  train_seconds: float = 0.0
+  skipped_steps: int = 0
+
+  def update_best(self, step: int, results: Mapping[str, float],
+                  config: ml_collections.ConfigDict) -> bool:
+    """Records an evaluation; True when it is the best so far (the caller
+    saves ``best/``). Sets ``stopped_early`` after the patience runs out."""
+    if config.best_metric not in results:
+      measured = sorted(k for k in results if k.startswith('holdout/'))
       raise ValueError(
-          "config.blend.mode='fixed' needs config.blend.weights, one per "
-          f'head in the order {list(heads)}.'
+          f'config.best_metric={config.best_metric!r} is not measured; '
+          f'choose one of {measured}.'
       )
-    return np.full(len(heads), 1.0 / len(heads), np.float32)
-  if weights.shape != (len(heads),):
-    raise ValueError(
-        f'config.blend.weights={tuple(config.blend.weights)} has '
-        f'{weights.size} entries; the heads are {list(heads)}.'
-    )
-  if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-    raise ValueError(
-        f'config.blend.weights={tuple(config.blend.weights)} must be finite '
-        'and non-negative.'
-    )
-  if abs(weights.sum() - 1.0) > 1e-6:
-    raise ValueError(
-        f'config.blend.weights={tuple(config.blend.weights)} sum to '
-        f'{weights.sum():.6g}, not 1.'
-    )
-  return weights.astype(np.float32)
+    value = results[config.best_metric]
+    if self.best_metric is None or value > self.best_metric:
+      self.best_metric, self.best_step, self.evals_since_best = value, step, 0
+      return True
+    self.evals_since_best += 1
+    patience = config.early_stopping_patience
+    if patience and self.evals_since_best >= patience:
+      self.stopped_early = True
+      logging.info(
+          'Early stopping at step %d: %s has not improved on %.4f (step %d) '
+          'for %d evaluations.', step, config.best_metric, self.best_metric,
+          self.best_step, patience,
+      )
+    return False
 
 
 def _mesh_and_shardings() -> tuple[
@@ -245,8 +229,7 @@ def train_and_evaluate(
         f'config.data.batch_size={global_batch} is not divisible by the '
         f'{jax.device_count()} devices.'
     )
-  # Random over- or under-sampling train on a fixed balanced multiset.
-  train_source = longtail_hooks.training_source(config, splits.train)
+  train_source = methods_lib.training_source(config, splits.train)
   steps_per_epoch = data.steps_per_epoch(len(train_source), global_batch)
   total_steps = (
       config.num_train_steps
@@ -254,16 +237,7 @@ def train_and_evaluate(
       else int(config.num_epochs * steps_per_epoch)
   )
   eval_every = max(int(round(config.eval_every_epochs * steps_per_epoch)), 1)
-  train_eval_source = splits.train
-  if 0 < config.eval_train_examples < len(splits.train):
-    train_eval_source = data.IndexSubset(
-        splits.train, np.arange(config.eval_train_examples)
-    )
-  eval_sources = {
-      'train': train_eval_source,
-      'holdout': splits.holdout,
-      'test': splits.test,
-  }
+  eval_sources = _eval_sources(config, splits)
   logging.info(
       'Data %s: %d train / %d held-out / %d test examples, %d classes, '
       'modalities %s; %d steps of batch %d (%d per epoch).',
@@ -271,359 +245,154 @@ def train_and_evaluate(
       splits.num_classes, dict(splits.modalities), total_steps, global_batch,
       steps_per_epoch,
   )
+  if is_chief:
+    _write_class_counts(workdir, config, splits)
 
   # ---- Mesh and shardings.
   _, replicated, batch_sharding = _mesh_and_shardings()
+  put = lambda tree: jax.device_put(tree, replicated)
+  to_global = lambda batch: _to_global(batch, batch_sharding)
+  processes = {'process_index': jax.process_index(),
+               'process_count': jax.process_count()}
+  reading = {'read_threads': config.data.read_threads,
+             'prefetch_batches': config.data.prefetch_batches}
 
-  # ---- Model, objective and optimiser.
+  # ---- Model and methods.
   model = models.build_model(
       config.model, modalities=splits.modalities,
       num_classes=splits.num_classes,
   )
   heads = steps.head_order(tuple(splits.modalities),
                            config.model.modality_heads)
-  initial_weights = head_loss_weights(config, heads)
-  # Long-tail tricks (losses, DRW, samplers, DRS, mixup, shot metrics).
-  longtail = longtail_hooks.LongTailTraining(
-      config, splits, steps_per_epoch=steps_per_epoch,
-      total_steps=total_steps, heads=heads, model=model,
+  run = methods_lib.RunInfo(
+      config=config, model=model, modalities=splits.modalities, heads=heads,
+      steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+      splits=splits, global_batch_size=global_batch,
   )
-  if is_chief:
-    longtail.write_class_counts(workdir)
-  tx = optim.build_optimizer(
-      config.optimizer, total_steps=total_steps,
-      steps_per_epoch=steps_per_epoch,
-  )
-  modalities = tuple(splits.modalities)
-  modulation_tx = modulation.build_transform(
-      config, modalities, steps_per_epoch
-  )
-  if modulation_tx is not None:
-    tx = optax.chain(modulation_tx, tx)
-  if config.blend.mode == 'gradient':
-    tx = optax.chain(
-        blend.gradient_blend(
-            initial_weights,
-            estimate_every=config.blend.estimate_every_steps,
-            decay=config.blend.decay,
-            eps=config.blend.eps,
-        ),
-        tx,
-    )
-  learning_rate = optim.learning_rate_schedule(
-      config.optimizer, total_steps=total_steps,
-      steps_per_epoch=steps_per_epoch,
+  methods = methods_lib.enabled_methods(run)
+  program = program_lib.build_program(
+      run, methods, replicated=replicated,
+      skip_nonfinite_steps=config.skip_nonfinite_steps,
   )
 
-  def init_state(rng: jax.Array) -> TrainState:
-    params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
-    dummy = {
-        m: jnp.zeros((1, *shape), jnp.float32)
-        for m, shape in splits.modalities.items()
-    }
-    variables = model.init(
-        {'params': params_rng, 'dropout': dropout_rng}, dummy, train=False
-    )
-    params = variables['params']
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        batch_stats=variables.get('batch_stats', {}),
-        opt_state=tx.init(params),
-        rng=state_rng,
-    )
-
-  # ---- Initialisation, or resume from the latest checkpoint.
-  init_fn = jax.jit(init_state, out_shardings=replicated)
-  abstract_state = jax.eval_shape(init_fn, jax.random.PRNGKey(config.seed))
-  abstract_state = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-      abstract_state,
-  )
+  # ---- State: initialise, or resume from the latest checkpoint.
+  abstract_state = program.abstract_state(jax.random.PRNGKey(config.seed),
+                                          replicated)
   checkpointer = checkpointing.Checkpointer(
       workdir, max_to_keep=config.max_checkpoints_to_keep
   )
-  reading = {'read_threads': config.data.read_threads,
-             'prefetch_batches': config.data.prefetch_batches}
+  samplers = [s for s in (m.sampler() for m in methods) if s is not None]
   train_iter = data.train_iterator(
       train_source,
       global_batch_size=global_batch,
       seed=config.data.shuffle_seed,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
-      sampler=longtail.sampler(global_batch),
+      sampler=samplers[0] if samplers else None,
       augmentation=config.data.augmentation,
       augment_modalities=tuple(config.data.augment_modalities),
       augment_pad=config.data.augment_pad,
-      **reading,
+      **processes, **reading,
   )
-  holdout_iter = None
-  if config.blend.mode == 'gradient':
-    holdout_iter = data.train_iterator(
-        splits.holdout,
-        global_batch_size=global_batch,
-        seed=config.data.shuffle_seed + 1,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        **reading,
-    )
-  loop = {'best_metric': None, 'best_step': None, 'evals_since_best': 0,
-          'stopped_early': False, 'blend_weights': None,
-          'last_estimate_step': None, 'train_seconds': 0.0,
-          'skipped_steps': 0}
+  loop = LoopState()
   # A damaged latest checkpoint falls back to the previous good one.
   start_step, state, extra = checkpointer.restore_latest_usable(
       abstract_state)
   if start_step is None:
     start_step = 0
-    state = init_fn(jax.random.PRNGKey(config.seed))
+    state = program.init(jax.random.PRNGKey(config.seed))
     if config.init_encoders:
       state = _load_pretrained_encoders(state, config.init_encoders)
-      state = jax.device_put(state, replicated)
+      state = put(state)
   else:
     train_iter.set_state(extra['data_iterator'])
-    if holdout_iter is not None:
-      holdout_iter.set_state(extra['holdout_iterator'])
-    loop.update(extra['loop'])
+    loop = LoopState(**extra['loop'])
+    for method in methods:
+      method.restore(extra['methods'].get(type(method).block, {}))
     logging.info('Resumed from the checkpoint at step %d.', start_step)
 
-  # ---- Step functions.
-  head_weights = jax.device_put(
-      np.asarray(loop['blend_weights'] or initial_weights, np.float32),
-      replicated,
-  )
-  late_fusion = config.model.fusion not in models.MID_FUSIONS
-  eval_step = steps.make_eval_step(
-      model, modalities if late_fusion and len(modalities) > 1 else ()
-  )
-  if config.blend.mode == 'gradient':
-    # Two executables: per-loss gradients and re-estimation on every
-    # estimate_every_steps-th step, one weighted backward pass in between.
-    blend_step = steps.make_gradient_blend_train_step(
-        model, tx, learning_rate, heads)
-    train_steps = {
-        estimate: jax.jit(
-            steps.guard_nonfinite(
-                functools.partial(blend_step, estimate=estimate),
-                heads, skip=config.skip_nonfinite_steps),
-            donate_argnums=(0,),
-            in_shardings=(replicated, batch_sharding, batch_sharding),
-            out_shardings=(replicated, replicated),
-        )
-        for estimate in (True, False)
-    }
-    every = config.blend.estimate_every_steps
-
-    def run_step(state, batch, step):
-      # The held-out stream advances every step, estimating or not.
-      holdout_batch = next(holdout_iter)
-      estimate = every > 0 and step % every == 0
-      if estimate:
-        holdout_batch = _to_global(holdout_batch, batch_sharding)
-      else:
-        holdout_batch = None
-      return train_steps[estimate](state, batch, holdout_batch)
-  else:
-    hooks = {}
-    if modulation_tx is not None:
-      hooks.update(
-          update_args=modulation.make_update_args(model, modalities),
-          opt_state_metrics=lambda s: modulation.state_metrics(s, modalities),
-      )
-    if longtail.objective is not None:
-      hooks['objective'] = longtail.objective
-    train_step = jax.jit(
-        steps.guard_nonfinite(
-            steps.make_train_step(model, tx, learning_rate, heads, **hooks),
-            heads, skip=config.skip_nonfinite_steps),
-        donate_argnums=(0,),
-        in_shardings=(replicated, batch_sharding, replicated, replicated),
-        out_shardings=(replicated, replicated),
-    )
-
-    def run_step(state, batch, step):
-      # The loss weights (DRW) and mixup's on/off flag of this step.
-      loss_args = None
-      if longtail.objective is not None:
-        loss_args = longtail.loss_args(
-            step, lambda x: jax.device_put(x, replicated), state, workdir)
-      return train_step(state, batch, head_weights, loss_args)
-
-  eval_step = jax.jit(
-      eval_step, in_shardings=(replicated, batch_sharding),
-      out_shardings=replicated,
-  )
-
-  # ---- Evaluation.
+  # ---- Steps and evaluation.
   eval_batch = -(-config.data.eval_batch_size // jax.device_count())
   eval_batch *= jax.device_count()
+
+  def eval_batches(source: data.Source):
+    for batch in data.eval_batches(source, batch_size=eval_batch,
+                                   **processes):
+      yield to_global(batch)
 
   def evaluate(
       state: TrainState, sources: Mapping[str, data.Source] = eval_sources
   ) -> dict[str, float]:
     results = {}
     for split, source in sources.items():
-      batch_sums = []
-      for batch in data.eval_batches(
-          source, batch_size=eval_batch,
-          process_index=jax.process_index(),
-          process_count=jax.process_count(),
-      ):
-        batch_sums.append(
-            jax.device_get(eval_step(state, _to_global(batch, batch_sharding)))
-        )
+      batch_sums = [jax.device_get(program.eval_step(state, batch))
+                    for batch in eval_batches(source)]
       for name, value in metrics_lib.finalize(batch_sums).items():
         if name != 'count':
           results[f'{split}/{name}'] = value
     return results
 
-  per_class_eval = jax.jit(
-      longtail.make_per_class_eval(model),
-      in_shardings=(replicated, batch_sharding), out_shardings=replicated,
-  )
-
-  def test_shot_metrics(state: TrainState):
-    return longtail.shot_results(
-        jax.device_get(per_class_eval(state, _to_global(b, batch_sharding)))
-        for b in data.eval_batches(
-            splits.test, batch_size=eval_batch,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        )
-    )
-
-  run_start = time.perf_counter()
-  seconds_before = loop['train_seconds']
-
-  def save(step: int, state: TrainState) -> None:
-    # Wall time of training (with estimates and evaluations), summed over
-    # the invocations of an interrupted run.
-    loop['train_seconds'] = seconds_before + time.perf_counter() - run_start
-    extra = {'data_iterator': train_iter.get_state(), 'loop': dict(loop)}
-    if holdout_iter is not None:
-      extra['holdout_iterator'] = holdout_iter.get_state()
-    checkpointer.save(step, state, _jsonable(extra))
-
-  # ---- Blend weights by Algorithm 1 (offline and online modes).
-  estimate = None
-  if config.blend.mode in ('offline', 'online'):
-    constant = config.optimizer.copy_and_resolve_references()
-    constant.schedule, constant.warmup_epochs = 'constant', 0.0
-    estimate_tx = optim.build_optimizer(
-        constant, total_steps=total_steps, steps_per_epoch=steps_per_epoch
-    )
-    estimate_step = jax.jit(
-        steps.make_train_step(
-            model, estimate_tx,
-            optax.constant_schedule(constant.learning_rate), heads,
-        ),
-        in_shardings=(replicated, batch_sharding, replicated),
-        out_shardings=(replicated, replicated),
-    )
-    subset_size = min(
-        config.blend.train_subset_size or len(splits.holdout),
-        len(splits.train),
-    )
-    train_subset = data.IndexSubset(splits.train, np.sort(
-        np.random.default_rng(config.data.holdout_seed).choice(
-            len(splits.train), subset_size, replace=False)))
-
-    def make_batches(seed: int):
-      batches = data.train_iterator(
-          splits.train, global_batch_size=global_batch, seed=seed,
-          process_index=jax.process_index(),
-          process_count=jax.process_count(), **reading,
-      )
-      return (_to_global(b, batch_sharding) for b in batches)
-
-    estimate = blend_estimation.ScheduledEstimator(
-        config, train_step=estimate_step, tx=estimate_tx,
-        make_batches=make_batches, evaluate=evaluate,
-        sources={'train': train_subset, 'holdout': splits.holdout},
-        heads=heads, steps_per_epoch=steps_per_epoch,
-        put=lambda x: jax.device_put(x, replicated),
-    )
-
-  # ---- The loop.
   writer = metric_writer.MetricWriter(
       workdir, resume_step=start_step, enabled=is_chief
   )
+  services = methods_lib.Services(
+      workdir=workdir, is_chief=is_chief, put=put, to_global=to_global,
+      train_iterator=lambda source, seed: data.train_iterator(
+          source, global_batch_size=global_batch, seed=seed,
+          **processes, **reading),
+      evaluate=evaluate, eval_batches=eval_batches,
+      build_train_step=lambda tx, lr: program_lib.plain_train_step(
+          run, tx, lr, replicated=replicated),
+      write_metrics=writer.write,
+  )
+  for method in methods:
+    method.start(services)
+  default_args = {'head_weights': put(
+      np.array([h == steps.FUSED for h in heads], np.float32))}
+  run_start = time.perf_counter()
+  seconds_before = loop.train_seconds
+
+  def save(step: int, state: TrainState) -> None:
+    loop.train_seconds = seconds_before + time.perf_counter() - run_start
+    extra = {'data_iterator': train_iter.get_state(),
+             'loop': dataclasses.asdict(loop),
+             'methods': {type(m).block: m.host_state() for m in methods}}
+    checkpointer.save(step, state, _jsonable(extra))
+
+  # ---- The loop.
   progress = metric_writer.ProgressReporter(
       total_steps, start_step, config.log_every_steps
   )
-  # Metrics of the steps since the last check, on device (no sync per
-  # step), then on the host until the next progress line.
-  pending: list[tuple[int, dict[str, jax.Array]]] = []
-  checked: list[dict[str, float]] = []
-
-  def check_pending() -> None:
-    """Moves `pending` to `checked`; stops or skips non-finite steps."""
-    if not pending:
-      return
-    numbers = [n for n, _ in pending]
-    for number, row in zip(
-        numbers, jax.device_get([m for _, m in pending]), strict=True):
-      if not row.pop(steps.NONFINITE):
-        checked.append(row)
-        continue
-      bad = _nonfinite_values(row)
-      if not config.skip_nonfinite_steps:
-        checkpointer.wait()  # The last good checkpoint is complete on disk.
-        good = checkpointer.latest_step()
-        raise FloatingPointError(
-            f'Non-finite values in training step {number} (the update from '
-            f'step {number - 1}): {bad}. Stopped; the last good checkpoint '
-            + (f'(step {good}, {checkpointer.step_path(good)}) is kept.'
-               if good is not None else 'would be at step 0: none saved.')
-            + ' Set config.skip_nonfinite_steps=True to skip such steps.'
-        )
-      loop['skipped_steps'] += 1
-      logging.warning(
-          'Skipped training step %d (config.skip_nonfinite_steps): '
-          'non-finite %s; %d steps skipped so far.', number, bad,
-          loop['skipped_steps'])
-    pending.clear()
-
+  monitor = _StepMonitor(config, checkpointer, loop)
   last_eval: dict[str, float] | None = None
   step = start_step
   interrupted = False
   with _StopRequest() as stop:
-    while step < total_steps and not loop['stopped_early']:
-      if estimate is not None and estimate.due(step, loop):
-        result = estimate(state, step, loop['blend_weights'] or initial_weights)
-        loop['blend_weights'] = result.weights.tolist()
-        loop['last_estimate_step'] = step
-        head_weights = jax.device_put(result.weights, replicated)
-        writer.write(step, {**result.as_metrics(heads),
-                            'blend/epoch': step / steps_per_epoch})
-      batch = _to_global(next(train_iter), batch_sharding)
-      state, step_metrics = run_step(state, batch, step)
+    while step < total_steps and not loop.stopped_early:
+      args = dict(default_args)
+      for method in methods:
+        method.before_step(step, state)
+        args.update(method.step_args(step, state))
+      train_step = program.train_step(methods_lib.step_variant(methods, step))
+      batch = to_global(next(train_iter))
+      state, step_metrics = train_step(state, batch, args)
       step += 1
-      pending.append((step, step_metrics))
+      monitor.add(step, step_metrics)
       if progress.should_report(step):
-        check_pending()
-        # Empty when every step since the last line was skipped.
-        summary = _mean_over_steps(checked) if checked else {}
-        checked.clear()
-        _check_finite(step, summary)
-        if config.skip_nonfinite_steps:
-          summary['skipped_steps'] = loop['skipped_steps']
+        summary = monitor.summary(step)
         summary['steps_per_second'] = progress.report(
             step, f"loss {summary.get('loss', float('nan')):.4f}"
         )
-        writer.write(step, {
-            k if k.startswith(('blend/', 'ogm/')) else f'train_step/{k}': v
-            for k, v in summary.items()
-        })
+        writer.write(step, {methods_lib.logged_name(methods, k): v
+                            for k, v in summary.items()})
       stop_now = bool(stop.signal_name) and step < total_steps
       eval_now = step % eval_every == 0 or step == total_steps
       if eval_now or stop_now:
-        check_pending()  # Never checkpoint a state after a bad step.
+        monitor.check()  # Never checkpoint a state after a bad step.
       if eval_now:
         last_eval = evaluate(state)
         writer.write(step, last_eval)
         logging.info('step %d: %s', step, _summarise(last_eval))
-        _update_best(loop, step, last_eval, config, checkpointer, state)
+        if loop.update_best(step, last_eval, config):
+          checkpointer.save_best(step, state, {'metrics': last_eval})
         save(step, state)
       if stop_now:
         if not eval_now:
@@ -635,80 +404,128 @@ def train_and_evaluate(
         )
         break
   checkpointer.wait()
-
   if interrupted:
     checkpointer.close()
     writer.close()
     return {'interrupted_at_step': step}
+
+  # ---- Finish: final and best metrics, results.json, figures.
   final = last_eval or evaluate(state)  # None when resumed after the end.
-  best = dict(final)
   best_state = None
-  if loop['best_step'] is not None and loop['best_step'] != step:
+  if loop.best_step is not None and loop.best_step != step:
     best_state, _ = checkpointer.restore(abstract_state, best=True)
-    best = evaluate(best_state)
-  if config.longtail.shot_metrics:
-    # Many/medium/few-shot test accuracy (Zhang et al., AAAI 2021).
-    final_shots, per_class_accuracy = test_shot_metrics(state)
-    final = {**final, **final_shots}
-    best = {**best, **(final_shots if best_state is None
-                       else test_shot_metrics(best_state)[0])}
+  best = dict(final) if best_state is None else evaluate(best_state)
+  for method in methods:
+    final_extra = method.final_metrics(state)
+    final.update(final_extra)
+    best.update(final_extra if best_state is None
+                else method.final_metrics(best_state))
   results = {
       'step': step,
-      'train_seconds': loop['train_seconds'],
+      'train_seconds': loop.train_seconds,
       'final': final,
-      'best_step': loop['best_step'],
+      'best_step': loop.best_step,
       'best': best,
-      'stopped_early': loop['stopped_early'],
+      'stopped_early': loop.stopped_early,
   }
   if config.skip_nonfinite_steps:
-    results['skipped_steps'] = loop['skipped_steps']
-  if config.longtail.shot_metrics:
-    # The final model's test accuracy per class (NaN: no test example).
-    results['test_per_class_accuracy'] = [float(a)
-                                          for a in per_class_accuracy]
-  if config.blend.mode != 'none':
-    results['blend_weights'] = dict(zip(
-        heads, np.asarray(jax.device_get(
-            optax.tree.get(state.opt_state, 'weights')
-            if config.blend.mode == 'gradient' else head_weights
-        )).tolist(), strict=True))
+    results['skipped_steps'] = loop.skipped_steps
+  for method in methods:
+    results.update(method.results(state))
   if is_chief:
     with open(os.path.join(workdir, 'results.json'), 'w') as f:
       json.dump(results, f, indent=2)
-    if config.blend.mode in ('offline', 'online', 'gradient'):
-      plots.plot_blend(workdir, heads)
-    if modulation_tx is not None:
-      plots.plot_modulation(workdir, modalities)
-    if config.longtail.shot_metrics:
-      plots.plot_per_class_accuracy(
-          workdir, splits.train_class_counts, per_class_accuracy)
+    for method in methods:
+      method.draw_figures(workdir)
   checkpointer.close()
   writer.close()
   return results
 
 
-def _update_best(loop, step, results, config, checkpointer, state):
-  """Keeps the best checkpoint by the held-out metric; early stopping."""
-  if config.best_metric not in results:
-    measured = sorted(k for k in results if k.startswith('holdout/'))
-    raise ValueError(
-        f'config.best_metric={config.best_metric!r} is not measured; '
-        f'choose one of {measured}.'
-    )
-  value = results[config.best_metric]
-  if loop['best_metric'] is None or value > loop['best_metric']:
-    loop.update(best_metric=value, best_step=step, evals_since_best=0)
-    checkpointer.save_best(step, state, {'metrics': results})
-  else:
-    loop['evals_since_best'] += 1
-    patience = config.early_stopping_patience
-    if patience and loop['evals_since_best'] >= patience:
-      loop['stopped_early'] = True
-      logging.info(
-          'Early stopping at step %d: %s has not improved on %.4f (step %d) '
-          'for %d evaluations.', step, config.best_metric,
-          loop['best_metric'], loop['best_step'], patience,
-      )
+class _StepMonitor:
+  """Step metrics on their way to the log: on device until a check (no
+  sync per step), then on the host until the next progress line. A check
+  stops the run at a non-finite step, or skips it
+  (``config.skip_nonfinite_steps``)."""
+
+  def __init__(self, config, checkpointer, loop: LoopState):
+    self._skip = config.skip_nonfinite_steps
+    self._checkpointer = checkpointer
+    self._loop = loop
+    self._pending: list[tuple[int, dict[str, jax.Array]]] = []
+    self._checked: list[dict[str, float]] = []
+
+  def add(self, step: int, step_metrics: dict[str, jax.Array]) -> None:
+    self._pending.append((step, step_metrics))
+
+  def check(self) -> None:
+    """Moves pending metrics to the host; stops or skips non-finite steps.
+
+    Raises:
+      FloatingPointError: at a non-finite step, naming it and the last
+        good checkpoint (unless such steps are skipped).
+    """
+    if not self._pending:
+      return
+    numbers = [n for n, _ in self._pending]
+    rows = jax.device_get([m for _, m in self._pending])
+    self._pending.clear()
+    for number, row in zip(numbers, rows, strict=True):
+      if not row.pop(steps.NONFINITE):
+        self._checked.append(row)
+        continue
+      bad = _nonfinite_values(row)
+      if not self._skip:
+        self._checkpointer.wait()  # The last good checkpoint is on disk.
+        good = self._checkpointer.latest_step()
+        raise FloatingPointError(
+            f'Non-finite values in training step {number} (the update from '
+            f'step {number - 1}): {bad}. Stopped; the last good checkpoint '
+            + (f'(step {good}, {self._checkpointer.step_path(good)}) is '
+               'kept.' if good is not None else 'would be at step 0: none '
+               'saved.')
+            + ' Set config.skip_nonfinite_steps=True to skip such steps.'
+        )
+      self._loop.skipped_steps += 1
+      logging.warning(
+          'Skipped training step %d (config.skip_nonfinite_steps): '
+          'non-finite %s; %d steps skipped so far.', number, bad,
+          self._loop.skipped_steps)
+
+  def summary(self, step: int) -> dict[str, float]:
+    """The mean of every metric over the steps since the last summary."""
+    self.check()
+    # Empty when every step since the last line was skipped.
+    summary = _mean_over_steps(self._checked) if self._checked else {}
+    self._checked.clear()
+    _check_finite(step, summary)
+    if self._skip:
+      summary['skipped_steps'] = self._loop.skipped_steps
+    return summary
+
+
+def _eval_sources(config, splits) -> dict[str, data.Source]:
+  """The splits evaluated at every evaluation (train: the first
+  ``config.eval_train_examples`` examples, 0 for all)."""
+  train = splits.train
+  if 0 < config.eval_train_examples < len(splits.train):
+    train = data.IndexSubset(splits.train,
+                             np.arange(config.eval_train_examples))
+  return {'train': train, 'holdout': splits.holdout, 'test': splits.test}
+
+
+def _write_class_counts(workdir: str, config, splits) -> None:
+  """Writes the examples per class of every split, and ``data.longtail``,
+  to ``class_counts.json``."""
+  record = {
+      split: np.bincount(data.pipeline.source_labels(getattr(splits, split)),
+                         minlength=splits.num_classes).tolist()
+      for split in SPLITS
+  }
+  record['data.longtail'] = config.data.longtail.to_dict()
+  with open(os.path.join(workdir, CLASS_COUNTS_FILE), 'w') as f:
+    json.dump(record, f, indent=2)
+
 
 
 def _mean_over_steps(rows: list[dict[str, np.ndarray]]) -> dict[str, float]:

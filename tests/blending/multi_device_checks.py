@@ -81,7 +81,8 @@ def check_pmap():
   gain = np.mean([s[0] for s in stats], axis=0)
   sigma_sq = np.mean([s[1] for s in stats], axis=0)
   assert np.any(gain > 0), gain
-  expected = gradient_space.weights_from_statistics(gain, sigma_sq, 1e-8)
+  expected, _ = gradient_space.weights_from_statistics_with_status(
+      gain, sigma_sq, 1e-8)
   np.testing.assert_allclose(weights[0], expected, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(new_state.gain[0], 0.1 * gain, rtol=1e-5)
   # The blended gradients are per device (not reduced by the transform).

@@ -1,4 +1,5 @@
-"""Tests of `gblend_jax.blending.blend.blend_weights` (Algorithm 1's weight rule)."""
+"""Tests of `gblend_jax.blending.blend.blend_weights` (Algorithm 1's
+weight rule)."""
 
 import doctest
 

@@ -141,7 +141,8 @@ def test_inject_hyperparams_of_the_transform_itself():
       grads, state, _params(), holdout_grads=holdout
   )
   gain, sigma_sq = gradient_space.gradient_statistics(grads, holdout)
-  expected = gradient_space.weights_from_statistics(gain, sigma_sq, 1e-8)
+  expected, _ = gradient_space.weights_from_statistics_with_status(
+      gain, sigma_sq, 1e-8)
   np.testing.assert_allclose(
       optax.tree.get(state, 'weights'), expected, rtol=1e-5
   )
@@ -186,9 +187,9 @@ def test_estimation_inside_multi_steps_runs_on_the_emitting_step():
   updates, state = update(g2, state, holdout_grads=h2)
   assert int(optax.tree.get(state, 'estimate_count')) == 1
   mean = jax.tree.map(lambda a, b: (a + b) / 2, g1, g2)
-  expected = gradient_space.weights_from_statistics(
+  expected = gradient_space.weights_from_statistics_with_status(
       *gradient_space.gradient_statistics(mean, h2)
-  )
+  )[0]
   np.testing.assert_allclose(
       optax.tree.get(state, 'weights'), expected, rtol=1e-5
   )
@@ -323,7 +324,8 @@ def test_estimation_sets_weights_from_bias_corrected_ema():
   updates, state = update(grads1, state, holdout_grads=holdout1)
   gain1, sigma_sq1 = gradient_space.gradient_statistics(grads1, holdout1)
   # First estimate: the bias-corrected EMA is the batch estimate.
-  w1 = gradient_space.weights_from_statistics(gain1, sigma_sq1, 1e-8)
+  w1, _ = gradient_space.weights_from_statistics_with_status(
+      gain1, sigma_sq1, 1e-8)
   np.testing.assert_allclose(state.weights, w1, rtol=1e-5)
   _assert_trees_close(updates, _blend(w1, grads1))
   np.testing.assert_allclose(state.gain, (1 - decay) * gain1, rtol=1e-5)
@@ -341,7 +343,8 @@ def test_estimation_sets_weights_from_bias_corrected_ema():
   ) / correction
   np.testing.assert_allclose(
       state.weights,
-      gradient_space.weights_from_statistics(ema_gain, ema_sigma_sq, 1e-8),
+      gradient_space.weights_from_statistics_with_status(
+          ema_gain, ema_sigma_sq, 1e-8)[0],
       rtol=1e-5,
   )
 

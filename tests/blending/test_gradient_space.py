@@ -124,7 +124,8 @@ def test_weights_follow_proposition_1():
   params, train, holdout = _problem()
   gain, sigma_sq, _, _ = _numpy_statistics(params, train, holdout)
   assert np.all(gain > 0)
-  weights = gradient_space.weights_from_statistics(gain, sigma_sq)
+  weights, _ = gradient_space.weights_from_statistics_with_status(
+      gain, sigma_sq)
   # w_k = <∇L*, v_k> / (σ_k² Z), Z = Σ_k <∇L*, v_k> / (2σ_k²).
   z = np.sum(gain / (2 * sigma_sq))
   proposition_1 = gain / (sigma_sq * z)

@@ -1,4 +1,5 @@
-"""Tests of `gblend_jax.modulation.ogm`: ratios, coefficients, and the ogm_ge transform."""
+"""Tests of `gblend_jax.modulation.ogm`: ratios, coefficients, and the
+ogm_ge transform."""
 
 import math
 import os

@@ -1,4 +1,5 @@
-"""Tests of `gblend_jax.modulation.unimodal`: the Shapley split of the fused logits."""
+"""Tests of `gblend_jax.modulation.unimodal`: the Shapley split of the
+fused logits."""
 
 import flax.linen as nn
 import jax
@@ -6,12 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gblend_jax.modulation import unimodal
 from gblend_jax.models import ClassifierHead
 from gblend_jax.models import ConcatFusion
 from gblend_jax.models import FiLMFusion
 from gblend_jax.models import GatedFusion
 from gblend_jax.models import SumFusion
+from gblend_jax.modulation import unimodal
 
 NUM_CLASSES = 3
 BATCH = 4

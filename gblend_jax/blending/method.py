@@ -1,0 +1,405 @@
+"""Gradient Blending in the trainer: the ``config.blend`` block as a `Method`.
+
+Wang, Tran, Feiszli, "What Makes Training Multi-modal Classification
+Networks Hard?", CVPR 2020. The trainer minimises ``Σ_i w_i L_i`` over the
+heads (each modality's head, then the fused head; Eq. 3). The modes:
+
+  none      naive training: the fused head's loss only (the baseline; the
+            method is off and the trainer's default weights apply);
+  fixed     ``blend.weights``;
+  offline   Algorithm 2: Algorithm 1 once, from the initial model;
+  online    Algorithm 3: Algorithm 1 at the start of every super-epoch;
+  gradient  Proposition 1 estimated in gradient space inside the step
+            (`gblend_jax.gradient_blend` over per-loss gradients).
+"""
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from gblend_jax import data
+from gblend_jax import losses
+from gblend_jax import plots
+from gblend_jax.blending import blend
+from gblend_jax.blending import estimation
+from gblend_jax.training import methods
+from gblend_jax.training import optim
+from gblend_jax.training import steps
+
+BLEND_MODES = ('none', 'fixed', 'offline', 'online', 'gradient')
+MEASURES = ('loss', 'accuracy')
+
+
+def default_blend_config() -> ml_collections.ConfigDict:
+  """The ``config.blend`` block.
+
+  Keys:
+    mode: One of ``BLEND_MODES``.
+    weights: One weight per head in head order (modalities, then fused):
+      the weights of 'fixed'; the starting weights of the other modes
+      (default uniform).
+    estimate_epochs: Algorithm 1: epochs of training each head's model
+      (offline: N; online: n, the super-epoch length).
+    warmup_epochs: Online: epochs of training with the starting weights
+      before the first estimate.
+    measure: Algorithm 1 measures 'loss' or 'accuracy' (the paper allows
+      both).
+    train_subset_size: Size of the fixed training subset on which ``L^T``
+      is measured; 0: as many examples as the held-out split.
+    eps: Lower clip of ``O_i`` (Algorithm 1) and ``σ_k²``.
+    estimate_every_steps: Gradient mode: re-estimate every this many steps
+      (between them one backward pass of the weighted loss). Every 10 steps
+      costs 1.07 x naive training on the mfeat MLP, every step 2.3 x
+      (experiments/results/benchmark_cpu.md); on the mfeat grid both reach
+      the same accuracy (experiments/results/gblend_mfeat.md, rows gradient
+      and gradient_every_step).
+    decay: Gradient mode: EMA decay of the statistics.
+  """
+  return ml_collections.ConfigDict({
+      'mode': 'none',
+      'weights': (),
+      'estimate_epochs': 5.0,
+      'warmup_epochs': 0.0,
+      'measure': 'loss',
+      'train_subset_size': 0,
+      'eps': 1e-6,
+      'estimate_every_steps': 10,
+      'decay': 0.9,
+  })
+
+
+def head_loss_weights(
+    config: ml_collections.ConfigDict, heads: tuple[str, ...]
+) -> np.ndarray:
+  """The starting weight of each head's loss, in head order.
+
+  Args:
+    config: the run config.
+    heads: the model's heads in blend order (modalities, then ``'fused'``).
+
+  Returns:
+    ``[H]`` float32 weights: one-hot on the fused head for naive training
+    (``blend.mode='none'``); ``blend.weights`` if given; else uniform.
+
+  Raises:
+    ValueError: for blend weights of the wrong length, negative, not finite
+      or not summing to 1, and for a blend mode on a model with one head.
+  """
+  mode = config.blend.mode
+  if mode == 'none':
+    return naive_weights(heads)
+  if len(heads) < 3:
+    raise ValueError(
+        f'config.blend.mode={mode!r} blends one loss per head and needs '
+        'several modalities with config.model.modality_heads=True; this '
+        f'model has the heads {list(heads)}.'
+    )
+  weights = np.asarray(config.blend.weights, np.float64)
+  if weights.size == 0:
+    if mode == 'fixed':
+      raise ValueError(
+          "config.blend.mode='fixed' needs config.blend.weights, one per "
+          f'head in the order {list(heads)}.'
+      )
+    return np.full(len(heads), 1.0 / len(heads), np.float32)
+  if weights.shape != (len(heads),):
+    raise ValueError(
+        f'config.blend.weights={tuple(config.blend.weights)} has '
+        f'{weights.size} entries; the heads are {list(heads)}.'
+    )
+  if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+    raise ValueError(
+        f'config.blend.weights={tuple(config.blend.weights)} must be finite '
+        'and non-negative.'
+    )
+  if abs(weights.sum() - 1.0) > 1e-6:
+    raise ValueError(
+        f'config.blend.weights={tuple(config.blend.weights)} sum to '
+        f'{weights.sum():.6g}, not 1.'
+    )
+  return weights.astype(np.float32)
+
+
+def naive_weights(heads: tuple[str, ...]) -> np.ndarray:
+  """``[H]`` weights one-hot on the fused head: naive training."""
+  return np.array([h == steps.FUSED for h in heads], np.float32)
+
+
+def per_loss_gradient_rule(model, heads):
+  """The `steps.UpdateRule` of gradient-space G-Blend.
+
+  ``estimate`` (static) picks one of two compiled steps. With ``estimate``
+  None or True the per-loss gradients ``v_k`` come from one forward pass and
+  H vector-Jacobian products (``jax.jacrev`` of the ``[H]`` loss vector),
+  and the gradient of the fused loss on ``args['holdout_batch']`` estimates
+  ``∇L*`` (Proposition 1); `gblend_jax.gradient_blend` re-estimates its
+  weights from them on the steps its count says (None) or on this step
+  (True). With ``estimate=False`` the weights stay as they are, so one
+  backward pass of ``Σ_k w_k L_k`` gives the same update: its gradient ``g``
+  goes to `gradient_blend` as the per-loss gradient ``g / Σ_k w_k`` of every
+  head (whose blend is ``g``), and no held-out batch is needed. The trainer
+  runs the estimating step every ``blend.estimate_every_steps`` steps and
+  the other one in between. The optimiser must start with `gradient_blend`.
+
+  Args:
+    model: the classifier.
+    heads: head names in blend order.
+
+  Returns:
+    ``rule(loss_vector, state, args, *, estimate=None)``; the step logs the
+    loss and the gradient of the weights after the update.
+  """
+  num_heads = len(heads)
+
+  def per_loss_grads_of(loss_vector, state, holdout_batch):
+    def with_losses(params):
+      per_head, aux = loss_vector(params)
+      return per_head, (per_head, *aux)
+
+    per_loss_grads, (per_head, out, batch_stats, metrics) = jax.jacrev(
+        with_losses, has_aux=True
+    )(state.params)
+
+    def holdout_loss(params):
+      holdout_out, _ = steps.forward(
+          model, params, batch_stats, steps.model_inputs(holdout_batch),
+          train=False,
+      )
+      return losses.cross_entropy(
+          holdout_out['logits'][steps.FUSED], holdout_batch['label']
+      )
+
+    holdout_grads = jax.grad(holdout_loss)(state.params)
+    return per_loss_grads, holdout_grads, per_head, out, batch_stats, metrics
+
+  def weighted_grads_of(loss_vector, state):
+    weights = optax.tree.get(state.opt_state, 'weights')
+
+    def total(params):
+      per_head, aux = loss_vector(params)
+      return jnp.dot(weights, per_head), (per_head, *aux)
+
+    grads, (per_head, out, batch_stats, metrics) = jax.grad(
+        total, has_aux=True)(state.params)
+    share = jax.tree.map(
+        lambda g: jnp.broadcast_to(g / jnp.sum(weights),
+                                   (num_heads, *g.shape)), grads)
+    return share, None, per_head, out, batch_stats, metrics
+
+  def rule(loss_vector, state, args, *, estimate: bool | None = None):
+    if estimate is False:
+      per_loss, holdout_grads, per_head, out, batch_stats, metrics = (
+          weighted_grads_of(loss_vector, state))
+      extra = {}
+    else:
+      per_loss, holdout_grads, per_head, out, batch_stats, metrics = (
+          per_loss_grads_of(loss_vector, state, args['holdout_batch']))
+      extra = {} if estimate is None else {'estimate': True}
+    gradients = steps.Gradients(
+        grads=per_loss, per_head=per_head, outputs=out,
+        batch_stats=batch_stats, objective_metrics=metrics,
+        update_kwargs={'holdout_grads': holdout_grads, **extra},
+    )
+
+    def report(opt_state):
+      weights = optax.tree.get(opt_state, 'weights')
+      blended = jax.tree.map(
+          lambda g: jnp.einsum('i,i...->...', weights, g), per_loss)
+      return jnp.dot(weights, per_head), blended
+
+    return gradients, report
+
+  return rule
+
+
+def gradient_state_metrics(opt_state, heads) -> dict[str, jax.Array]:
+  """``blend/{weight,gain,sigma_sq}/<head>`` after the update."""
+  out = {}
+  for name, key in (('weight', 'weights'), ('gain', 'gain'),
+                    ('sigma_sq', 'sigma_sq')):
+    values = optax.tree.get(opt_state, key)
+    for i, head in enumerate(heads):
+      out[f'blend/{name}/{head}'] = values[i]
+  return out
+
+
+@dataclasses.dataclass
+class _Bookkeeping:
+  """What a resumed run needs: the weights in use and the last estimate."""
+
+  blend_weights: list[float] | None = None
+  last_estimate_step: int | None = None
+
+
+class Blending(methods.Method):
+  """G-Blend (``config.blend``) in the trainer; see the module docstring."""
+
+  block = 'blend'
+  metric_prefix = 'blend/'
+  default_config = staticmethod(default_blend_config)
+
+  @classmethod
+  def check_config(cls, config: ml_collections.ConfigDict) -> None:
+    block = config.blend
+    if block.mode not in BLEND_MODES:
+      raise ValueError(
+          f'Unknown config.blend.mode={block.mode!r}; valid: '
+          f'{list(BLEND_MODES)}.'
+      )
+
+  @classmethod
+  def enabled(cls, config: ml_collections.ConfigDict) -> bool:
+    return config.blend.mode != 'none'
+
+  @classmethod
+  def features(cls, config: ml_collections.ConfigDict) -> frozenset[str]:
+    return frozenset({
+        'gradient': {'per_loss_gradients'},
+        'offline': {'model_copies'},
+        'online': {'model_copies'},
+    }.get(config.blend.mode, set()))
+
+  def __init__(self, run: methods.RunInfo):
+    super().__init__(run)
+    self.mode = self.config.blend.mode
+    self.heads = run.heads
+    self.initial_weights = head_loss_weights(self.config, run.heads)
+    self.book = _Bookkeeping()
+    self.head_weights = None  # Device array, placed in `start`.
+    self.estimator = None
+    self.holdout_iter = None
+    self._holdout_state = None  # A resumed run's held-out stream position.
+
+  # ---- The step.
+
+  def transform(self) -> optax.GradientTransformation | None:
+    if self.mode != 'gradient':
+      return None
+    block = self.config.blend
+    return blend.gradient_blend(
+        self.initial_weights,
+        estimate_every=block.estimate_every_steps,
+        decay=block.decay,
+        eps=block.eps,
+    )
+
+  def step_hooks(self) -> methods.StepHooks:
+    if self.mode != 'gradient':
+      return methods.StepHooks()
+    heads = self.heads
+    return methods.StepHooks(
+        update_rule=per_loss_gradient_rule(self.run.model, heads),
+        opt_state_metrics=lambda s: gradient_state_metrics(s, heads),
+    )
+
+  def _estimates_at(self, step: int) -> bool:
+    every = self.config.blend.estimate_every_steps
+    return every > 0 and step % every == 0
+
+  def step_variant(self, step: int) -> dict[str, Any]:
+    if self.mode != 'gradient':
+      return {}
+    return {'estimate': self._estimates_at(step)}
+
+  def step_args(self, step: int, state: Any) -> dict[str, Any]:
+    if self.mode != 'gradient':
+      return {'head_weights': self.head_weights}
+    # The held-out stream advances every step, estimating or not, so that
+    # it does not depend on the period or on resumes.
+    holdout_batch = next(self.holdout_iter)
+    if not self._estimates_at(step):
+      return {}
+    return {'holdout_batch': self.services.to_global(holdout_batch)}
+
+  # ---- Host side.
+
+  def start(self, services: methods.Services) -> None:
+    super().start(services)
+    self.head_weights = services.put(np.asarray(
+        self.book.blend_weights or self.initial_weights, np.float32))
+    config, splits = self.config, self.run.splits
+    if self.mode == 'gradient':
+      self.holdout_iter = services.train_iterator(
+          splits.holdout, seed=config.data.shuffle_seed + 1)
+      if self._holdout_state is not None:
+        self.holdout_iter.set_state(self._holdout_state)
+    elif self.mode in ('offline', 'online'):
+      self.estimator = self._make_estimator(services)
+
+  def _make_estimator(self, services) -> estimation.ScheduledEstimator:
+    config, splits = self.config, self.run.splits
+    constant = config.optimizer.copy_and_resolve_references()
+    constant.schedule, constant.warmup_epochs = 'constant', 0.0
+    estimate_tx = optim.build_optimizer(
+        constant, total_steps=self.run.total_steps,
+        steps_per_epoch=self.run.steps_per_epoch,
+    )
+    estimate_step = services.build_train_step(
+        estimate_tx, optax.constant_schedule(constant.learning_rate))
+    subset_size = min(
+        config.blend.train_subset_size or len(splits.holdout),
+        len(splits.train),
+    )
+    train_subset = data.IndexSubset(splits.train, np.sort(
+        np.random.default_rng(config.data.holdout_seed).choice(
+            len(splits.train), subset_size, replace=False)))
+
+    def make_batches(seed: int):
+      batches = services.train_iterator(splits.train, seed=seed)
+      return (services.to_global(b) for b in batches)
+
+    return estimation.ScheduledEstimator(
+        config, train_step=estimate_step, tx=estimate_tx,
+        make_batches=make_batches, evaluate=services.evaluate,
+        sources={'train': train_subset, 'holdout': splits.holdout},
+        heads=self.heads, steps_per_epoch=self.run.steps_per_epoch,
+        put=services.put,
+    )
+
+  def before_step(self, step: int, state: Any) -> None:
+    if self.estimator is None or not self.estimator.due(
+        step, self.book.last_estimate_step):
+      return
+    result = self.estimator(
+        state, step, self.book.blend_weights or self.initial_weights)
+    self.book.blend_weights = result.weights.tolist()
+    self.book.last_estimate_step = step
+    self.head_weights = self.services.put(result.weights)
+    self.services.write_metrics(step, {
+        **result.as_metrics(self.heads),
+        'blend/epoch': step / self.run.steps_per_epoch,
+    })
+
+  def host_state(self) -> dict[str, Any]:
+    state = dataclasses.asdict(self.book)
+    if self.holdout_iter is not None:
+      state['holdout_iterator'] = self.holdout_iter.get_state()
+    return state
+
+  def restore(self, host_state) -> None:
+    host_state = dict(host_state)
+    self._holdout_state = host_state.pop('holdout_iterator', None)
+    self.book = _Bookkeeping(**host_state)
+
+  # ---- The end.
+
+  def results(self, state: Any) -> dict[str, Any]:
+    weights = (optax.tree.get(state.opt_state, 'weights')
+               if self.mode == 'gradient' else self.head_weights)
+    return {'blend_weights': dict(zip(
+        self.heads, np.asarray(jax.device_get(weights)).tolist(),
+        strict=True))}
+
+  def draw_figures(self, workdir: str) -> list[str]:
+    if self.mode == 'fixed':
+      return []
+    path = plots.plot_blend(workdir, self.heads)
+    return [path] if path else []
+
+
+METHOD = Blending
