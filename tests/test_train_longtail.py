@@ -16,15 +16,17 @@ import ml_collections
 import numpy as np
 import pytest
 
-from data.fashion_mnist import fashion_mnist_dataset_builder as fmnist
 from experiments.configs import fashion_mnist_lt
 from gblend_jax import data
-from gblend_jax.training import metric_writer
-from gblend_jax.training import trainer as train
+from gblend_jax.datasets.fashion_mnist import (
+  fashion_mnist_dataset_builder as fmnist,
+)
 from gblend_jax.longtail import losses as lt_losses
+from gblend_jax.longtail import method
 from gblend_jax.longtail import mixup as lt_mixup
 from gblend_jax.longtail import sampling
-from gblend_jax.longtail import method
+from gblend_jax.training import metric_writer
+from gblend_jax.training import trainer as train
 from tests import train_utils
 from tests.datasets import fashion_mnist_fakes as fakes
 

@@ -6,8 +6,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from data.mfeat import mfeat_dataset_builder as mfeat
 from gblend_jax.data import registry
+from gblend_jax.datasets.mfeat import mfeat_dataset_builder as mfeat
 
 ROWS_PER_CLASS = 3  # Instead of 200: 30 rows, 1 of each class in `test`.
 NUM_ROWS = 10 * ROWS_PER_CLASS
