@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 
 export GBLEND_DATA_DIR := $(DATA_DIR)
 
-.PHONY: setup data fashion-mnist demo test lint clean gblend ogm longtail bench
+.PHONY: setup data fashion-mnist demo test test-fast lint clean gblend ogm longtail bench
 
 setup: $(STAMP)
 
@@ -59,6 +59,13 @@ demo: setup data
 # pytest exits 5 when it collected no test: that is a failure here.
 test: setup data
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo 'pytest collected no tests' >&2; exit 1; fi; \
+	exit $$rc
+
+# Everything but the tests marked slow (end-to-end training runs and
+# subprocesses): about 2 minutes on 2 cores.
+test-fast: setup data
+	$(PY) -m pytest -n 2 -m 'not slow' $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'pytest collected no tests' >&2; exit 1; fi; \
 	exit $$rc
 

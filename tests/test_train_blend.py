@@ -147,6 +147,7 @@ def test_algorithm1_by_hand():
   assert metrics['blend/used_fallback'] == 1.0
 
 
+@pytest.mark.slow
 def test_fixed_mode_trains_with_the_given_weights(data_dir, tmp_path):
   config = train_utils.tiny_synthetic_config(data_dir, steps=80)
   config.blend.mode = 'fixed'
@@ -165,6 +166,7 @@ def test_fixed_mode_trains_with_the_given_weights(data_dir, tmp_path):
   assert results['final']['train/weak/accuracy'] < 0.6
 
 
+@pytest.mark.slow
 def test_offline_estimates_once_from_the_initial_model(data_dir, tmp_path):
   config = train_utils.tiny_synthetic_config(data_dir, steps=20)
   config.blend.mode = 'offline'
@@ -183,6 +185,7 @@ def test_offline_estimates_once_from_the_initial_model(data_dir, tmp_path):
   assert os.path.exists(tmp_path / 'blend.png')
 
 
+@pytest.mark.slow
 def test_online_reestimates_every_super_epoch_and_resumes_mid_way(
     data_dir, tmp_path, monkeypatch
 ):
@@ -202,6 +205,7 @@ def test_online_reestimates_every_super_epoch_and_resumes_mid_way(
   assert _blend_rows(str(tmp_path / 'resumed')) == rows
 
 
+@pytest.mark.slow
 def test_gradient_mode_moves_weights_and_resumes_exactly(
     data_dir, tmp_path, monkeypatch
 ):

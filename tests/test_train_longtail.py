@@ -112,6 +112,7 @@ def test_bad_values_are_rejected_before_training(
   assert not os.path.exists(tmp_path / 'checkpoints')
 
 
+@pytest.mark.slow
 def test_drw_switches_the_weights_at_the_configured_epoch(
     fake_fmnist, tmp_path
 ):
@@ -157,6 +158,7 @@ def test_drs_sampler_switches_at_the_configured_epoch(fake_fmnist):
   np.testing.assert_array_equal([position[i] for i in second], expected)
 
 
+@pytest.mark.slow
 def test_best_bag_resumes_exactly_mid_epoch(fake_fmnist, tmp_path,
                                             monkeypatch):
   # Mixup, DRS with CAM-based images at epoch 1, no mixup in the last
@@ -239,6 +241,7 @@ def test_mixup_objective_mixes_inputs_and_targets():
   assert metrics['longtail/mixup_lam'] == 1.0
 
 
+@pytest.mark.slow
 def test_real_config_end_to_end_with_shot_metrics(fake_fmnist, tmp_path):
   # The paper's best bag with its CIFAR ResNet (depth 8) on the fake copy.
   config = fashion_mnist_lt.get_config('recipe=best_bag,runlocal')
@@ -287,6 +290,7 @@ def test_ros_and_rus_train_on_a_fixed_balanced_multiset(
     assert len(set(ids.tolist())) == 50  # Drawn without replacement.
 
 
+@pytest.mark.slow
 def test_manifold_mixup_and_ros_train_end_to_end(fake_fmnist, tmp_path):
   config = _config(fake_fmnist, recipe='manifold_mixup', sampler='ros')
   assert config.longtail.mixup == 'manifold'

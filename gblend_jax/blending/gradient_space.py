@@ -312,6 +312,23 @@ def weights_from_statistics(
 
   Returns:
     float32 [H] weights summing to 1 (or ``fallback``).
+
+  Examples:
+    Ratios ``gain / sigma_sq`` of 0.2 / 0.1 = 2 and 0.1 / 0.2 = 0.5,
+    normalised: 2 / 2.5 and 0.5 / 2.5; the head with a negative gain gets 0.
+
+    >>> import jax.numpy as jnp
+    >>> from gblend_jax.blending import gradient_space
+    >>> w = gradient_space.weights_from_statistics(
+    ...     jnp.array([0.2, 0.1, -0.3]), jnp.array([0.1, 0.2, 0.5]))
+    >>> print(w.round(3))
+    [0.8 0.2 0. ]
+
+    No head with a positive gain: the uniform fallback.
+
+    >>> print(gradient_space.weights_from_statistics(
+    ...     jnp.array([-1.0, 0.0]), jnp.array([1.0, 1.0])))
+    [0.5 0.5]
   """
   weights, _ = weights_from_statistics_with_status(
       gain, sigma_sq, eps, fallback=fallback
