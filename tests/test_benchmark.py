@@ -70,6 +70,7 @@ def _tables(text):
   return tables
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_the_table(tmp_path, data_dir, mfeat_manual_dir):
   output = tmp_path / 'bench.md'
   text = benchmark.main(['--tiny', '--methods', 'naive,gblend_fixed,ogm_ge',

@@ -6,11 +6,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from experiments.examples import own_training_loop
 from tests import train_utils
 
 
+@pytest.mark.slow
 def test_own_training_loop_runs_and_balances(tmp_path):
   env = {**os.environ, 'GBLEND_DATA_DIR': str(tmp_path)}  # Nothing prepared.
   completed = subprocess.run(

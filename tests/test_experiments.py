@@ -52,6 +52,7 @@ LAUNCHERS = ('experiments.main', 'experiments.sweep',
              'experiments.longtail_grid')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', _module_names())
 def test_module_imports(name):
   if name in LAUNCHERS:
@@ -66,6 +67,7 @@ CONFIG_FILES = sorted(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     'path', [p for p in CONFIG_FILES if not p.endswith(
         ('__init__.py', 'common.py', 'longtail_recipes.py'))])
@@ -129,6 +131,7 @@ def test_unknown_config_argument_is_named():
     mfeat_fusion.get_config('views=fou+abc')
 
 
+@pytest.mark.slow
 def test_mfeat_real_data_end_to_end(data_dir, mfeat_manual_dir, tmp_path):
   config = mfeat_fusion.get_config('views=fou+kar')
   config.data.data_dir = data_dir
@@ -145,6 +148,7 @@ def test_mfeat_real_data_end_to_end(data_dir, mfeat_manual_dir, tmp_path):
   assert final['train/fused/loss'] < np.log(10)
 
 
+@pytest.mark.slow
 def test_sweep_table(data_dir, tmp_path):
   config_path = os.path.join(train_utils.REPO, 'experiments', 'configs',
                              'synthetic_fusion.py')

@@ -107,6 +107,7 @@ class _Scales(methods.Method):
     return {'scale_factor': self.config.scale_updates.factor}
 
 
+@pytest.mark.slow
 def test_a_new_method_plugs_in_through_the_registry(data_dir, tmp_path,
                                                     monkeypatch):
   module = types.ModuleType('scale_updates_method')

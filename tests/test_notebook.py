@@ -7,9 +7,12 @@ import sys
 
 import nbformat
 import numpy as np
+import pytest
 from nbclient import NotebookClient
 
 from tests import train_utils
+
+pytestmark = pytest.mark.slow  # Runs the whole notebook in a kernel.
 
 NOTEBOOK = os.path.join(train_utils.REPO, 'experiments', 'colab',
                         'gblend_tpu.ipynb')

@@ -31,14 +31,6 @@ from tests import train_utils
 
 README = os.path.join(train_utils.REPO, 'README.md')
 MAKEFILE = os.path.join(train_utils.REPO, 'Makefile')
-# Make targets and result files the guide names that are being added in
-# other changes: `make bench` writes benchmark_cpu.md, `make longtail` writes
-# longtail_fashion_mnist.md.
-EXPECTED_TARGETS = frozenset({'bench', 'longtail'})
-EXPECTED_FILES = frozenset({
-    'experiments/results/benchmark_cpu.md',
-    'experiments/results/longtail_fashion_mnist.md',
-})
 # A fenced block, possibly indented (inside a list item): its language and
 # its text, dedented.
 FENCE = re.compile(r'^( *)```(\w*)\n(.*?)^\1```$', re.MULTILINE | re.DOTALL)
@@ -193,6 +185,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_multihost_script_runs_as_a_one_process_job(data_dir, tmp_path):
   (script,) = SCRIPTS
   path = tmp_path / 'train_multihost.py'
@@ -264,7 +257,7 @@ def test_every_make_target_exists():
     targets = set(re.findall(r'^([\w-]+):', f.read(), re.MULTILINE))
   named = set(re.findall(r'\bmake ([a-z][\w-]*)', _readme()))
   assert {'demo', 'test', 'gblend', 'ogm', 'longtail', 'bench'} <= named
-  assert not named - targets - EXPECTED_TARGETS, named - targets
+  assert not named - targets, named - targets
 
 
 def test_every_python_module_exists():
@@ -286,7 +279,7 @@ def test_every_relative_link_and_named_file_exists():
   assert 'experiments/results/gblend_mfeat.md' in links
   assert 'experiments/colab/gblend_tpu.ipynb' in paths
   for path in links | paths:
-    if path in EXPECTED_FILES or '<' in path:
+    if '<' in path:
       continue
     assert os.path.exists(os.path.join(train_utils.REPO, path)), path
 

@@ -56,6 +56,7 @@ def _flip_a_byte(step_dir) -> None:
     f.write(content)
 
 
+@pytest.mark.slow
 def test_damaged_latest_checkpoint_falls_back_to_previous_good_one(
     data_dir, tmp_path, caplog
 ):
@@ -84,6 +85,7 @@ def test_damaged_latest_checkpoint_falls_back_to_previous_good_one(
     assert checkpointing.Checkpointer(str(workdir)).latest_step() == 12
 
 
+@pytest.mark.slow
 def test_no_usable_checkpoint_stops_without_overwriting(data_dir, tmp_path):
   config = train_utils.tiny_synthetic_config(data_dir, steps=12)
   train.train_and_evaluate(config, str(tmp_path))
@@ -132,6 +134,7 @@ def _nan_in_step(monkeypatch, step: int, modality: str = 'strong'):
       lambda *a, **k: _NaNAtBatch(real(*a, **k), step, modality))
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_naming_step_and_head(
     data_dir, tmp_path, monkeypatch
 ):
@@ -153,6 +156,7 @@ def test_nonfinite_loss_stops_naming_step_and_head(
   assert not os.path.exists(tmp_path / 'results.json')
 
 
+@pytest.mark.slow
 def test_skip_nonfinite_steps_counts_and_logs_skips(
     data_dir, tmp_path, monkeypatch
 ):
@@ -203,6 +207,7 @@ def _run_until_sigterm(command, after_step: int) -> int:
   return int(stopped.group(1))
 
 
+@pytest.mark.slow
 def test_real_sigterm_at_several_steps_resumes_bit_for_bit(
     data_dir, tmp_path
 ):
@@ -233,6 +238,7 @@ def test_real_sigterm_at_several_steps_resumes_bit_for_bit(
   assert results['interrupted']['step'] == steps
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_other_seed_differs(data_dir, tmp_path):
   config = train_utils.tiny_synthetic_config(data_dir, steps=6)
   config.model.fused_head.input_dropout_rate = 0.3
@@ -274,6 +280,7 @@ def _chief_final(processes) -> tuple[dict[str, float], str]:
   return json.loads(outputs[0][0].strip().splitlines()[-1]), outputs[0][1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_their_checkpoint_restores(
     data_dir, tmp_path
 ):

@@ -20,6 +20,7 @@ def _final(results):
   return results['final']
 
 
+@pytest.mark.slow
 def test_trains_synthetic_to_high_accuracy(data_dir, tmp_path):
   config = train_utils.tiny_synthetic_config(data_dir, steps=120)
   results = train.train_and_evaluate(config, str(tmp_path))
@@ -46,6 +47,7 @@ def test_trains_synthetic_to_high_accuracy(data_dir, tmp_path):
   assert checkpointing.Checkpointer(str(tmp_path)).latest_step() == 120
 
 
+@pytest.mark.slow
 def test_single_modality_run(data_dir, tmp_path):
   config = train_utils.tiny_synthetic_config(data_dir, steps=4,
                                              modalities='weak')
@@ -54,6 +56,7 @@ def test_single_modality_run(data_dir, tmp_path):
   assert heads == {'fused', 'weak'}
 
 
+@pytest.mark.slow
 def test_sigterm_saves_checkpoint_and_rerun_resumes(data_dir, tmp_path):
   workdir = tmp_path / 'run'
   env = dict(os.environ, PYTHONUNBUFFERED='1')
@@ -89,6 +92,7 @@ def test_sigterm_saves_checkpoint_and_rerun_resumes(data_dir, tmp_path):
     assert json.load(f)['step'] == step + 2
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_best_checkpoint(data_dir, tmp_path):
   config = train_utils.tiny_synthetic_config(data_dir, steps=50)
   config.optimizer.learning_rate = 0.0  # The held-out metric never improves.
@@ -101,6 +105,7 @@ def test_early_stopping_keeps_best_checkpoint(data_dir, tmp_path):
   assert checkpointing.Checkpointer(str(tmp_path)).best_step() == 5
 
 
+@pytest.mark.slow
 def test_pretrained_encoder_initialisation(data_dir, tmp_path):
   single = train_utils.tiny_synthetic_config(data_dir, steps=5,
                                              modalities='strong')
@@ -173,6 +178,7 @@ print(json.dumps(results['final']))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('blend_mode', ['none', 'gradient'])
 def test_eight_devices_match_one_device(data_dir, tmp_path, blend_mode):
   finals = {}

@@ -159,6 +159,7 @@ def test_algorithm1_by_hand():
   assert metrics['blend/used_fallback'] == 1.0
 
 
+@pytest.mark.slow
 def test_fixed_mode_trains_with_the_given_weights(data_dir, tmp_path):
   config = train_utils.tiny_synthetic_config(data_dir, steps=80)
   config.blend.mode = 'fixed'
@@ -177,6 +178,7 @@ def test_fixed_mode_trains_with_the_given_weights(data_dir, tmp_path):
   assert results['final']['train/weak/accuracy'] < 0.6
 
 
+@pytest.mark.slow
 def test_offline_estimates_once_from_the_initial_model(data_dir, tmp_path):
   config = train_utils.tiny_synthetic_config(data_dir, steps=20)
   config.blend.mode = 'offline'
@@ -195,6 +197,7 @@ def test_offline_estimates_once_from_the_initial_model(data_dir, tmp_path):
   assert os.path.exists(tmp_path / 'blend.png')
 
 
+@pytest.mark.slow
 def test_online_reestimates_every_super_epoch(data_dir, tmp_path):
   # 5 steps per epoch: warm-up 2 epochs, super-epochs of 2 epochs.
   config = train_utils.tiny_synthetic_config(data_dir, steps=30)
@@ -210,6 +213,7 @@ def test_online_reestimates_every_super_epoch(data_dir, tmp_path):
       for h in HEADS}
 
 
+@pytest.mark.slow
 def test_gradient_mode_moves_weights(data_dir, tmp_path):
   config = train_utils.tiny_synthetic_config(data_dir, steps=20)
   config.blend.mode = 'gradient'

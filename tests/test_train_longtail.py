@@ -16,9 +16,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from data.fashion_mnist import fashion_mnist_dataset_builder as fmnist
 from experiments.configs import fashion_mnist_lt
 from gblend_jax import data
+from gblend_jax.datasets.fashion_mnist import (
+  fashion_mnist_dataset_builder as fmnist,
+)
 from gblend_jax.longtail import losses as lt_losses
 from gblend_jax.longtail import method as longtail_method
 from gblend_jax.longtail import mixup as lt_mixup
@@ -118,6 +120,7 @@ def _long_tail(config, splits):
       total_steps=2 * STEPS_PER_EPOCH, splits=splits, global_batch_size=16))
 
 
+@pytest.mark.slow
 def test_drw_switches_the_weights_at_the_configured_epoch(
     fake_fmnist, tmp_path
 ):
@@ -159,6 +162,7 @@ def test_drs_sampler_switches_at_the_configured_epoch(fake_fmnist):
   np.testing.assert_array_equal([position[i] for i in second], expected)
 
 
+@pytest.mark.slow
 def test_best_bag_resumes_exactly_mid_epoch(fake_fmnist, tmp_path,
                                             monkeypatch):
   # Mixup, DRS with CAM-based images at epoch 1, no mixup in the last
@@ -241,6 +245,7 @@ def test_mixup_objective_mixes_inputs_and_targets():
   assert metrics['longtail/mixup_lam'] == 1.0
 
 
+@pytest.mark.slow
 def test_real_config_end_to_end_with_shot_metrics(fake_fmnist, tmp_path):
   # The paper's best bag with its CIFAR ResNet (depth 8) on the fake copy.
   config = fashion_mnist_lt.get_config('recipe=best_bag,runlocal')
@@ -289,6 +294,7 @@ def test_ros_and_rus_train_on_a_fixed_balanced_multiset(
     assert len(set(ids.tolist())) == 50  # Drawn without replacement.
 
 
+@pytest.mark.slow
 def test_manifold_mixup_and_ros_train_end_to_end(fake_fmnist, tmp_path):
   config = _config(fake_fmnist, recipe='manifold_mixup', sampler='ros')
   assert config.longtail.mixup == 'manifold'

@@ -126,6 +126,7 @@ def test_step_scales_the_dominant_encoder_by_the_coefficient():
                  a, b)
 
 
+@pytest.mark.slow
 def test_ogm_ge_run_logs_ratios_coefficients_and_unimodal_accuracy(
     data_dir, tmp_path
 ):
@@ -153,6 +154,7 @@ def test_ogm_ge_run_logs_ratios_coefficients_and_unimodal_accuracy(
   assert os.path.exists(tmp_path / 'ogm.png')
 
 
+@pytest.mark.slow
 def test_modulation_window_is_in_epochs(data_dir, tmp_path):
   config = _ogm_config(data_dir, steps_=8, method='ogm')
   splits = data.load_dataset(config.data)
@@ -194,6 +196,7 @@ def test_modulation_rejects_gradient_blend_and_mid_fusion(data_dir, tmp_path):
     train.train_and_evaluate(config, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_av_ogm_runlocal_trains_on_a_fake_crema_d_copy(tmp_path):
   # 24 training and 6 test clips in CREMA-D's layout: 4 and 1 per emotion.
   crema = av_fakes.LAYOUTS['crema_d']

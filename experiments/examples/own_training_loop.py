@@ -81,7 +81,7 @@ def mfeat_views(views, data_dir=None, manual_dir=None):
   Returns:
     ``(a, b, labels)`` as float32, float32 and int32 arrays.
   """
-  from gblend_jax.data import registry  # Needs the repo's data/ on the path.
+  from gblend_jax.data import registry  # Needs gblend_jax[train].
   builder = registry.get_builder('mfeat', data_dir=data_dir,
                                  manual_dir=manual_dir)
   registry.prepare(builder)

@@ -284,6 +284,24 @@ def weights_from_statistics_with_status(
 
   Returns:
     ``(weights, used_fallback)``: float32 [H], boolean scalar array.
+
+  Examples:
+    Ratios ``gain / sigma_sq`` of 0.2 / 0.1 = 2 and 0.1 / 0.2 = 0.5,
+    normalised: 2 / 2.5 and 0.5 / 2.5; the head with a negative gain gets 0.
+
+    >>> import jax.numpy as jnp
+    >>> from gblend_jax.blending import gradient_space
+    >>> w, fell_back = gradient_space.weights_from_statistics_with_status(
+    ...     jnp.array([0.2, 0.1, -0.3]), jnp.array([0.1, 0.2, 0.5]))
+    >>> print(w.round(3), bool(fell_back))
+    [0.8 0.2 0. ] False
+
+    No head with a positive gain: the uniform fallback.
+
+    >>> w, fell_back = gradient_space.weights_from_statistics_with_status(
+    ...     jnp.array([-1.0, 0.0]), jnp.array([1.0, 1.0]))
+    >>> print(w, bool(fell_back))
+    [0.5 0.5] True
   """
   sigma_sq = jnp.asarray(sigma_sq, jnp.float32)
   log_denominator = jnp.log(jnp.maximum(sigma_sq, eps))

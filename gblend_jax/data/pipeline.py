@@ -9,6 +9,8 @@ ever (a new permutation each epoch) with a checkpointable position;
 
 import dataclasses
 import functools
+import glob
+import os
 from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -255,11 +257,9 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> DatasetSplits:
   read = _READ_CACHE[key]
   for split in ('train', 'test'):
     if split not in read:
-      read[split] = check_examples(
-          SelectedFeatures(builder.as_data_source(split=split), requested),
-          dataset=name, split=split, num_classes=num_classes,
-          modalities=modalities,
-      )
+      read[split] = _read_prepared_split(
+          builder, split, name=name, num_classes=num_classes,
+          modalities=modalities, requested=requested)
   train_labels = read['train'].arrays['label']
   kept, held_out = splits.stratified_holdout(
       train_labels, fraction, data_config.holdout_seed
@@ -449,6 +449,42 @@ def standardize(
       })
       for source in sources
   )
+
+
+def _read_prepared_split(
+    builder: Any,
+    split: str,
+    *,
+    name: str,
+    num_classes: int,
+    modalities: Mapping[str, tuple[int, ...]],
+    requested: Sequence[str],
+) -> ArraySource:
+  """``check_examples`` of a prepared split; errors say what to delete.
+
+  A prepared data set is reused as it is, so an error in it returns on every
+  run until its folder is deleted: each error names the folder (and, for a
+  damaged file, the split's files).
+  """
+  folder = os.fspath(builder.data_dir)
+  try:
+    return check_examples(
+        SelectedFeatures(builder.as_data_source(split=split), requested),
+        dataset=name, split=split, num_classes=num_classes,
+        modalities=modalities,
+    )
+  except ValueError as error:
+    raise ValueError(
+        f'{error}\nThe prepared data set in {folder} holds these values: '
+        'fix the source files, then delete that folder to rebuild it.'
+    ) from error
+  except RuntimeError as error:  # array_record / Riegeli read errors.
+    files = sorted(glob.glob(os.path.join(folder, f'*-{split}.*')))
+    raise OSError(
+        f'Data set {name}, split {split}: a prepared file is damaged '
+        f'({error}). Files of the split: {files}. Delete the folder '
+        f'{folder} and rerun to rebuild it from the source files.'
+    ) from error
 
 
 def check_examples(

@@ -1,4 +1,7 @@
-"""Names of the TFDS builders in ``data/`` and how to build and prepare them.
+"""Names of the data sets' TFDS builders and how to build and prepare them.
+
+Each builder lives in the package, in
+``gblend_jax/datasets/<name>/<name>_dataset_builder.py`` (class ``Builder``).
 
 A data directory holds the prepared data sets
 (``<data_dir>/<name>/<config>/<version>/``) and, unless ``manual_dir`` says
@@ -10,21 +13,21 @@ import os
 
 import tensorflow_datasets as tfds
 
+# Each data set's builder module, imported on first use.
 DATASETS = {
-    'ave': 'data.ave.ave_dataset_builder',
-    'cifar10': 'data.cifar10.cifar10_dataset_builder',
-    'cifar100': 'data.cifar100.cifar100_dataset_builder',
-    'crema_d': 'data.crema_d.crema_d_dataset_builder',
-    'fashion_mnist': 'data.fashion_mnist.fashion_mnist_dataset_builder',
-    'imagenet_lt': 'data.imagenet_lt.imagenet_lt_dataset_builder',
-    'inaturalist2018': (
-        'data.inaturalist2018.inaturalist2018_dataset_builder'
-    ),
-    'kinetics_sounds': 'data.kinetics_sounds.kinetics_sounds_dataset_builder',
-    'mfeat': 'data.mfeat.mfeat_dataset_builder',
-    'synthetic_multimodal': (
-        'data.synthetic_multimodal.synthetic_multimodal_dataset_builder'
-    ),
+    name: f'gblend_jax.datasets.{name}.{name}_dataset_builder'
+    for name in (
+        'ave',
+        'cifar10',
+        'cifar100',
+        'crema_d',
+        'fashion_mnist',
+        'imagenet_lt',
+        'inaturalist2018',
+        'kinetics_sounds',
+        'mfeat',
+        'synthetic_multimodal',
+    )
 }
 DATA_DIR_ENV = 'GBLEND_DATA_DIR'
 
@@ -43,7 +46,7 @@ def get_builder(
     builder_config: str | None = None,
     manual_dir: str | None = None,
 ) -> tfds.core.DatasetBuilder:
-  """Returns the array_record TFDS builder of a data set in ``data/``.
+  """Returns the array_record TFDS builder of a data set.
 
   Args:
     name: A key of ``DATASETS``.

@@ -53,12 +53,15 @@ References:
 import functools
 import math
 import operator
+import typing
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 
-import grain
 import numpy as np
+
+if typing.TYPE_CHECKING:
+  import grain
 
 __all__ = (
     'EpochSampler',
@@ -455,7 +458,9 @@ class EpochSampler:
     """The first ``num_epochs`` epochs as a random-access source of indices."""
     return SampledIndices(self, num_epochs)
 
-  def to_map_dataset(self, num_epochs: int = 1_000_000) -> grain.MapDataset:
+  def to_map_dataset(
+      self, num_epochs: int = 1_000_000
+  ) -> 'grain.MapDataset':
     """``grain.MapDataset.source(self.index_source(num_epochs))``.
 
     Args:
@@ -466,6 +471,10 @@ class EpochSampler:
       A MapDataset whose element ``i`` is epoch ``i // L``'s ``(i % L)``-th
       index.
     """
+    # grain (and the orbax it imports) only here: the samplers themselves are
+    # NumPy, and `gblend_jax.longtail` imports without the training extra.
+    import grain  # pylint: disable=g-import-not-at-top
+
     return grain.MapDataset.source(self.index_source(num_epochs))
 
 

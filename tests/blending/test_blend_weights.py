@@ -133,4 +133,5 @@ def test_weights_from_statistics_rules():
 @pytest.mark.parametrize('module', [blend, ogr, gradient_space])
 def test_doctests(module):
   result = doctest.testmod(module)
+  assert result.attempted > 0, f'{module.__name__} has no doctest examples'
   assert result.failed == 0

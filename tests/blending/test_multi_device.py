@@ -7,11 +7,14 @@ may already have initialised JAX with one device.
 
 import os
 
+import pytest
+
 from tests import train_utils
 
 SCRIPT = os.path.join(os.path.dirname(__file__), 'multi_device_checks.py')
 
 
+@pytest.mark.slow
 def test_pmap_and_named_sharding_on_8_cpu_devices():
   result = train_utils.run_on_cpu_devices(SCRIPT, 8)
   assert result.returncode == 0, result.stdout + result.stderr

@@ -13,10 +13,12 @@ import numpy as np
 import scipy.io.wavfile
 from PIL import Image
 
-from data.ave import ave_dataset_builder as ave
-from data.crema_d import crema_d_dataset_builder as crema_d
-from data.kinetics_sounds import kinetics_sounds_dataset_builder as ks
 from gblend_jax.data import audio_visual as av
+from gblend_jax.datasets.ave import ave_dataset_builder as ave
+from gblend_jax.datasets.crema_d import crema_d_dataset_builder as crema_d
+from gblend_jax.datasets.kinetics_sounds import (
+  kinetics_sounds_dataset_builder as ks,
+)
 
 
 @dataclasses.dataclass(frozen=True)

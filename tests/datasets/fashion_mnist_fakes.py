@@ -11,7 +11,9 @@ import os
 
 import numpy as np
 
-from data.fashion_mnist import fashion_mnist_dataset_builder as fmnist
+from gblend_jax.datasets.fashion_mnist import (
+  fashion_mnist_dataset_builder as fmnist,
+)
 
 
 def fake_split(num_images: int, offset: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,8 +19,8 @@ import tarfile
 import numpy as np
 from PIL import Image
 
-from data.cifar10 import cifar10_dataset_builder as cifar10
-from data.cifar100 import cifar100_dataset_builder as cifar100
+from gblend_jax.datasets.cifar10 import cifar10_dataset_builder as cifar10
+from gblend_jax.datasets.cifar100 import cifar100_dataset_builder as cifar100
 
 # A colour per fake class, far apart so that JPEG noise never confuses them.
 CLASS_COLOURS = ((220, 30, 30), (30, 200, 40), (40, 50, 210))

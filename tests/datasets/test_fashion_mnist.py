@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data.fashion_mnist import fashion_mnist_dataset_builder as fmnist
 from gblend_jax.data import registry
+from gblend_jax.datasets.fashion_mnist import (
+  fashion_mnist_dataset_builder as fmnist,
+)
 from tests.datasets import fashion_mnist_fakes as fakes
 
 

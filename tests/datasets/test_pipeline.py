@@ -1,9 +1,14 @@
 """Tests of load_dataset, the training iterator and the eval batches."""
 
+import glob
+import os
+
 import numpy as np
 import pytest
 
 from gblend_jax import data
+from gblend_jax.data import pipeline
+from gblend_jax.data import registry
 
 
 def _toy_source(size: int) -> list[dict[str, np.ndarray]]:
@@ -263,3 +268,25 @@ def test_mismatch_modalities_repairs_at_the_given_rate():
     data.mismatch_modalities(source, {'z': 0.5}, seed=0)
   with pytest.raises(ValueError, match='not in'):
     data.mismatch_modalities(source, {'x': 1.5}, seed=0)
+
+
+def test_damaged_prepared_file_names_the_folder_to_delete(tmp_path):
+  config = pipeline.default_data_config()
+  config.name = 'synthetic_multimodal'
+  config.builder_config = 'tiny'
+  config.data_dir = str(tmp_path)
+  builder = registry.get_builder('synthetic_multimodal', data_dir=str(tmp_path),
+                                 builder_config='tiny')
+  registry.prepare(builder)
+  (shard,) = glob.glob(os.path.join(builder.data_dir, '*-train.array_record*'))
+  raw = bytearray(open(shard, 'rb').read())
+  for i in range(100, len(raw) - 100, 50):  # Flipped bytes: bad hashes.
+    raw[i] ^= 0xFF
+  with open(shard, 'wb') as f:
+    f.write(raw)
+  with pytest.raises(OSError) as error:
+    pipeline.load_dataset(config)
+  message = str(error.value)
+  assert 'split train: a prepared file is damaged' in message
+  assert shard in message
+  assert f'Delete the folder {builder.data_dir}' in message

@@ -5,8 +5,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from data.synthetic_multimodal import synthetic_multimodal_dataset_builder as sm
 from gblend_jax.data import registry
+from gblend_jax.datasets.synthetic_multimodal import (
+  synthetic_multimodal_dataset_builder as sm,
+)
 
 
 def _read(builder, split):

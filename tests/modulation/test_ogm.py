@@ -442,6 +442,7 @@ def test_labels_and_scores_are_checked():
     tx.update(grads, tx.init(grads), scores=jnp.ones(3))
 
 
+@pytest.mark.slow
 def test_pmap_with_axis_name_on_8_cpu_devices():
   result = train_utils.run_on_cpu_devices(PMAP_SCRIPT, 8)
   assert result.returncode == 0, result.stdout + result.stderr

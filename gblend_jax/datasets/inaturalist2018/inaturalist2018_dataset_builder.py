@@ -24,7 +24,7 @@ default ``s64``; see ``data.imagenet_lt.image_folder``). The registry key is
 import json
 import os
 
-from data.imagenet_lt import image_folder
+from gblend_jax.datasets.imagenet_lt import image_folder
 
 NUM_CLASSES = 8142
 JSON_FILES = {'train': 'train2018.json', 'test': 'val2018.json'}

