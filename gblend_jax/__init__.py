@@ -9,6 +9,7 @@ into the trainer):
   gblend_jax.modulation  OGM-GE: `ogm_ge`, `ogm_coefficients`, `ogm_ratios`,
                          `unimodal_logits`
   gblend_jax.longtail    long-tail tricks: losses, samplers, mixup, CAM
+  gblend_jax.mmpareto    MMPareto: `mmpareto_update`, `mmpareto`
   gblend_jax.training    the trainer, steps, checkpoints, optimisers, metrics
   gblend_jax.models      encoders, fusion modules, heads, `build_model`
   gblend_jax.data        data sets, held-out splits, grain input pipelines
@@ -24,6 +25,8 @@ training stack (ml_collections, tfds, grain, orbax) on first use.
 from gblend_jax.blending import ogr
 from gblend_jax.blending.blend import blend_weights
 from gblend_jax.blending.blend import gradient_blend
+from gblend_jax.mmpareto.transform import mmpareto
+from gblend_jax.mmpareto.transform import mmpareto_update
 from gblend_jax.modulation.ogm import ogm_coefficients
 from gblend_jax.modulation.ogm import ogm_ge
 from gblend_jax.modulation.ogm import ogm_ratios
@@ -34,6 +37,8 @@ __all__ = (
     'blend_weights',
     'default_config',
     'gradient_blend',
+    'mmpareto',
+    'mmpareto_update',
     'ogm_coefficients',
     'ogm_ge',
     'ogm_ratios',

@@ -18,7 +18,8 @@ from tests import train_utils
 
 def test_every_registered_method_owns_its_config_block():
   classes = methods.method_classes()
-  assert [c.block for c in classes] == ['blend', 'modulation', 'longtail']
+  assert [c.block for c in classes] == ['blend', 'modulation', 'longtail',
+                                        'mmpareto']
   config = config_lib.default_config()
   for cls in classes:
     assert config[cls.block].to_dict() == cls.default_config().to_dict()
@@ -37,6 +38,12 @@ def test_every_registered_method_owns_its_config_block():
      r'config\.blend \(model_copies\) .* config\.longtail \(objective\)'),
     ({'blend.mode': 'offline', 'longtail.sampler': 'class_balanced'},
      r'config\.blend \(model_copies\) .* config\.longtail \(resampling\)'),
+    ({'blend.mode': 'gradient', 'mmpareto.enabled': True},
+     r'config\.blend \(per_loss_gradients\) cannot be combined with '
+     r'config\.mmpareto \(per_loss_gradients\)'),
+    ({'mmpareto.enabled': True, 'modulation.method': 'ogm_ge'},
+     r'config\.mmpareto \(per_loss_gradients\) .* config\.modulation '
+     r'\(gradient_transform\)'),
     ({'modulation.method': 'ogm', 'longtail.mixup': 'input'},
      r'config\.longtail \(mixup\) cannot be combined with '
      r'config\.modulation \(modality_scores\)'),
@@ -55,6 +62,7 @@ def test_incompatible_pairs_are_refused_naming_both_blocks(overrides,
     {'blend.mode': 'online', 'modulation.method': 'ogm_ge'},
     {'modulation.method': 'ogm', 'longtail.loss': 'cs_ce'},
     {'blend.mode': 'gradient', 'longtail.shot_metrics': True},
+    {'mmpareto.enabled': True, 'longtail.shot_metrics': True},
 ])
 def test_compatible_pairs_pass(overrides):
   config = config_lib.default_config()
@@ -70,7 +78,8 @@ def test_every_incompatible_pair_names_a_feature_some_method_uses():
   probes = [{'blend.mode': m} for m in ('fixed', 'offline', 'online',
                                         'gradient')]
   probes += [{'modulation.method': 'ogm'}, {'longtail.loss': 'focal'},
-             {'longtail.mixup': 'input'}, {'longtail.sampler': 'sqrt'}]
+             {'longtail.mixup': 'input'}, {'longtail.sampler': 'sqrt'},
+             {'mmpareto.enabled': True}]
   for overrides in probes:
     config = config_lib.default_config()
     config.update_from_flattened_dict(overrides)

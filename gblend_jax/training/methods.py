@@ -53,22 +53,28 @@ METHOD_MODULES = (
     'gblend_jax.blending.method',
     'gblend_jax.modulation.method',
     'gblend_jax.longtail.method',
+    'gblend_jax.mmpareto.method',
 )
 
 # Pairs of method features that cannot be combined, with the reason. Each
 # method says which features a config uses (`Method.features`); the
 # trainer refuses a config whose methods use two features of one pair.
 INCOMPATIBLE: dict[frozenset[str], str] = {
+    frozenset({'per_loss_gradients'}): (
+        'both combine the per-loss gradients of the step in their own way '
+        "(gradient-space G-Blend's weights, MMPareto's Pareto rule); one "
+        "would receive the other's combined gradient"
+    ),
     frozenset({'per_loss_gradients', 'gradient_transform'}): (
-        "gradient-space G-Blend (blend.mode='gradient') blends per-loss "
-        'gradients, and OGM-GE transforms the gradient of the same step: '
-        'one of the two would see the other\'s output, which neither paper '
-        'defines'
+        'per-loss gradients are combined by one transform (gradient-space '
+        'G-Blend, MMPareto), and OGM-GE transforms the gradient of the same '
+        "step: one of the two would see the other's output, which neither "
+        'paper defines'
     ),
     frozenset({'per_loss_gradients', 'objective'}): (
-        "gradient-space G-Blend (blend.mode='gradient') estimates its "
-        'weights from per-head cross-entropy gradients; a long-tail loss, '
-        'DRW or mixup replaces that objective'
+        'gradient-space G-Blend and MMPareto combine per-head '
+        'cross-entropy gradients; a long-tail loss, DRW or mixup replaces '
+        'that objective'
     ),
     frozenset({'model_copies', 'objective'}): (
         "Algorithm 1 (blend.mode='offline'/'online') trains each head's "

@@ -220,6 +220,32 @@ def weighted_sum_rule(
   return gradients, lambda opt_state: (total, grads)
 
 
+def per_loss_rule(
+    loss_vector: LossVector, state: TrainState, args: Mapping[str, Any]
+) -> tuple[Gradients, Callable[..., tuple[Any, Any]]]:
+  """An `UpdateRule` that hands the optimiser every head's gradient.
+
+  One forward pass and H vector-Jacobian products (``jax.jacrev`` of the
+  ``[H]`` loss vector) give the per-loss gradients, stacked on a leading
+  loss axis in head order, for a transform that combines them (MMPareto).
+  The step logs ``Σ_i L_i`` and the gradient of that sum.
+  """
+  del args
+
+  def with_losses(params):
+    per_head, aux = loss_vector(params)
+    return per_head, (per_head, *aux)
+
+  per_loss, (per_head, out, batch_stats, metrics) = jax.jacrev(
+      with_losses, has_aux=True)(state.params)
+  gradients = Gradients(
+      grads=per_loss, per_head=per_head, outputs=out,
+      batch_stats=batch_stats, objective_metrics=metrics, update_kwargs={},
+  )
+  summed = jax.tree.map(lambda g: jnp.sum(g, axis=0), per_loss)
+  return gradients, lambda opt_state: (jnp.sum(per_head), summed)
+
+
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
