@@ -16,7 +16,7 @@ from gblend_jax.training import trainer as train
 from tests import train_utils
 
 # Timing columns differ between any two runs.
-TIMING = ('steps_per_second',)
+TIMING = ('train_step/steps_per_second',)
 
 # name -> (config overrides, steps, the step the first invocation stops
 # after). 5 steps per epoch; progress lines every 2 steps, so a stop after
