@@ -12,7 +12,6 @@ initialisation or resume, step functions, evaluation, the loop.
 """
 
 import functools
-import json
 import os
 import signal
 import time
@@ -30,6 +29,7 @@ from absl import logging
 from gblend_jax.blending import blend
 from gblend_jax.blending import estimation as blend_estimation
 from gblend_jax.training import checkpointing
+from gblend_jax.training import config_checks
 from gblend_jax import config as config_lib
 from gblend_jax import data
 from gblend_jax.training import metric_writer
@@ -39,6 +39,7 @@ from gblend_jax.modulation import method as modulation
 from gblend_jax.training import optim
 from gblend_jax import plots
 from gblend_jax.training import steps
+from gblend_jax.training import workdir as workdir_lib
 from gblend_jax.longtail import method as longtail_hooks
 
 SPLITS = ('train', 'holdout', 'test')
@@ -219,6 +220,25 @@ def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str
 ) -> dict[str, Any]:
   """Trains and evaluates a model; resumes from ``workdir`` if it has a
+  checkpoint made with the same config.
+
+  The run holds the work directory's lock throughout; a full disk is
+  reported once, naming the path (see `gblend_jax.training.workdir`).
+
+  Args:
+    config: the run config (see `gblend_jax.config.default_config`).
+    workdir: where checkpoints, metrics and results are written.
+
+  Returns:
+    The results also written to ``workdir/results.json``.
+  """
+  return workdir_lib.run_exclusively(_train_and_evaluate, config, workdir)
+
+
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str
+) -> dict[str, Any]:
+  """Trains and evaluates a model; resumes from ``workdir`` if it has a
   checkpoint.
 
   Args:
@@ -230,12 +250,12 @@ def train_and_evaluate(
     of every split and head, and the metrics of the best checkpoint.
   """
   check_config(config)
+  config_checks.check_run_config(config)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0
-  if is_chief:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+  # A rerun resumes only with its checkpoints' config (or allowed changes).
+  config_changes = workdir_lib.check_resume_config(config, workdir)
 
   # ---- Data.
   splits = data.load_dataset(config.data)
@@ -247,6 +267,9 @@ def train_and_evaluate(
     )
   # Random over- or under-sampling train on a fixed balanced multiset.
   train_source = longtail_hooks.training_source(config, splits.train)
+  config_checks.check_against_data(
+      config, train_size=len(train_source),
+      class_counts=splits.train_class_counts)
   steps_per_epoch = data.steps_per_epoch(len(train_source), global_batch)
   total_steps = (
       config.num_train_steps
@@ -283,13 +306,15 @@ def train_and_evaluate(
   heads = steps.head_order(tuple(splits.modalities),
                            config.model.modality_heads)
   initial_weights = head_loss_weights(config, heads)
+  config_checks.check_best_metric(config.best_metric, (
+      *heads, *config_checks.unimodal_heads(
+          tuple(splits.modalities),
+          config.model.fusion not in models.MID_FUSIONS)))
   # Long-tail tricks (losses, DRW, samplers, DRS, mixup, shot metrics).
   longtail = longtail_hooks.LongTailTraining(
       config, splits, steps_per_epoch=steps_per_epoch,
       total_steps=total_steps, heads=heads, model=model,
   )
-  if is_chief:
-    longtail.write_class_counts(workdir)
   tx = optim.build_optimizer(
       config.optimizer, total_steps=total_steps,
       steps_per_epoch=steps_per_epoch,
@@ -373,7 +398,8 @@ def train_and_evaluate(
           'skipped_steps': 0}
   # A damaged latest checkpoint falls back to the previous good one.
   start_step, state, extra = checkpointer.restore_latest_usable(
-      abstract_state)
+      abstract_state,
+      config_note=workdir_lib.describe_changes(config_changes, workdir))
   if start_step is None:
     start_step = 0
     state = init_fn(jax.random.PRNGKey(config.seed))
@@ -386,6 +412,11 @@ def train_and_evaluate(
       holdout_iter.set_state(extra['holdout_iterator'])
     loop.update(extra['loop'])
     logging.info('Resumed from the checkpoint at step %d.', start_step)
+  # Config files are written once the run starts or resumes cleanly.
+  workdir_lib.check_resume_step(start_step, total_steps, workdir)
+  if is_chief:
+    workdir_lib.record_config(config, workdir)
+    longtail.write_class_counts(workdir)
 
   # ---- Step functions.
   head_weights = jax.device_put(
@@ -499,7 +530,8 @@ def train_and_evaluate(
     # Wall time of training (with estimates and evaluations), summed over
     # the invocations of an interrupted run.
     loop['train_seconds'] = seconds_before + time.perf_counter() - run_start
-    extra = {'data_iterator': train_iter.get_state(), 'loop': dict(loop)}
+    extra = {'data_iterator': train_iter.get_state(), 'loop': dict(loop),
+             'metrics_offset': writer.offset()}
     if holdout_iter is not None:
       extra['holdout_iterator'] = holdout_iter.get_state()
     checkpointer.save(step, state, _jsonable(extra))
@@ -546,7 +578,8 @@ def train_and_evaluate(
 
   # ---- The loop.
   writer = metric_writer.MetricWriter(
-      workdir, resume_step=start_step, enabled=is_chief
+      workdir, resume_step=start_step, enabled=is_chief,
+      resume_offset=(extra or {}).get('metrics_offset'),
   )
   progress = metric_writer.ProgressReporter(
       total_steps, start_step, config.log_every_steps
@@ -578,6 +611,9 @@ def train_and_evaluate(
             + ' Set config.skip_nonfinite_steps=True to skip such steps.'
         )
       loop['skipped_steps'] += 1
+      config_checks.check_skipped_fraction(
+          loop['skipped_steps'], total_steps, config.max_skipped_fraction,
+          checkpointer.latest_step())
       logging.warning(
           'Skipped training step %d (config.skip_nonfinite_steps): '
           'non-finite %s; %d steps skipped so far.', number, bad,
@@ -643,9 +679,15 @@ def train_and_evaluate(
   final = last_eval or evaluate(state)  # None when resumed after the end.
   best = dict(final)
   best_state = None
+  best_missing = None  # Why the best checkpoint cannot be read, if so.
   if loop['best_step'] is not None and loop['best_step'] != step:
-    best_state, _ = checkpointer.restore(abstract_state, best=True)
-    best = evaluate(best_state)
+    best_state, _, best_missing = checkpointer.restore_best(
+        abstract_state, loop['best_step'])
+    if best_state is not None:
+      best = evaluate(best_state)
+    else:
+      logging.warning('Reporting the final state (step %d) as the best: %s.',
+                      step, best_missing)
   if config.longtail.shot_metrics:
     # Many/medium/few-shot test accuracy (Zhang et al., AAAI 2021).
     final_shots, per_class_accuracy = test_shot_metrics(state)
@@ -656,10 +698,12 @@ def train_and_evaluate(
       'step': step,
       'train_seconds': loop['train_seconds'],
       'final': final,
-      'best_step': loop['best_step'],
+      'best_step': loop['best_step'] if best_missing is None else step,
       'best': best,
       'stopped_early': loop['stopped_early'],
   }
+  if best_missing is not None:
+    results['best_checkpoint_missing'] = best_missing
   if config.skip_nonfinite_steps:
     results['skipped_steps'] = loop['skipped_steps']
   if config.longtail.shot_metrics:
@@ -673,8 +717,7 @@ def train_and_evaluate(
             if config.blend.mode == 'gradient' else head_weights
         )).tolist(), strict=True))
   if is_chief:
-    with open(os.path.join(workdir, 'results.json'), 'w') as f:
-      json.dump(results, f, indent=2)
+    workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
     if config.blend.mode in ('offline', 'online', 'gradient'):
       plots.plot_blend(workdir, heads)
     if modulation_tx is not None:
