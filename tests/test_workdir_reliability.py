@@ -146,6 +146,21 @@ def test_missing_best_checkpoint_reports_the_final_state(data_dir, tmp_path):
   with open(tmp_path / 'other' / 'results.json') as f:
     assert json.load(f)['best_step'] == 15
 
+  # A damaged best checkpoint (orbax reads a flipped byte without error).
+  shutil.copytree(tmp_path / 'straight', tmp_path / 'damaged')
+  os.remove(tmp_path / 'damaged' / 'results.json')
+  state_files = [f for f in glob.glob(str(tmp_path / 'damaged' / 'best' / '5'
+                                          / 'state' / '**'), recursive=True)
+                 if os.path.isfile(f)]
+  with open(max(state_files, key=os.path.getsize), 'r+b') as f:
+    f.seek(os.path.getsize(f.name) // 2)
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 0xFF]))
+  damaged = train.train_and_evaluate(config, str(tmp_path / 'damaged'))
+  assert 'is damaged' in damaged['best_checkpoint_missing']
+  assert damaged['best'] == damaged['final']
+
 
 # 6. Resuming with another config.
 def test_rerun_with_another_config_is_refused_and_changes_nothing(
@@ -448,6 +463,34 @@ def test_interrupted_sweep_run_raises_a_clean_interruption(
                'data.batch_size=16']
   with pytest.raises(runs.SweepInterrupted, match='interrupted at step 2'):
     runs.run_sweep(SYNTHETIC, ['builder=tiny'], 1, overrides, str(tmp_path))
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_sweep_ends_cleanly(data_dir, tmp_path):
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'experiments.sweep', '--config', SYNTHETIC,
+       '--row', 'builder=tiny', '--seeds', '1', '--workdir', str(tmp_path),
+       '--set', f'data.data_dir={data_dir}', '--set', 'data.batch_size=16',
+       '--set', 'num_train_steps=1000000', '--set', 'log_every_steps=1'],
+      cwd=train_utils.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True)
+  metrics = tmp_path / 'builder_tiny' / 'seed_0' / 'metrics.jsonl'
+  try:
+    for _ in range(600):  # Until training runs (at most a minute).
+      if os.path.exists(metrics) and os.path.getsize(metrics):
+        break
+      try:
+        process.wait(timeout=0.1)
+        break
+      except subprocess.TimeoutExpired:
+        pass
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+  finally:
+    process.kill()
+  assert process.returncode == 130, err[-3000:]
+  assert 'rerun the same command to resume' in out
+  assert 'Traceback' not in err, err[-3000:]
 
 
 def test_full_disk_is_said_once_with_the_path(data_dir, tmp_path,
