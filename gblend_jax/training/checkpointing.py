@@ -29,7 +29,6 @@ Layout inside the work directory::
   damaged_checkpoints/<step>/        latest checkpoints found damaged
 """
 
-import json
 import os
 import shutil
 import zlib
@@ -39,6 +38,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 from jax.experimental import multihost_utils
 
 CHECKSUM_KEY = 'state_crc32'
@@ -170,6 +170,8 @@ class Checkpointer:
   def _set_aside(self, damaged_steps: list[int], good_step: int) -> None:
     """Moves damaged latest checkpoints and newer best ones away."""
     newer_best = [s for s in self._best.all_steps() if s > good_step]
+    if jax.process_count() > 1:  # Every process lists before any moves.
+      multihost_utils.sync_global_devices('gblend_jax best checkpoints listed')
     if not damaged_steps and not newer_best:
       return
     self.wait()
@@ -197,20 +199,21 @@ class Checkpointer:
 
   def _check_shapes(self, step: int, abstract_state: Any, note: str) -> None:
     """Raises `CheckpointConfigError` when the saved parameters differ."""
+    handler = ocp.PyTreeCheckpointHandler()
     try:
-      # orbax's tree metadata: key path -> write shape (the full shape of
-      # the replicated state).
-      with open(os.path.join(self.step_path(step), 'state',
-                             '_METADATA')) as f:
-        tree = json.load(f)['tree_metadata']
+      # The global shapes (from the array metadata; the tree's write shapes
+      # are per-process shards in a multi-process run).
+      metadata = handler.metadata(
+          epath.Path(os.path.join(self.step_path(step), 'state')))
       saved = {
-          '.'.join(str(k['key']) for k in entry['key_metadata']):
-              tuple(entry['value_metadata']['write_shape'])
-          for entry in tree.values()
-          if entry['key_metadata'][0]['key'] == 'params'
+          leaf.name: tuple(leaf.shape)
+          for leaf in jax.tree.leaves(getattr(metadata, 'tree', metadata))
+          if str(getattr(leaf, 'name', '')).startswith('params.')
       }
     except Exception:  # pylint: disable=broad-except
       return  # Unreadable: `restore` tells whether it is damaged.
+    finally:
+      handler.close()
     params = getattr(abstract_state, 'params', None)
     if not saved or params is None:
       return
