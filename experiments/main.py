@@ -5,7 +5,15 @@ r"""Runs one experiment: a config file, a work directory, optional overrides.
       --workdir /tmp/mfeat_fou_kar --config.num_epochs=50
 
 Rerunning the same command on the same work directory resumes from the latest
-checkpoint. The exact command is written to ``<workdir>/command.txt``.
+checkpoint; a rerun with another config is refused, naming the keys that
+differ (``--config.resume_allowed_changes=num_train_steps`` lets it change
+the listed keys). The exact command is written to ``<workdir>/command.txt``.
+
+``--config.a.b=value`` overrides are applied by `runs.apply_overrides`: the
+key must exist, except in the blocks that map names to values
+(``--config.init_encoders.fou=WORKDIR``,
+``--config.data.mismatched_modalities.fou=0.7``); values are Python literals
+or text.
 """
 
 import os
@@ -17,8 +25,11 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from experiments import runs
+from gblend_jax.training import checkpointing
 from gblend_jax.training import metric_writer
 from gblend_jax.training import trainer as train
+from gblend_jax.training import workdir as workdir_lib
 
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Directory for checkpoints, metrics and results.'
@@ -28,17 +39,53 @@ config_flags.DEFINE_config_file(
 )
 flags.mark_flags_as_required(['config', 'workdir'])
 
+# ``--config.<key>=<value>`` arguments, taken out of argv before absl parses
+# it (`_split_overrides`) and applied by `runs.apply_overrides`.
+_OVERRIDES: list[str] = []
+_ARGV: list[str] = []  # The command line as given.
+# Errors whose message says what to do: printed without a traceback.
+_CLEAN_ERRORS = (workdir_lib.WorkdirLockedError,
+                 workdir_lib.ConfigMismatchError, workdir_lib.DiskFullError,
+                 checkpointing.CheckpointError)
+
+
+def _split_overrides(argv: list[str]) -> list[str]:
+  """Moves the ``--config.k=v`` (or ``--config.k v``) arguments to
+  `_OVERRIDES`; returns the rest of `argv`."""
+  rest = []
+  args = iter(argv)
+  for arg in args:
+    if arg.startswith('--config.'):
+      key, sep, value = arg[len('--config.'):].partition('=')
+      if not sep:
+        value = next(args, None)
+        if value is None:
+          raise SystemExit(f'FATAL: {arg} needs a value ({arg}=VALUE).')
+      _OVERRIDES.append(f'{key}={value}')
+    else:
+      rest.append(arg)
+  return rest
+
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   metric_writer.quiet_library_logs()
+  config = flags.FLAGS.config
+  try:
+    runs.apply_overrides(config, _OVERRIDES)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   os.makedirs(_WORKDIR.value, exist_ok=True)
   command = shlex.join([os.path.basename(sys.executable), '-m',
-                        'experiments.main', *sys.argv[1:]])
+                        'experiments.main', *_ARGV[1:]])
   with open(os.path.join(_WORKDIR.value, 'command.txt'), 'a') as f:
     f.write(command + '\n')
-  results = train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+  try:
+    results = train.train_and_evaluate(config, _WORKDIR.value)
+  except _CLEAN_ERRORS as e:
+    logging.error('%s: %s', type(e).__name__, e)
+    sys.exit(1)
   if 'final' in results:
     final = results['final']
     logging.info(
@@ -50,4 +97,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
+  # config_flags reads sys.argv itself: the overrides leave it.
+  _ARGV = list(sys.argv)
+  sys.argv[:] = _split_overrides(sys.argv)
   app.run(main)

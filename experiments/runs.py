@@ -7,7 +7,6 @@ absl flags here, so any script can import them).
 import ast
 import datetime
 import importlib.util
-import json
 import os
 import platform
 import shlex
@@ -19,6 +18,7 @@ import ml_collections
 import numpy as np
 
 from gblend_jax.training import trainer as train
+from gblend_jax.training import workdir as workdir_lib
 
 COLUMNS = (('test', 'test/fused/accuracy'),
            ('held-out', 'holdout/fused/accuracy'),
@@ -35,25 +35,87 @@ def load_config(path: str, arg: str | None) -> ml_collections.ConfigDict:
   return module.get_config(arg)
 
 
+# Blocks that map names (modalities, views) to values: an override may add
+# keys to them (``init_encoders.fou=WORKDIR``).
+OPEN_BLOCKS = ('init_encoders', 'data.mismatched_modalities',
+               'model.encoders')
+
+
 def apply_overrides(
     config: ml_collections.ConfigDict, overrides: list[str]
 ) -> None:
-  """Sets ``a.b=value`` overrides; values are Python literals or strings."""
+  """Sets ``a.b=value`` overrides; values are Python literals or strings.
+
+  Keys must exist, except inside the `OPEN_BLOCKS` (name -> value maps).
+  A value that does not fit the key's type is read as text when the key
+  holds text; a single value for a tuple key is a 1-tuple.
+
+  Args:
+    config: the config to change (may be locked).
+    overrides: ``key=value`` strings, as after ``--config.`` or ``--set``.
+
+  Raises:
+    ValueError: naming the override, the key and what to do.
+  """
   for override in overrides:
     key, sep, text = override.partition('=')
-    if not sep:
+    if not sep or not key:
       raise ValueError(f'Override {override!r} is not key=value.')
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text
     parent = config
     *path, leaf = key.split('.')
-    for part in path:
+    for depth, part in enumerate(path):
+      block = '.'.join(path[:depth])
+      if part not in parent:
+        if block not in OPEN_BLOCKS:
+          _no_key(override, '.'.join(path[:depth + 1]), parent)
+        with parent.unlocked():
+          parent[part] = ml_collections.ConfigDict()
       parent = parent[part]
-    if leaf not in parent:
-      raise KeyError(f'Override {override!r}: the config has no key {key}.')
-    parent[leaf] = value
+      if not isinstance(parent, ml_collections.ConfigDict):
+        raise ValueError(
+            f'Override {override!r}: config.{".".join(path[:depth + 1])} is '
+            'a value, not a block of keys.')
+    block = '.'.join(path)
+    is_open = block in OPEN_BLOCKS or any(
+        block.startswith(b + '.') for b in OPEN_BLOCKS)
+    if leaf not in parent and not is_open:
+      _no_key(override, key, parent)
+    value = _parse_value(text, parent.get(leaf) if leaf in parent else None)
+    try:
+      if leaf in parent:
+        parent[leaf] = value
+      else:
+        with parent.unlocked():
+          parent[leaf] = value
+    except (TypeError, ValueError) as e:
+      raise ValueError(
+          f'Override {override!r}: config.{key} holds '
+          f'{type(parent[leaf]).__name__} values ({e}); give a value of '
+          'that type.') from None
+
+
+def _no_key(override: str, key: str, parent: ml_collections.ConfigDict):
+  raise ValueError(
+      f'Override {override!r}: the config has no key {key!r}; the keys '
+      f'there are {sorted(parent.keys())}. Check the spelling (see '
+      'gblend_jax/config.py).')
+
+
+def _parse_value(text: str, current):
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    value = text
+  if isinstance(current, str) and not isinstance(value, str):
+    return text
+  if isinstance(current, bool) and text.lower() in ('true', 'false'):
+    return text.lower() == 'true'
+  if isinstance(current, tuple):
+    if isinstance(value, list):
+      return tuple(value)
+    if not isinstance(value, tuple):
+      return (value,)
+  return value
 
 
 def format_table(title: str, rows: dict[str, list[dict]], seeds: int) -> str:
@@ -71,11 +133,23 @@ def format_table(title: str, rows: dict[str, list[dict]], seeds: int) -> str:
   return '\n'.join(lines) + '\n'
 
 
+class SweepInterrupted(Exception):
+  """A run of the sweep was interrupted (SIGINT/SIGTERM); rerun to resume."""
+
+
 def run_sweep(
     config_path: str, rows: list[str], seeds: int, overrides: list[str],
     workdir: str,
 ) -> dict[str, list[dict]]:
-  """Trains every (row, seed) not finished yet; returns their results."""
+  """Trains every (row, seed) not finished yet; returns their results.
+
+  A run counts as finished when its ``results.json`` reads and its recorded
+  ``config.json`` equals this sweep's config of it; otherwise the trainer
+  runs on it, which resumes it, or refuses with the keys that differ.
+
+  Raises:
+    SweepInterrupted: when a run was stopped by a signal.
+  """
   total = len(rows) * seeds
   done = 0
   results: dict[str, list[dict]] = {}
@@ -86,14 +160,17 @@ def run_sweep(
       run_dir = os.path.join(workdir, row.replace('=', '_').replace(',', '__'),
                              f'seed_{seed}')
       results_path = os.path.join(run_dir, 'results.json')
-      if not os.path.exists(results_path):
-        config = load_config(config_path, row)
-        apply_overrides(config, overrides)
-        config.seed = seed
-        config.data.shuffle_seed = seed
-        train.train_and_evaluate(config, run_dir)
-      with open(results_path) as f:
-        run = json.load(f)
+      config = load_config(config_path, row)
+      apply_overrides(config, overrides)
+      config.seed = seed
+      config.data.shuffle_seed = seed
+      if not _finished(config, run_dir):
+        outcome = train.train_and_evaluate(config, run_dir)
+        if 'interrupted_at_step' in outcome:
+          raise SweepInterrupted(
+              f'{run_dir} interrupted at step '
+              f'{outcome["interrupted_at_step"]}')
+      run = workdir_lib.read_json(results_path)
       # Early-stopped runs report their best held-out checkpoint.
       run['reported'] = run['best'] if run['stopped_early'] else run['final']
       results[row].append(run)
@@ -105,6 +182,13 @@ def run_sweep(
   return results
 
 
+def _finished(config: ml_collections.ConfigDict, run_dir: str) -> bool:
+  """Whether `run_dir` holds results made with exactly `config`."""
+  try:
+    workdir_lib.read_json(os.path.join(run_dir, 'results.json'))
+  except (OSError, ValueError):
+    return False
+  return workdir_lib.config_differences(config, run_dir) == {}
 
 
 def run_view_pair_grid(
@@ -170,6 +254,5 @@ def write_report(path: str, body: str, module: str, argv: list[str]) -> str:
           f'Date: {datetime.date.today().isoformat()}  \n'
           f'Machine: {machine()}\n')
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  with open(path, 'w') as f:
-    f.write(text)
+  workdir_lib.write_text(path, text)
   return text

@@ -12,10 +12,14 @@ and written, with the exact command, to ``<workdir>/results.md``.
 
 Every run has its own work directory ``<workdir>/<row>/seed_<k>``: an
 interrupted sweep rerun with the same command skips finished runs and resumes
-the unfinished one from its checkpoint.
+the unfinished one from its checkpoint. A run is finished when its
+``results.json`` was made with this sweep's config of it: a rerun with other
+``--set`` values refuses, naming the keys that differ (or resumes, for the
+keys listed in ``--set resume_allowed_changes=...``). Ctrl-C (or SIGTERM)
+checkpoints the running run and exits with status 130 and the line
+``interrupted ...: rerun the same command to resume``.
 """
 
-import json
 import os
 import shlex
 import sys
@@ -26,6 +30,7 @@ from absl import logging
 
 from experiments import runs
 from gblend_jax.training import metric_writer
+from gblend_jax.training import workdir as workdir_lib
 
 _CONFIG = flags.DEFINE_string('config', None, 'Config file (no arguments).')
 _ROWS = flags.DEFINE_multi_string('row', None, 'Config argument of a row.')
@@ -43,15 +48,22 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)
   metric_writer.quiet_library_logs()
-  results = runs.run_sweep(_CONFIG.value, _ROWS.value, _SEEDS.value, _SET.value,
-                      _WORKDIR.value)
+  try:
+    results = runs.run_sweep(_CONFIG.value, _ROWS.value, _SEEDS.value,
+                             _SET.value, _WORKDIR.value)
+  except (runs.SweepInterrupted, KeyboardInterrupt) as e:
+    where = f' ({e})' if str(e) else ''
+    print(f'\nSweep interrupted{where}: rerun the same command to resume.',
+          flush=True)
+    sys.exit(130)
   table = runs.format_table(_TITLE.value, results, _SEEDS.value)
   command = shlex.join(['python', '-m', 'experiments.sweep', *sys.argv[1:]])
-  with open(os.path.join(_WORKDIR.value, 'results.md'), 'w') as f:
-    f.write(table + f'\nCommand:\n\n    {command}\n')
-  with open(os.path.join(_WORKDIR.value, 'results.json'), 'w') as f:
-    json.dump({row: [r['reported'] for r in runs]
-               for row, runs in results.items()}, f, indent=2)
+  workdir_lib.write_text(os.path.join(_WORKDIR.value, 'results.md'),
+                         table + f'\nCommand:\n\n    {command}\n')
+  workdir_lib.write_json(
+      os.path.join(_WORKDIR.value, 'results.json'),
+      {row: [r['reported'] for r in by_seed]
+       for row, by_seed in results.items()})
   print('\n' + table)
   print(f"Written to {os.path.join(_WORKDIR.value, 'results.md')}")
 

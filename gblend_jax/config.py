@@ -39,6 +39,15 @@ def default_config() -> ml_collections.ConfigDict:
   # (naming the step and the head); True skips it instead (the update is not
   # applied; counted as train_step/skipped_steps and in results.json).
   config.skip_nonfinite_steps = False
+  # With skip_nonfinite_steps: the run stops (naming the count) once more
+  # than this fraction of its steps (num_train_steps or the epochs' steps)
+  # have been skipped.
+  config.max_skipped_fraction = 0.1
+  # Comma-separated config keys (or blocks, e.g. 'optimizer') a rerun may
+  # change when it resumes a work directory's checkpoints, e.g.
+  # 'num_train_steps,num_epochs' to extend a run. Any other difference from
+  # the recorded config.json is refused (see WORKSPACE.md).
+  config.resume_allowed_changes = ''
   # Held-out metric that picks the best checkpoint (and early stopping).
   config.best_metric = 'holdout/fused/accuracy'
   # Stop after this many evaluations without a better best_metric; 0: never.

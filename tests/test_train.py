@@ -80,9 +80,11 @@ def test_sigterm_saves_checkpoint_and_rerun_resumes(data_dir, tmp_path):
   assert 'SIGTERM received: saved the checkpoint at step' in rest
   step = checkpointing.Checkpointer(str(workdir)).latest_step()
   assert step >= 3
-  # Rerunning resumes from that step (here, to a shorter end).
+  # Rerunning resumes from that step (here, to a shorter end: a change of
+  # num_train_steps must be allowed explicitly).
   resumed = subprocess.run(
-      command[:-2] + [f'--config.num_train_steps={step + 2}'],
+      command[:-2] + [f'--config.num_train_steps={step + 2}',
+                      '--config.resume_allowed_changes=num_train_steps'],
       cwd=train_utils.REPO, env=env, capture_output=True, text=True,
       timeout=120,
   )

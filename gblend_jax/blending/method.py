@@ -27,6 +27,7 @@ from gblend_jax import losses
 from gblend_jax import plots
 from gblend_jax.blending import blend
 from gblend_jax.blending import estimation
+from gblend_jax.training import config_checks
 from gblend_jax.training import methods
 from gblend_jax.training import optim
 from gblend_jax.training import steps
@@ -71,6 +72,32 @@ def default_blend_config() -> ml_collections.ConfigDict:
       'estimate_every_steps': 10,
       'decay': 0.9,
   })
+
+
+def check_blend_block(block: ml_collections.ConfigDict) -> None:
+  """Checks ``config.blend``'s numbers and names (G-Blend).
+
+  Args:
+    block: ``config.blend``.
+
+  Raises:
+    ValueError: naming the key, the value and what is allowed.
+  """
+  require, at_least = config_checks.require, config_checks.finite_at_least
+  require(at_least(block.decay, 0) and block.decay < 1,
+          'blend.decay', block.decay, 'in [0, 1)')
+  require(at_least(block.estimate_epochs, 0) and block.estimate_epochs > 0,
+          'blend.estimate_epochs', block.estimate_epochs, '> 0')
+  require(at_least(block.warmup_epochs, 0), 'blend.warmup_epochs',
+          block.warmup_epochs, 'a number >= 0')
+  require(block.measure in MEASURES, 'blend.measure', block.measure,
+          f'one of {list(MEASURES)}')
+  require(at_least(block.eps, 0) and block.eps > 0, 'blend.eps', block.eps,
+          '> 0')
+  require(isinstance(block.estimate_every_steps, int)
+          and block.estimate_every_steps >= 0,
+          'blend.estimate_every_steps', block.estimate_every_steps,
+          'an integer >= 0')
 
 
 def head_loss_weights(
@@ -251,6 +278,7 @@ class Blending(methods.Method):
           f'Unknown config.blend.mode={block.mode!r}; valid: '
           f'{list(BLEND_MODES)}.'
       )
+    check_blend_block(block)
 
   @classmethod
   def enabled(cls, config: ml_collections.ConfigDict) -> bool:

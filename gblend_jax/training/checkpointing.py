@@ -12,7 +12,15 @@ byte as a different number, so every restore checks the CRC-32 too.
 checkpoint to the newest one that restores and checks, with a warning naming
 both; the damaged ones are moved to ``damaged_checkpoints/<step>`` (never
 deleted). When none is usable it raises `CheckpointError` and changes
-nothing.
+nothing. A checkpoint whose parameters have other shapes than the run's
+model is not damaged but made with another config: `CheckpointConfigError`,
+and nothing is moved.
+
+Best checkpoints newer than the step a run resumes from (a kill between the
+commit of ``best/T`` and that of ``checkpoints/T``) are set aside to
+``damaged_checkpoints/best_<step>``: the resumed run writes them again.
+`Checkpointer.restore_best` reads the best checkpoint of a given step and
+checks that it holds that step's state.
 
 Layout inside the work directory::
 
@@ -30,6 +38,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 from jax.experimental import multihost_utils
 
 CHECKSUM_KEY = 'state_crc32'
@@ -37,6 +46,10 @@ CHECKSUM_KEY = 'state_crc32'
 
 class CheckpointError(RuntimeError):
   """A checkpoint exists but none can be restored."""
+
+
+class CheckpointConfigError(CheckpointError):
+  """A checkpoint was made with another config (other shapes)."""
 
 
 class Checkpointer:
@@ -48,6 +61,10 @@ class Checkpointer:
   """
 
   def __init__(self, workdir: str, *, max_to_keep: int = 2):
+    if max_to_keep < 1:
+      raise ValueError(
+          f'max_to_keep={max_to_keep} must be >= 1: a run must keep a '
+          'checkpoint to resume from.')
     self._workdir = os.path.abspath(workdir)
     # Both managers save the same step at an evaluation: in a multi-process
     # run their barriers need names of their own.
@@ -90,7 +107,7 @@ class Checkpointer:
     return os.path.join(str(manager.directory), str(step))
 
   def restore_latest_usable(
-      self, abstract_state: Any
+      self, abstract_state: Any, *, config_note: str = ''
   ) -> tuple[int | None, Any, dict[str, Any] | None]:
     """Restores the newest latest checkpoint that is not damaged.
 
@@ -103,17 +120,22 @@ class Checkpointer:
 
     Args:
       abstract_state: as for `restore`.
+      config_note: what is known of the config differences, for the error
+        when the checkpoint's shapes differ.
 
     Returns:
       ``(step, state, extra)``, or ``(None, None, None)`` when there is no
       checkpoint.
 
     Raises:
+      CheckpointConfigError: when the newest checkpoint's parameters have
+        other shapes than `abstract_state`'s; nothing is moved then.
       CheckpointError: when checkpoints exist but none is usable; nothing is
         moved or overwritten then.
     """
     damaged = []
     for step in sorted(self._latest.all_steps(), reverse=True):
+      self._check_shapes(step, abstract_state, config_note)
       try:
         state, extra = self.restore(abstract_state, step=step)
       except Exception as e:  # pylint: disable=broad-except
@@ -131,7 +153,11 @@ class Checkpointer:
             os.path.join(self._workdir, 'damaged_checkpoints'),
         )
         self._set_aside([d[0] for d in damaged], step)
+      else:
+        self._set_aside([], step)
       return step, state, extra
+    if not damaged:
+      self._set_aside([], 0)
     if damaged:
       listing = '; '.join(f'step {s} ({p}): {r}' for s, p, r in damaged)
       raise CheckpointError(
@@ -142,7 +168,12 @@ class Checkpointer:
     return None, None, None
 
   def _set_aside(self, damaged_steps: list[int], good_step: int) -> None:
-    """Moves damaged latest checkpoints away and drops newer best ones."""
+    """Moves damaged latest checkpoints and newer best ones away."""
+    newer_best = [s for s in self._best.all_steps() if s > good_step]
+    if jax.process_count() > 1:  # Every process lists before any moves.
+      multihost_utils.sync_global_devices('gblend_jax best checkpoints listed')
+    if not damaged_steps and not newer_best:
+      return
     self.wait()
     if jax.process_index() == 0:
       target = os.path.join(self._workdir, 'damaged_checkpoints')
@@ -152,12 +183,89 @@ class Checkpointer:
         if os.path.exists(destination):
           shutil.rmtree(destination)
         shutil.move(self.step_path(step), destination)
-      for step in self._best.all_steps():
-        if step > good_step:
-          shutil.rmtree(self.step_path(step, best=True))
+      for step in newer_best:
+        logging.warning(
+            'The best checkpoint at step %d (%s) is newer than the step %d '
+            'this run resumes from; moved to %s (the resumed run writes it '
+            'again).', step, self.step_path(step, best=True), good_step,
+            os.path.join(target, f'best_{step}'))
+        destination = os.path.join(target, f'best_{step}')
+        if os.path.exists(destination):
+          shutil.rmtree(destination)
+        shutil.move(self.step_path(step, best=True), destination)
     multihost_utils.sync_global_devices('gblend_jax checkpoints set aside')
     self._latest.reload()
     self._best.reload()
+
+  def _check_shapes(self, step: int, abstract_state: Any, note: str) -> None:
+    """Raises `CheckpointConfigError` when the saved parameters differ."""
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+      # The global shapes (from the array metadata; the tree's write shapes
+      # are per-process shards in a multi-process run).
+      metadata = handler.metadata(
+          epath.Path(os.path.join(self.step_path(step), 'state')))
+      saved = {
+          leaf.name: tuple(leaf.shape)
+          for leaf in jax.tree.leaves(getattr(metadata, 'tree', metadata))
+          if str(getattr(leaf, 'name', '')).startswith('params.')
+      }
+    except Exception:  # pylint: disable=broad-except
+      return  # Unreadable: `restore` tells whether it is damaged.
+    finally:
+      handler.close()
+    params = getattr(abstract_state, 'params', None)
+    if not saved or params is None:
+      return
+    expected = {
+        'params.' + '.'.join(str(getattr(k, 'key', getattr(k, 'idx', k)))
+                             for k in path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+    }
+    if saved == expected:
+      return
+    differ = sorted(k for k in saved.keys() | expected.keys()
+                    if saved.get(k) != expected.get(k))
+    shapes = '; '.join(f'{k}: saved {saved.get(k)}, this model '
+                       f'{expected.get(k)}' for k in differ[:8])
+    raise CheckpointConfigError(
+        f'The checkpoint at step {step} ({self.step_path(step)}) was made '
+        f'with another config: its parameters differ ({shapes}'
+        f'{"; ..." if len(differ) > 8 else ""}). {note} Nothing was moved. '
+        'Rerun with the config it was made with, or use another --workdir.'
+    )
+
+  def restore_best(
+      self, abstract_state: Any, step: int
+  ) -> tuple[Any, dict[str, Any] | None, str | None]:
+    """Restores the best checkpoint of `step`, checking that it is that.
+
+    Args:
+      abstract_state: as for `restore`.
+      step: the best step the loop's bookkeeping records.
+
+    Returns:
+      ``(state, extra, None)``, or ``(None, None, reason)`` when the best
+      checkpoint of `step` is missing, damaged or holds another step.
+    """
+    self._best.reload()
+    if step not in self._best.all_steps():
+      have = self._best.all_steps()
+      return None, None, (
+          f'no best checkpoint of step {step} in {self._best.directory}'
+          + (f' (it holds step(s) {sorted(have)})' if have else ''))
+    try:
+      state, extra = self.restore(abstract_state, step=step, best=True)
+    except Exception as e:  # pylint: disable=broad-except
+      return None, None, (
+          f'the best checkpoint {self.step_path(step, best=True)} is damaged '
+          f'({type(e).__name__}: {str(e).splitlines()[0][:300]})')
+    held = getattr(state, 'step', None)
+    if held is not None and int(jax.device_get(held)) != step:
+      return None, None, (
+          f'the best checkpoint {self.step_path(step, best=True)} holds the '
+          f'state of step {int(jax.device_get(held))}, not {step}')
+    return state, extra, None
 
   def restore(
       self, abstract_state: Any, *, step: int | None = None, best: bool = False

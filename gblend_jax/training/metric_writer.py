@@ -21,24 +21,31 @@ from absl import logging
 class MetricWriter:
   """Appends scalar metrics to ``metrics.jsonl`` and TensorBoard.
 
-  On resume from step S, lines written after S by the interrupted run are
-  dropped first, so the file reads as one uninterrupted run.
+  On resume from step S, lines written after the checkpoint of S by the
+  interrupted run are dropped first, so the file reads as one uninterrupted
+  run: the file is cut at `resume_offset` (the byte offset `offset` gave when
+  that checkpoint was saved), or, for checkpoints that do not record it,
+  after the last line of step S. A torn last line (a kill or a full disk
+  during a write) is dropped, with a warning.
 
   Args:
     workdir: the run's work directory.
     resume_step: the step training resumes from (0 for a new run).
     enabled: False on every process but the first of a multi-host run.
+    resume_offset: the file's length when the checkpoint resumed from was
+      saved; None when unknown.
   """
 
   def __init__(
-      self, workdir: str, *, resume_step: int = 0, enabled: bool = True
+      self, workdir: str, *, resume_step: int = 0, enabled: bool = True,
+      resume_offset: int | None = None,
   ):
     self._enabled = enabled
     self.path = os.path.join(workdir, 'metrics.jsonl')
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
-    _truncate_after(self.path, resume_step)
+    _truncate_after(self.path, resume_step, resume_offset)
     self._file = open(self.path, 'a')
     self._tensorboard = tensorboardX.SummaryWriter(
         os.path.join(workdir, 'tensorboard'), purge_step=resume_step or None
@@ -56,27 +63,70 @@ class MetricWriter:
         self._tensorboard.add_scalar(name, value, int(step))
     self._tensorboard.flush()
 
+  def offset(self) -> int | None:
+    """The file's length so far in bytes (None when not enabled)."""
+    if not self._enabled:
+      return None
+    self._file.flush()
+    return self._file.tell()
+
   def close(self) -> None:
     if self._enabled:
       self._file.close()
       self._tensorboard.close()
 
 
-def _truncate_after(path: str, step: int) -> None:
+def _truncate_after(path: str, step: int, offset: int | None = None) -> None:
+  """Drops the rows written after the resumed checkpoint, and a torn one."""
   if not os.path.exists(path):
     return
-  with open(path) as f:
-    rows = [line for line in f if line.strip()]
-  kept = [line for line in rows if json.loads(line)['step'] <= step]
-  if len(kept) != len(rows):
-    with open(path, 'w') as f:
-      f.writelines(kept)
+  with open(path, 'rb') as f:
+    original = f.read()
+  lines = original.splitlines(keepends=True)
+  rows = []  # (line, parsed row)
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+      if not line.endswith(b'\n'):
+        raise ValueError('no end of line')
+    except ValueError as e:
+      if number == len(lines):
+        logging.warning(
+            'Dropped the torn last line %d of %s (%d bytes, %s): a write was '
+            'cut short.', number, path, len(line), e)
+        continue
+      raise ValueError(
+          f'Line {number} of {path} is not a JSON row ({e}): the file is '
+          'damaged. Fix or delete that line, then rerun.') from None
+    rows.append((line, row))
+  content = b''.join(line for line, _ in rows)
+  if offset is not None and offset <= len(content):
+    content = content[:offset]  # Whole rows: the checkpoint's offset.
+  else:
+    content = b''.join(line for line, row in rows if row['step'] <= step)
+  if content != original:
+    tmp = path + '.tmp'
+    with open(tmp, 'wb') as f:
+      f.write(content)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def read_metrics(workdir: str) -> list[dict[str, float]]:
   """Reads back every row of a run's ``metrics.jsonl``."""
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  path = os.path.join(workdir, 'metrics.jsonl')
+  rows = []
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      if line.strip():
+        try:
+          rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+          raise ValueError(f'Line {number} of {path}: {e}') from None
+  return rows
 
 
 class ProgressReporter:

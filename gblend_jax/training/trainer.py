@@ -13,7 +13,6 @@ steps, loop, finish.
 """
 
 import dataclasses
-import json
 import os
 import signal
 import time
@@ -31,10 +30,12 @@ from gblend_jax import data
 from gblend_jax import metrics as metrics_lib
 from gblend_jax import models
 from gblend_jax.training import checkpointing
+from gblend_jax.training import config_checks
 from gblend_jax.training import methods as methods_lib
 from gblend_jax.training import metric_writer
 from gblend_jax.training import program as program_lib
 from gblend_jax.training import steps
+from gblend_jax.training import workdir as workdir_lib
 
 SPLITS = ('train', 'holdout', 'test')
 CLASS_COUNTS_FILE = 'class_counts.json'
@@ -203,7 +204,10 @@ def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str
 ) -> dict[str, Any]:
   """Trains and evaluates a model; resumes from ``workdir`` if it has a
-  checkpoint.
+  checkpoint made with the same config.
+
+  The run holds the work directory's lock throughout; a full disk is
+  reported once, naming the path (see `gblend_jax.training.workdir`).
 
   Args:
     config: the run config (see `gblend_jax.config.default_config`).
@@ -213,13 +217,19 @@ def train_and_evaluate(
     The results also written to ``workdir/results.json``: the final metrics
     of every split and head, and the metrics of the best checkpoint.
   """
+  return workdir_lib.run_exclusively(_train_and_evaluate, config, workdir)
+
+
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str
+) -> dict[str, Any]:
+  """`train_and_evaluate` once the work directory is locked."""
   check_config(config)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0
-  if is_chief:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+  # A rerun resumes only with its checkpoints' config (or allowed changes).
+  config_changes = workdir_lib.check_resume_config(config, workdir)
 
   # ---- Data.
   splits = data.load_dataset(config.data)
@@ -230,6 +240,9 @@ def train_and_evaluate(
         f'{jax.device_count()} devices.'
     )
   train_source = methods_lib.training_source(config, splits.train)
+  config_checks.check_against_data(
+      config, train_size=len(train_source),
+      class_counts=splits.train_class_counts)
   steps_per_epoch = data.steps_per_epoch(len(train_source), global_batch)
   total_steps = (
       config.num_train_steps
@@ -245,8 +258,6 @@ def train_and_evaluate(
       splits.num_classes, dict(splits.modalities), total_steps, global_batch,
       steps_per_epoch,
   )
-  if is_chief:
-    _write_class_counts(workdir, config, splits)
 
   # ---- Mesh and shardings.
   _, replicated, batch_sharding = _mesh_and_shardings()
@@ -264,6 +275,10 @@ def train_and_evaluate(
   )
   heads = steps.head_order(tuple(splits.modalities),
                            config.model.modality_heads)
+  config_checks.check_best_metric(config.best_metric, (
+      *heads, *config_checks.unimodal_heads(
+          tuple(splits.modalities),
+          config.model.fusion not in models.MID_FUSIONS)))
   run = methods_lib.RunInfo(
       config=config, model=model, modalities=splits.modalities, heads=heads,
       steps_per_epoch=steps_per_epoch, total_steps=total_steps,
@@ -295,7 +310,8 @@ def train_and_evaluate(
   loop = LoopState()
   # A damaged latest checkpoint falls back to the previous good one.
   start_step, state, extra = checkpointer.restore_latest_usable(
-      abstract_state)
+      abstract_state,
+      config_note=workdir_lib.describe_changes(config_changes, workdir))
   if start_step is None:
     start_step = 0
     state = program.init(jax.random.PRNGKey(config.seed))
@@ -308,6 +324,11 @@ def train_and_evaluate(
     for method in methods:
       method.restore(extra['methods'].get(type(method).block, {}))
     logging.info('Resumed from the checkpoint at step %d.', start_step)
+  # Config files are written once the run starts or resumes cleanly.
+  workdir_lib.check_resume_step(start_step, total_steps, workdir)
+  if is_chief:
+    workdir_lib.record_config(config, workdir)
+    _write_class_counts(workdir, config, splits)
 
   # ---- Steps and evaluation.
   eval_batch = -(-config.data.eval_batch_size // jax.device_count())
@@ -331,7 +352,8 @@ def train_and_evaluate(
     return results
 
   writer = metric_writer.MetricWriter(
-      workdir, resume_step=start_step, enabled=is_chief
+      workdir, resume_step=start_step, enabled=is_chief,
+      resume_offset=(extra or {}).get('metrics_offset'),
   )
   services = methods_lib.Services(
       workdir=workdir, is_chief=is_chief, put=put, to_global=to_global,
@@ -354,14 +376,15 @@ def train_and_evaluate(
     loop.train_seconds = seconds_before + time.perf_counter() - run_start
     extra = {'data_iterator': train_iter.get_state(),
              'loop': dataclasses.asdict(loop),
-             'methods': {type(m).block: m.host_state() for m in methods}}
+             'methods': {type(m).block: m.host_state() for m in methods},
+             'metrics_offset': writer.offset()}
     checkpointer.save(step, state, _jsonable(extra))
 
   # ---- The loop.
   progress = metric_writer.ProgressReporter(
       total_steps, start_step, config.log_every_steps
   )
-  monitor = _StepMonitor(config, checkpointer, loop)
+  monitor = _StepMonitor(config, checkpointer, loop, total_steps)
   last_eval: dict[str, float] | None = None
   step = start_step
   interrupted = False
@@ -410,10 +433,34 @@ def train_and_evaluate(
     return {'interrupted_at_step': step}
 
   # ---- Finish: final and best metrics, results.json, figures.
+  results = _final_results(config, methods, state, step, loop, last_eval,
+                           evaluate, checkpointer, abstract_state)
+  if is_chief:
+    workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
+    for method in methods:
+      method.draw_figures(workdir)
+  checkpointer.close()
+  writer.close()
+  return results
+
+
+def _final_results(config, methods, state, step, loop, last_eval, evaluate,
+                   checkpointer, abstract_state) -> dict[str, Any]:
+  """``results.json``: the final and the best state's metrics, and what the
+  methods add.
+
+  A best checkpoint that is missing, damaged or of another step than the
+  loop recorded is not used: the final state is reported as the best, and
+  ``best_checkpoint_missing`` says why.
+  """
   final = last_eval or evaluate(state)  # None when resumed after the end.
-  best_state = None
+  best_state, best_missing = None, None
   if loop.best_step is not None and loop.best_step != step:
-    best_state, _ = checkpointer.restore(abstract_state, best=True)
+    best_state, _, best_missing = checkpointer.restore_best(
+        abstract_state, loop.best_step)
+    if best_state is None:
+      logging.warning('Reporting the final state (step %d) as the best: %s.',
+                      step, best_missing)
   best = dict(final) if best_state is None else evaluate(best_state)
   for method in methods:
     final_extra = method.final_metrics(state)
@@ -424,21 +471,16 @@ def train_and_evaluate(
       'step': step,
       'train_seconds': loop.train_seconds,
       'final': final,
-      'best_step': loop.best_step,
+      'best_step': loop.best_step if best_missing is None else step,
       'best': best,
       'stopped_early': loop.stopped_early,
   }
+  if best_missing is not None:
+    results['best_checkpoint_missing'] = best_missing
   if config.skip_nonfinite_steps:
     results['skipped_steps'] = loop.skipped_steps
   for method in methods:
     results.update(method.results(state))
-  if is_chief:
-    with open(os.path.join(workdir, 'results.json'), 'w') as f:
-      json.dump(results, f, indent=2)
-    for method in methods:
-      method.draw_figures(workdir)
-  checkpointer.close()
-  writer.close()
   return results
 
 
@@ -448,8 +490,11 @@ class _StepMonitor:
   stops the run at a non-finite step, or skips it
   (``config.skip_nonfinite_steps``)."""
 
-  def __init__(self, config, checkpointer, loop: LoopState):
+  def __init__(self, config, checkpointer, loop: LoopState,
+               total_steps: int):
     self._skip = config.skip_nonfinite_steps
+    self._max_skipped = config.max_skipped_fraction
+    self._total_steps = total_steps
     self._checkpointer = checkpointer
     self._loop = loop
     self._pending: list[tuple[int, dict[str, jax.Array]]] = []
@@ -487,6 +532,9 @@ class _StepMonitor:
             + ' Set config.skip_nonfinite_steps=True to skip such steps.'
         )
       self._loop.skipped_steps += 1
+      config_checks.check_skipped_fraction(
+          self._loop.skipped_steps, self._total_steps, self._max_skipped,
+          self._checkpointer.latest_step())
       logging.warning(
           'Skipped training step %d (config.skip_nonfinite_steps): '
           'non-finite %s; %d steps skipped so far.', number, bad,
@@ -523,8 +571,7 @@ def _write_class_counts(workdir: str, config, splits) -> None:
       for split in SPLITS
   }
   record['data.longtail'] = config.data.longtail.to_dict()
-  with open(os.path.join(workdir, CLASS_COUNTS_FILE), 'w') as f:
-    json.dump(record, f, indent=2)
+  workdir_lib.write_json(os.path.join(workdir, CLASS_COUNTS_FILE), record)
 
 
 
