@@ -157,8 +157,7 @@ def run_sweep(
   for row in rows:
     results[row] = []
     for seed in range(seeds):
-      run_dir = os.path.join(workdir, row.replace('=', '_').replace(',', '__'),
-                             f'seed_{seed}')
+      run_dir = os.path.join(workdir, row_directory(row), f'seed_{seed}')
       results_path = os.path.join(run_dir, 'results.json')
       config = load_config(config_path, row)
       apply_overrides(config, overrides)
@@ -180,6 +179,11 @@ def run_sweep(
             f"{100 * run['reported']['test/fused/accuracy']:.2f}% "
             f'({elapsed:.0f} s elapsed)', flush=True)
   return results
+
+
+def row_directory(row: str) -> str:
+  """The folder of a sweep row's runs: ``'a=1,b=2'`` -> ``'a_1__b_2'``."""
+  return row.replace('=', '_').replace(',', '__')
 
 
 def _finished(config: ml_collections.ConfigDict, run_dir: str) -> bool:

@@ -52,6 +52,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   Raises:
     ValueError: naming the key, the value and what is allowed.
   """
+  config_checks.check_run_config(config)
   split, _, _ = config.best_metric.partition('/')
   if split != 'holdout':
     raise ValueError(
