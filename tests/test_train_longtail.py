@@ -8,6 +8,7 @@ profile with ``n_max = 20`` and ``IF = 4`` keeps
 """
 
 import json
+import math
 import os
 
 import jax
@@ -94,6 +95,11 @@ def test_longtail_split_counts(fake_fmnist):
     ('longtail.cam_sampling', True, r'cam_sampling=True .* needs '
      r'drs_epoch >= 0'),
     ('longtail.mixup', 'cutmix', r"mixup='cutmix'; valid"),
+    ('longtail.focal_form', 'logistic',
+     r"focal_form='logistic'; valid: \['softmax', 'sigmoid'\]"),
+    ('longtail.reduction', 'sum',
+     r"reduction='sum'; valid: \['mean', 'weighted_mean'\]"),
+    ('longtail.ldam_scale', 0.0, r'ldam_scale=0.0 must be > 0, or None'),
     ('longtail.drw_epoch', 2, r'drw_epoch=2 is beyond the run \(2 epochs\)'),
     ('longtail.drs_epoch', 1,
      r"drs_epoch=1 defers config.longtail.sampler='instance'"),
@@ -321,3 +327,91 @@ def test_cam_sampling_needs_the_deferred_class_balanced_stage(
   config = _config(fake_fmnist, recipe='drs_cam')  # The MLP encoder.
   with pytest.raises(ValueError, match='last convolutional features'):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def _objective_losses(block, counts, labels, logits, class_weights=None):
+  objective = longtail_method.make_objective(block, counts, ('fused',))
+  batch = {'image': jnp.zeros((len(labels), 1)), 'label': jnp.array(labels)}
+  loss_args = {'class_weights': (jnp.ones(len(counts)) if class_weights is None
+                                 else jnp.asarray(class_weights)),
+               'reweighted': 0.0, 'mixup_on': 1.0}
+  _, head_losses, metrics, _ = objective(jax.random.PRNGKey(3), batch,
+                                         loss_args)
+  return head_losses({'fused': jnp.asarray(logits)}), metrics
+
+
+def test_weighted_mean_divides_by_the_batch_weights():
+  # CS-CE with counts (4, 1): w = (1/4, 1). Zero logits: ℓ' = ln 2 for
+  # every example; labels (0, 0, 0, 1): Σ w ℓ' = 1.75 ln 2, Σ w = 1.75.
+  block = longtail_method.default_longtail_config()
+  block.loss = 'cs_ce'
+  counts, labels, logits = np.array([4, 1]), [0, 0, 0, 1], np.zeros((4, 2))
+  mean, _ = _objective_losses(block, counts, labels, logits)
+  np.testing.assert_allclose(mean, [1.75 * math.log(2) / 4], rtol=1e-6)
+  block.reduction = 'weighted_mean'
+  weighted, _ = _objective_losses(block, counts, labels, logits)
+  np.testing.assert_allclose(weighted, [math.log(2)], rtol=1e-6)
+  # The two differ by the mean weight, 1.75 / 4: the effective lr factor.
+  np.testing.assert_allclose(mean / weighted, [1.75 / 4], rtol=1e-6)
+  # DRW's class weights (2, 1) multiply in: w = (1/2, 1), Σ w = 2.5 and
+  # Σ w ℓ' = 2.5 ln 2: still ln 2 (all ℓ' equal).
+  drw, _ = _objective_losses(block, counts, labels, logits, [2.0, 1.0])
+  np.testing.assert_allclose(drw, [math.log(2)], rtol=1e-6)
+  # Unequal ℓ': z_3 = (0, ln 3) gives ℓ'_3 = ln 4/3 for label 1, w_3 = 1:
+  # (0.75 ln 2 + ln 4/3) / 1.75.
+  logits[3, 1] = math.log(3.0)
+  weighted, _ = _objective_losses(block, counts, labels, logits)
+  np.testing.assert_allclose(
+      weighted, [(0.75 * math.log(2) + math.log(4 / 3)) / 1.75], rtol=1e-6)
+
+
+def test_weighted_mean_with_mixup_normalises_each_label_term():
+  # The official λ·CE_w(z, y_a) + (1 - λ)·CE_w(z, y_b), each term
+  # Σ w ℓ / Σ w over the batch.
+  block = longtail_method.default_longtail_config()
+  block.update(loss='cs_ce', reduction='weighted_mean', mixup='input')
+  counts, labels = np.array([4, 1]), np.array([0, 0, 1])
+  logits = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+  losses, metrics = _objective_losses(block, counts, list(labels), logits)
+  lam = float(metrics['longtail/mixup_lam'])
+  _, permutation = lt_mixup.sample_mixup(
+      jax.random.fold_in(jax.random.PRNGKey(3),
+                         longtail_method.MIXUP_STREAM), 3, 1.0)
+  w = np.array([0.25, 1.0])
+  log_p = np.asarray(jax.nn.log_softmax(logits))
+
+  def weighted_ce(y):
+    return np.sum(-w[y] * log_p[np.arange(3), y]) / np.sum(w[y])
+
+  expected = (lam * weighted_ce(labels)
+              + (1 - lam) * weighted_ce(labels[np.asarray(permutation)]))
+  np.testing.assert_allclose(losses, [expected], rtol=1e-5)
+
+
+def test_ldam_scale_defaults_by_the_heads():
+  block = longtail_method.default_longtail_config()
+  assert block.ldam_scale is None
+  assert longtail_method.ldam_scale(block, normalized_heads=True) == 30.0
+  assert longtail_method.ldam_scale(block, normalized_heads=False) == 1.0
+  block.ldam_scale = 10.0
+  assert longtail_method.ldam_scale(block, normalized_heads=False) == 10.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('options', [
+    {'loss': 'focal', 'focal_form': 'sigmoid'},
+    {'loss': 'cb_focal', 'focal_form': 'sigmoid', 'mixup': 'input'},
+    {'loss': 'cs_ce_sqrt', 'reduction': 'weighted_mean'},
+    {'loss': 'ldam', 'drw_epoch': 1, 'mixup': 'input',
+     'reduction': 'weighted_mean', 'normalized_heads': True},
+], ids=['focal_sigmoid', 'cb_focal_sigmoid_mixup', 'cs_ce_sqrt_weighted',
+        'ldam_cosine_drw_mixup'])
+def test_fidelity_options_train_end_to_end(fake_fmnist, tmp_path, options):
+  options = dict(options)
+  normalized = options.pop('normalized_heads', False)
+  config = _config(fake_fmnist, **options)
+  config.model.normalized_heads = normalized
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(results['final']['test/fused/accuracy'])
+  losses = _logged(str(tmp_path), 'train_step/loss')
+  assert losses and all(np.isfinite(v) for v in losses.values())

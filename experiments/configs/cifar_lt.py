@@ -20,7 +20,10 @@ Arguments (comma-separated):
   imbalance=100|50   the imbalance factor IF (default 100).
   profile=exponential|step   the long-tail profile (default exponential).
   recipe=R           one of longtail_recipes.RECIPES (default ce), listed
-                     in experiments/configs/longtail_recipes.py.
+                     in experiments/configs/longtail_recipes.py, which
+                     also says which loss forms they use (softmax focal,
+                     (1/B) reduction, linear heads with LDAM s = 1) where
+                     the official code's differ.
   budget=paper|cpu   paper (default): ResNet-32, n_max = all of a class
                      after the held-out split (4900 / 490; the paper's 5000
                      / 500 less the held-out images), 200 epochs, batch

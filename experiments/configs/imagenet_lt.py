@@ -32,7 +32,8 @@ stored S x S centre crop, with S = ``size``.
 
 Arguments (comma-separated):
   recipe=R          one of longtail_recipes.RECIPES (default ce), listed in
-                    experiments/configs/longtail_recipes.py.
+                    experiments/configs/longtail_recipes.py (with the loss
+                    forms each uses where the official code's differ).
   size=32|64|128|256  the stored image size S (``data.builder_config``
                     ``sS``; default 64). The pipeline holds the training
                     split in memory as float32: about 5.7 GB at 64, 23 GB

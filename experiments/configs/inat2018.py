@@ -23,7 +23,8 @@ whose docstring says what differs from the paper's 224 x 224 crops.
 
 Arguments (comma-separated):
   recipe=R          one of longtail_recipes.RECIPES (default ce), listed in
-                    experiments/configs/longtail_recipes.py.
+                    experiments/configs/longtail_recipes.py (with the loss
+                    forms each uses where the official code's differ).
   size=32|64|128|256  the stored image size S (default 64). The training
                     split is held in memory as float32: about 5.4 GB at 32,
                     21 GB at 64, 86 GB at 128, 344 GB at 256.

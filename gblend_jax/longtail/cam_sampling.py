@@ -153,7 +153,8 @@ def check_cam_model(
   if set(head) != {'output'}:
     raise ValueError(
         f'{what} needs a linear fused head (config.model.fused_head.'
-        f'hidden_sizes=()); the head has layers {sorted(head)}.'
+        f'hidden_sizes=(), config.model.normalized_heads=False); the head '
+        f'has layers {sorted(head)}.'
     )
 
   def run(variables, inputs):

@@ -2,16 +2,22 @@
 
 Every loss takes logits ``[B, C]``, integer labels ``[B]`` and, where it needs
 them, the training-set class counts ``n_c`` ``[C]``, and returns the
-per-example losses ``[B]`` (float32). Reduce them with
-`gblend_jax.losses.masked_mean`: a class-weighted loss is then
-``(1/B) Σ_b w_{y_b} ℓ_b``, the normalisation of Cui et al. (2019) and of Lin et
-al. (2017), not PyTorch's ``Σ_b w_{y_b} ℓ_b / Σ_b w_{y_b}``.
+per-example losses ``[B]`` (float32). Two reductions of a class-weighted
+loss are in use (`reduce_losses`): ``'mean'``, ``(1/B) Σ_b w_{y_b} ℓ_b``
+(Cui et al.'s code, and the bag of tricks' and Cao et al.'s focal losses),
+and ``'weighted_mean'``, ``Σ_b w_{y_b} ℓ_b / Σ_b w_{y_b}`` (PyTorch's
+``F.cross_entropy(weight=w)``, which the bag of tricks' and Cao et al.'s
+code use for every weighted cross-entropy: CS-CE, CB-CE, LDAM, DRW).
 
 The tricks of Zhang et al. (2021, §"Re-weighting methods"):
 
-* cost-sensitive CE: ``w_c = n_min / n_c``;
-* focal loss (Lin et al., 2017, §3.2, Eq. 4):
-  ``-(1 - p_y)^γ log p_y`` on the softmax probability ``p_y``;
+* cost-sensitive CE: ``w_c = (n_min / n_c)^γ``, γ = 1 (``cs_ce``) or the
+  square-root weights γ = 1/2 (``cs_ce_sqrt``, the authors' "smooth CS-CE");
+* focal loss (Lin et al., 2017, §3.2, Eq. 4), in two forms: ``'sigmoid'``,
+  ``-Σ_c (1 - p_{t,c})^γ log p_{t,c}`` over per-class sigmoids (Lin et
+  al.'s detector, Cui et al.'s and the bag of tricks' code), and
+  ``'softmax'``, ``-(1 - p_y)^γ log p_y`` on the softmax probability (Cao
+  et al.'s LDAM-DRW code);
 * class-balanced CE / focal (Cui et al., 2019, §3.2 and §4):
   ``w_c = (1 - β) / (1 - β^{n_c})`` normalised so that ``Σ_c w_c = C``;
 * LDAM (Cao et al., 2019, §3.2): ``CE(s·(z - Δ_y e_y), y)`` with margins
@@ -57,8 +63,14 @@ __all__ = (
     'focal_loss',
     'ldam_loss',
     'ldam_margins',
+    'loss_class_weights',
     'make_loss',
+    'reduce_losses',
+    'sigmoid_focal_loss',
 )
+
+FOCAL_FORMS = ('softmax', 'sigmoid')
+REDUCTIONS = ('mean', 'weighted_mean')
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -119,13 +131,69 @@ def focal_loss(
     *,
     gamma: float = 2.0,
     weights: jax.Array | np.ndarray | None = None,
+    form: str = 'softmax',
 ) -> jax.Array:
-  """Per-example softmax focal loss ``-w_y (1 - p_y)^γ log p_y``.
+  """Per-example focal loss, softmax ``-w_y (1 - p_y)^γ log p_y`` or sigmoid.
 
   Lin et al. (2017), §3.2: ``FL = -(1 - p_t)^γ log p_t`` (Eq. 4), with the
-  class weights ``w`` in the role of the α-balancing ``α_t`` (Eq. 5) and
-  ``p_y`` the softmax probability of the true class, as in Zhang et al.
-  (2021). γ = 0 is cross-entropy.
+  class weights ``w`` in the role of the α-balancing ``α_t`` (Eq. 5).
+  ``form='softmax'``: ``p_y`` is the softmax probability of the true class
+  (the multi-class form of Cao et al.'s LDAM-DRW code); ``form='sigmoid'``:
+  `sigmoid_focal_loss`, one binary focal term per class (Lin et al.'s
+  detector; the bag of tricks' and Cui et al.'s code). γ = 0 is
+  cross-entropy (softmax) or the sum of per-class binary cross-entropies
+  (sigmoid).
+
+  Args:
+    logits: ``[B, C]`` scores.
+    labels: ``[B]`` integer classes.
+    gamma: focusing parameter ``γ >= 0``.
+    weights: optional ``[C]`` class weights (None: all 1).
+    form: ``'softmax'`` or ``'sigmoid'``.
+
+  Returns:
+    ``[B]`` float32 losses.
+
+  Examples:
+    >>> logits = jnp.array([[0.0, math.log(3.0)]])  # p_1 = 3/4.
+    >>> # (1/4)^2 * ln(4/3)
+    >>> round(float(focal_loss(logits, jnp.array([1]), gamma=2.0)[0]), 5)
+    0.01798
+  """
+  if form not in FOCAL_FORMS:
+    raise ValueError(
+        f'Unknown focal form {form!r}; valid: {list(FOCAL_FORMS)}.'
+    )
+  if gamma < 0:
+    raise ValueError(f'gamma={gamma} must be non-negative.')
+  if form == 'sigmoid':
+    return sigmoid_focal_loss(logits, labels, gamma=gamma, weights=weights)
+  log_p = _log_probabilities(logits, labels)
+  one_minus_p = -jnp.expm1(log_p)
+  # The clip keeps the gradient of x^γ finite at p = 1 for γ < 1.
+  modulator = jnp.power(jnp.maximum(one_minus_p, 1e-30), gamma)
+  return -_class_weight(weights, labels) * modulator * log_p
+
+
+def sigmoid_focal_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    gamma: float = 2.0,
+    weights: jax.Array | np.ndarray | None = None,
+) -> jax.Array:
+  """Per-example sigmoid focal loss ``w_y Σ_c (1 - p_{t,c})^γ BCE_c``.
+
+  Lin et al. (2017), Eq. 4 applied to each class as a binary problem:
+  ``p_c = σ(z_c)``, ``t_c = 1[c = y]``, ``p_{t,c} = p_c`` if ``t_c`` else
+  ``1 - p_c``, ``BCE_c = -log p_{t,c}``; the example's loss is the sum over
+  the ``C`` classes times its class weight ``w_y``. This is the focal loss
+  of the bag of tricks' code (``FocalLoss``, ``ClassBalanceFocal``: the sum
+  over the batch and classes divided by ``B``) and of Cui et al.'s code
+  (``focal_loss`` in ``cifar_main.py``: divided by ``Σ t = B``); both are
+  ``(1/B) Σ_b`` of this value. The modulator is computed as
+  ``exp(-γ softplus(-u))`` with ``u = (1 - 2 t) z``, Cui et al.'s stable
+  form, and ``BCE = softplus(u)``.
 
   Args:
     logits: ``[B, C]`` scores.
@@ -137,25 +205,43 @@ def focal_loss(
     ``[B]`` float32 losses.
 
   Examples:
-    >>> logits = jnp.array([[0.0, math.log(3.0)]])  # p_1 = 3/4.
-    >>> # (1/4)^2 * ln(4/3)
-    >>> round(float(focal_loss(logits, jnp.array([1]), gamma=2.0)[0]), 5)
-    0.01798
+    >>> # z = (0, 0), y = 1: each class has p_t = 1/2, BCE = ln 2.
+    >>> loss = sigmoid_focal_loss(jnp.zeros((1, 2)), jnp.array([1]),
+    ...                           gamma=1.0)
+    >>> round(float(loss[0]), 4)  # 2 * (1/2) * ln 2
+    0.6931
   """
   if gamma < 0:
     raise ValueError(f'gamma={gamma} must be non-negative.')
-  log_p = _log_probabilities(logits, labels)
-  one_minus_p = -jnp.expm1(log_p)
-  # The clip keeps the gradient of x^γ finite at p = 1 for γ < 1.
-  modulator = jnp.power(jnp.maximum(one_minus_p, 1e-30), gamma)
-  return -_class_weight(weights, labels) * modulator * log_p
+  if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+    raise ValueError(
+        f'Expected logits [B, C] and labels [B]; got {logits.shape} and '
+        f'{labels.shape}.'
+    )
+  logits = logits.astype(jnp.float32)
+  targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+  # u = -z for the true class, z for the others: BCE = softplus(u) and
+  # 1 - p_t = σ(u) = exp(-softplus(-u)).
+  u = (1.0 - 2.0 * targets) * logits
+  bce = jax.nn.softplus(u)
+  modulator = jnp.exp(-gamma * jax.nn.softplus(-u)) if gamma else 1.0
+  per_example = jnp.sum(modulator * bce, axis=-1)
+  return _class_weight(weights, labels) * per_example
 
 
-def cost_sensitive_weights(counts: jax.Array | np.ndarray) -> jax.Array:
-  """Cost-sensitive class weights ``w_c = n_min / n_c`` (Zhang et al., 2021).
+def cost_sensitive_weights(
+    counts: jax.Array | np.ndarray, power: float = 1.0
+) -> jax.Array:
+  """Cost-sensitive class weights ``w_c = (n_min / n_c)^γ``.
+
+  Zhang et al. (2021), Eq. 2 for γ = 1; γ = 1/2 gives the square-root
+  weights of the authors' "smooth CS-CE" (their code's
+  ``CostSensitiveCE.GAMMA``; its ``*_square.yaml`` configs, which should
+  set 0.5, set 1.0).
 
   Args:
     counts: ``[C]`` training examples per class, all positive.
+    power: the exponent ``γ`` in ``[0, 1]`` (0: all weights 1).
 
   Returns:
     ``[C]`` float32 weights; the rarest class has weight 1.
@@ -163,9 +249,13 @@ def cost_sensitive_weights(counts: jax.Array | np.ndarray) -> jax.Array:
   Examples:
     >>> [round(float(w), 4) for w in cost_sensitive_weights([100, 10, 50])]
     [0.1, 1.0, 0.2]
+    >>> [round(float(w), 4) for w in cost_sensitive_weights([100, 25], 0.5)]
+    [0.5, 1.0]
   """
+  if not 0.0 <= power <= 1.0:
+    raise ValueError(f'power={power} must be in [0, 1].')
   counts = _counts(counts)
-  return jnp.min(counts) / counts
+  return (jnp.min(counts) / counts) ** power
 
 
 def class_balanced_weights(
@@ -202,19 +292,30 @@ def class_balanced_weights(
 
 
 def cost_sensitive_cross_entropy(
-    logits: jax.Array, labels: jax.Array, counts: jax.Array | np.ndarray
+    logits: jax.Array,
+    labels: jax.Array,
+    counts: jax.Array | np.ndarray,
+    *,
+    power: float = 1.0,
 ) -> jax.Array:
-  """Cross-entropy weighted by ``n_min / n_y`` (CS-CE, Zhang et al., 2021).
+  """Cross-entropy weighted by ``(n_min / n_y)^γ`` (CS-CE, Zhang et al.).
 
   Args:
     logits: ``[B, C]`` scores.
     labels: ``[B]`` integer classes.
     counts: ``[C]`` training examples per class.
+    power: ``γ`` of `cost_sensitive_weights` (1; 1/2: square-root).
 
   Returns:
     ``[B]`` float32 losses.
   """
-  return cross_entropy(logits, labels, weights=cost_sensitive_weights(counts))
+  return cross_entropy(
+      logits, labels, weights=cost_sensitive_weights(counts, power))
+
+
+def _cost_sensitive_sqrt(logits, labels, counts):
+  """CS-CE with the square-root weights ``(n_min / n_y)^{1/2}``."""
+  return cost_sensitive_cross_entropy(logits, labels, counts, power=0.5)
 
 
 def class_balanced_cross_entropy(
@@ -247,12 +348,15 @@ def class_balanced_focal_loss(
     *,
     beta: float = 0.9999,
     gamma: float = 2.0,
+    form: str = 'softmax',
 ) -> jax.Array:
-  """Class-balanced focal loss (Cui et al., 2019, §4.3), softmax form.
+  """Class-balanced focal loss (Cui et al., 2019, §4.3, Eq. 12).
 
-  Cui et al. write the focal term with per-class sigmoids; like Zhang et al.
-  (2021) this uses the softmax probability of the true class:
-  ``-w_y (1 - p_y)^γ log p_y`` with ``w = class_balanced_weights(n, β)``.
+  ``w_y · FL`` with ``w = class_balanced_weights(n, β)`` and ``FL`` the
+  `focal_loss` of ``form``: ``'sigmoid'`` is Cui et al.'s Eq. 12 and the
+  form of their code and of the bag of tricks' (``ClassBalanceFocal``);
+  ``'softmax'`` puts the softmax probability of the true class in the
+  focal term.
 
   Args:
     logits: ``[B, C]`` scores.
@@ -260,13 +364,14 @@ def class_balanced_focal_loss(
     counts: ``[C]`` training examples per class.
     beta: ``β`` of `class_balanced_weights`.
     gamma: focusing parameter of `focal_loss`.
+    form: ``'softmax'`` or ``'sigmoid'``.
 
   Returns:
     ``[B]`` float32 losses.
   """
   return focal_loss(
       logits, labels, gamma=gamma,
-      weights=class_balanced_weights(counts, beta),
+      weights=class_balanced_weights(counts, beta), form=form,
   )
 
 
@@ -369,15 +474,17 @@ def _cross_entropy_by_name(logits, labels, counts, *, weights=None):
   return cross_entropy(logits, labels, weights=weights)
 
 
-def _focal_by_name(logits, labels, counts, *, gamma=2.0, weights=None):
+def _focal_by_name(logits, labels, counts, *, gamma=2.0, weights=None,
+                   form='softmax'):
   del counts
-  return focal_loss(logits, labels, gamma=gamma, weights=weights)
+  return focal_loss(logits, labels, gamma=gamma, weights=weights, form=form)
 
 
 # Name -> loss taking (logits, labels, counts, **hyper_parameters).
 LOSSES: dict[str, Callable[..., jax.Array]] = {
     'ce': _cross_entropy_by_name,
     'cs_ce': cost_sensitive_cross_entropy,
+    'cs_ce_sqrt': _cost_sensitive_sqrt,
     'focal': _focal_by_name,
     'cb_ce': class_balanced_cross_entropy,
     'cb_focal': class_balanced_focal_loss,
@@ -391,10 +498,11 @@ def make_loss(
 ) -> LossFn:
   """A per-example loss ``loss_fn(logits, labels) -> [B]`` by name.
 
-  Names: ``'ce'``, ``'cs_ce'``, ``'focal'``, ``'cb_ce'``, ``'cb_focal'``,
-  ``'ldam'``, ``'balanced_softmax'`` (see the module docstring for the
-  formulas). Keyword arguments are the loss's hyper-parameters: ``gamma``
-  (focal, cb_focal), ``beta`` (cb_ce, cb_focal), ``max_margin`` and
+  Names: ``'ce'``, ``'cs_ce'``, ``'cs_ce_sqrt'``, ``'focal'``, ``'cb_ce'``,
+  ``'cb_focal'``, ``'ldam'``, ``'balanced_softmax'`` (see the module
+  docstring for the formulas). Keyword arguments are the loss's
+  hyper-parameters: ``gamma`` and ``form`` (focal, cb_focal), ``power``
+  (cs_ce), ``beta`` (cb_ce, cb_focal), ``max_margin`` and
   ``scale`` (ldam), ``weights`` (ce, focal, ldam; e.g. the
   `class_balanced_weights` of deferred re-weighting).
 
@@ -437,3 +545,75 @@ def make_loss(
 
 def _apply(loss, logits, labels, *, counts, kwargs):
   return loss(logits, labels, counts, **kwargs)
+
+
+def loss_class_weights(
+    name: str, counts: jax.Array | np.ndarray, **kwargs
+) -> jax.Array:
+  """The class weights ``w_c`` inside the loss ``name``, ``[C]`` float32.
+
+  What ``make_loss(name, counts, **kwargs)`` multiplies each example's loss
+  by: `cost_sensitive_weights` (cs_ce, cs_ce_sqrt), `class_balanced_weights`
+  (cb_ce, cb_focal), the ``weights`` argument (ce, focal, ldam) or ones.
+  The ``'weighted_mean'`` reduction divides by their sum over the batch.
+
+  Args:
+    name: a key of `LOSSES`.
+    counts: ``[C]`` training examples per class.
+    **kwargs: the loss's hyper-parameters (as for `make_loss`).
+
+  Returns:
+    ``[C]`` float32 weights.
+
+  Examples:
+    >>> [round(float(w), 4) for w in loss_class_weights('cs_ce_sqrt',
+    ...                                                 [100, 25])]
+    [0.5, 1.0]
+  """
+  counts = _counts(counts)
+  if name == 'cs_ce':
+    return cost_sensitive_weights(counts, kwargs.get('power', 1.0))
+  if name == 'cs_ce_sqrt':
+    return cost_sensitive_weights(counts, 0.5)
+  if name in ('cb_ce', 'cb_focal'):
+    return class_balanced_weights(counts, kwargs.get('beta', 0.9999))
+  if kwargs.get('weights') is not None:
+    return jnp.asarray(kwargs['weights'], jnp.float32)
+  return jnp.ones_like(counts)
+
+
+def reduce_losses(
+    losses: jax.Array, example_weights: jax.Array, reduction: str = 'mean'
+) -> jax.Array:
+  """One scalar from per-example weighted losses ``ℓ_b = w_b ℓ'_b``.
+
+  ``'mean'``: ``(1/B) Σ_b ℓ_b`` (Cui et al.'s code). ``'weighted_mean'``:
+  ``Σ_b ℓ_b / Σ_b w_b``, PyTorch's ``F.cross_entropy(weight=w)`` and so
+  the official code of every weighted cross-entropy of the bag of tricks
+  and of LDAM-DRW. With CS-CE (``w_c = n_min / n_c``) the batch's mean
+  weight is about ``C n_min / N`` under instance-balanced sampling, so the
+  two differ by its inverse: a factor on the effective learning rate.
+
+  Args:
+    losses: ``[B]`` per-example losses, each already times its weight.
+    example_weights: ``[B]`` those weights ``w_b`` (0 drops an example).
+    reduction: ``'mean'`` or ``'weighted_mean'``.
+
+  Returns:
+    A float32 scalar.
+
+  Examples:
+    >>> losses = jnp.array([1.0, 4.0])  # w = (1, 2) times ℓ' = (1, 2).
+    >>> float(reduce_losses(losses, jnp.array([1.0, 2.0]), 'mean'))
+    2.5
+    >>> round(float(reduce_losses(losses, jnp.array([1.0, 2.0]),
+    ...                           'weighted_mean')), 4)  # 5 / 3
+    1.6667
+  """
+  if reduction not in REDUCTIONS:
+    raise ValueError(
+        f'Unknown reduction {reduction!r}; valid: {list(REDUCTIONS)}.'
+    )
+  if reduction == 'mean':
+    return jnp.mean(losses)
+  return jnp.sum(losses) / jnp.sum(example_weights)

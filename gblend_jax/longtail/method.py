@@ -4,9 +4,10 @@ The tricks of Zhang et al. (AAAI 2021) as configuration of
 `gblend_jax.training.trainer.train_and_evaluate`'s one loop (`LongTail`):
 
 * re-weighting: ``loss`` names a loss of `gblend_jax.longtail.losses`
-  (ce, cs_ce, focal, cb_ce, cb_focal, ldam, balanced_softmax), built with
-  the training split's class counts; it replaces every head's
-  cross-entropy;
+  (ce, cs_ce, cs_ce_sqrt, focal, cb_ce, cb_focal, ldam, balanced_softmax),
+  built with the training split's class counts; it replaces every head's
+  cross-entropy, and ``reduction`` says how a batch's weighted losses are
+  averaged (``(1/B) Σ w_y ℓ`` or ``Σ w_y ℓ / Σ w_y``);
 * deferred re-weighting (DRW, Cao et al., NeurIPS 2019, Algorithm 1): from
   epoch ``drw_epoch`` each example's loss is multiplied by the
   class-balanced weight ``w_y`` (Cui et al., CVPR 2019; β = ``drw_beta``).
@@ -63,6 +64,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from ml_collections import config_dict
 
 from gblend_jax import plots
 from gblend_jax.data import pipeline
@@ -84,6 +86,10 @@ FIXED_RESAMPLING = {'ros': sampling.random_over_sampling,
 MIXUPS = ('none', 'input', 'manifold', 'remix')
 # Losses that take class weights, so that DRW can re-weight them.
 DRW_LOSSES = ('ce', 'focal', 'ldam')
+# LDAM's scale s when ``ldam_scale`` is None: Cao et al.'s s = 30 on the
+# cosine logits of normalised heads, 1 on raw logits.
+LDAM_COSINE_SCALE = 30.0
+LDAM_RAW_SCALE = 1.0
 # Folded into the step's key for the mixup draws (the dropout key is the
 # step's key itself).
 MIXUP_STREAM = 0x6D6978
@@ -96,11 +102,33 @@ def default_longtail_config() -> ml_collections.ConfigDict:
   """The ``config.longtail`` block.
 
   Keys:
-    loss: A key of `gblend_jax.longtail.losses.LOSSES`.
+    loss: A key of `gblend_jax.longtail.losses.LOSSES`; ``cs_ce`` weighs
+      by ``n_min / n_c``, ``cs_ce_sqrt`` by ``(n_min / n_c)^{1/2}`` (the
+      bag of tricks' "smooth CS-CE" with γ = 1/2).
     focal_gamma: γ of focal and cb_focal.
+    focal_form: ``'softmax'`` (the default: the softmax probability of the
+      true class, as in Cao et al.'s LDAM-DRW code) or ``'sigmoid'`` (one
+      binary focal term per class, summed: the form of the bag of tricks'
+      and Cui et al.'s code) for focal and cb_focal.
     cb_beta: β of cb_ce and cb_focal.
-    ldam_max_margin, ldam_scale: the largest margin and the scale ``s`` of
-      LDAM.
+    reduction: How a batch of weighted per-example losses
+      ``w_{y_b} ℓ_b`` becomes one loss: ``'mean'`` (the default),
+      ``(1/B) Σ_b w_{y_b} ℓ_b``, or ``'weighted_mean'``,
+      ``Σ_b w_{y_b} ℓ_b / Σ_b w_{y_b}``, PyTorch's weighted
+      cross-entropy, which the official code uses for CS-CE, CB-CE, LDAM
+      and DRW (its focal losses use ``'mean'``). ``w`` is the loss's own
+      class weight times the DRW weight. With mixup the two label terms
+      are normalised by their own weights, ``Σ λ w_a ℓ_a / Σ w_a + Σ (1 -
+      λ) w_b ℓ_b / Σ w_b`` (the official ``λ·criterion(y_a) + (1 -
+      λ)·criterion(y_b)``).
+    ldam_max_margin: the largest margin of LDAM (0.5).
+    ldam_scale: the scale ``s`` of LDAM; None (the default) chooses by the
+      model: 30 (Cao et al.) when ``model.normalized_heads`` makes every
+      head a cosine classifier, as the official code does, and 1 on the
+      raw logits of linear heads, where s = 30 multiplies unbounded logits
+      (on mfeat with DRW, input mixup and Adam at 1e-3: losses near 20 and
+      gradient norms near 60, against below 3 and 2 with s = 1; a NaN at
+      step 9 was reported). The old default was 30 on any head.
     drw_epoch: Deferred re-weighting: from this epoch on, each example's
       loss is multiplied by the class-balanced weight of its class (β =
       ``drw_beta``); -1: never. Only with ce, focal, ldam.
@@ -131,9 +159,11 @@ def default_longtail_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       'loss': 'ce',
       'focal_gamma': 2.0,
+      'focal_form': 'softmax',
       'cb_beta': 0.9999,
+      'reduction': 'mean',
       'ldam_max_margin': 0.5,
-      'ldam_scale': 30.0,
+      'ldam_scale': config_dict.placeholder(float),
       'drw_epoch': -1,
       'drw_beta': 0.9999,
       'sampler': 'instance',
@@ -172,6 +202,20 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
         f'Unknown config.longtail.loss={block.loss!r}; valid: '
         f'{list(lt_losses.LOSSES)}.'
+    )
+  choices = (('focal_form', lt_losses.FOCAL_FORMS),
+             ('reduction', lt_losses.REDUCTIONS))
+  for key, valid in choices:
+    if block[key] not in valid:
+      raise ValueError(
+          f'Unknown config.longtail.{key}={block[key]!r}; valid: '
+          f'{list(valid)}.'
+      )
+  if block.ldam_scale is not None and not block.ldam_scale > 0:
+    raise ValueError(
+        f'config.longtail.ldam_scale={block.ldam_scale} must be > 0, or None '
+        f'(the default: {LDAM_COSINE_SCALE:g} with model.normalized_heads, '
+        f'{LDAM_RAW_SCALE:g} without).'
     )
   if block.sampler not in SAMPLERS:
     raise ValueError(
@@ -240,16 +284,36 @@ def uses_objective(config: ml_collections.ConfigDict) -> bool:
           or block.mixup != 'none' or bool(block.cam_sampling))
 
 
-def _loss_kwargs(block: ml_collections.ConfigDict) -> dict[str, float]:
+def ldam_scale(block: ml_collections.ConfigDict,
+               normalized_heads: bool) -> float:
+  """LDAM's ``s``: ``block.ldam_scale``, or by the heads when it is None.
+
+  Args:
+    block: ``config.longtail``.
+    normalized_heads: whether the heads are cosine classifiers
+      (``config.model.normalized_heads``).
+
+  Returns:
+    ``block.ldam_scale`` if set, else 30 (Cao et al.'s s on cosine logits)
+    with normalised heads and 1 on raw logits.
+  """
+  if block.ldam_scale is not None:
+    return float(block.ldam_scale)
+  return LDAM_COSINE_SCALE if normalized_heads else LDAM_RAW_SCALE
+
+
+def _loss_kwargs(block: ml_collections.ConfigDict,
+                 normalized_heads: bool) -> dict[str, Any]:
   name = block.loss
   kwargs = {}
   if name in ('focal', 'cb_focal'):
     kwargs['gamma'] = float(block.focal_gamma)
+    kwargs['form'] = str(block.focal_form)
   if name in ('cb_ce', 'cb_focal'):
     kwargs['beta'] = float(block.cb_beta)
   if name == 'ldam':
     kwargs['max_margin'] = float(block.ldam_max_margin)
-    kwargs['scale'] = float(block.ldam_scale)
+    kwargs['scale'] = ldam_scale(block, normalized_heads)
   return kwargs
 
 
@@ -260,6 +324,7 @@ def make_objective(
     *,
     model: nn.Module | None = None,
     modality: str | None = None,
+    normalized_heads: bool = False,
 ) -> steps.Objective:
   """The long-tail objective of `steps.make_train_step`.
 
@@ -269,6 +334,8 @@ def make_objective(
     heads: head names in blend order.
     model: the model (needed for ``cam_sampling``).
     modality: the image modality (needed for ``cam_sampling``).
+    normalized_heads: ``config.model.normalized_heads`` (LDAM's default
+      scale).
 
   Returns:
     ``objective(key, batch, loss_args) -> (inputs, head_losses, metrics,
@@ -281,7 +348,12 @@ def make_objective(
     (the stage-one model's variables).
   """
   counts = np.asarray(counts)
-  base = lt_losses.make_loss(block.loss, counts, **_loss_kwargs(block))
+  loss_kwargs = _loss_kwargs(block, normalized_heads)
+  base = lt_losses.make_loss(block.loss, counts, **loss_kwargs)
+  # The class weights inside ``base`` (cs_ce, cb_*), for 'weighted_mean'.
+  loss_weights = jnp.asarray(
+      lt_losses.loss_class_weights(block.loss, counts, **loss_kwargs))
+  reduction = block.reduction
   mode, alpha = block.mixup, float(block.mixup_alpha)
   kappa, tau = float(block.remix_kappa), float(block.remix_tau)
   if block.cam_sampling:
@@ -313,15 +385,20 @@ def make_objective(
     def weighted(logits, y):
       return base(logits, y) * class_weights[y]
 
+    def weight_of(y):
+      return loss_weights[y] * class_weights[y]
+
+    def reduced(logits, y):
+      return lt_losses.reduce_losses(weighted(logits, y), weight_of(y),
+                                     reduction)
+
     metrics = {'longtail/reweighted': loss_args['reweighted']}
     if block.cam_sampling:
       inputs, replaced = with_cam_images(key, inputs, labels, loss_args)
       metrics['longtail/cam_replaced_fraction'] = jnp.mean(replaced)
     if mode == 'none':
       def head_losses(logits):
-        return jnp.stack(
-            [jnp.mean(weighted(logits[h], labels)) for h in heads]
-        )
+        return jnp.stack([reduced(logits[h], labels) for h in heads])
       return inputs, head_losses, metrics, None
     mix_key = jax.random.fold_in(key, MIXUP_STREAM)
     on = loss_args['mixup_on'] > 0
@@ -351,11 +428,20 @@ def make_objective(
     metrics.update({'longtail/mixup_on': loss_args['mixup_on'],
                     'longtail/mixup_lam': mixed.lam})
 
+    def mixed_reduced(logits):
+      if reduction == 'mean':
+        return jnp.mean(lt_mixup.mixed_loss(weighted, logits, mixed))
+      # Σ λ w_a ℓ_a / Σ w_a + Σ (1 - λ) w_b ℓ_b / Σ w_b: for one λ per
+      # batch the official ``λ criterion(y_a) + (1 - λ) criterion(y_b)``.
+      total = 0.0
+      for share, y in ((mixed.label_lam, mixed.labels_a),
+                       (1 - mixed.label_lam, mixed.labels_b)):
+        total += (jnp.sum(share * weighted(logits, y))
+                  / jnp.sum(weight_of(y)))
+      return total
+
     def mixed_head_losses(logits):
-      return jnp.stack([
-          jnp.mean(lt_mixup.mixed_loss(weighted, logits[h], mixed))
-          for h in heads
-      ])
+      return jnp.stack([mixed_reduced(logits[h]) for h in heads])
     return mixed.inputs, mixed_head_losses, metrics, interceptor
 
   return objective
@@ -502,8 +588,11 @@ class LongTail(methods.Method):
     """The step's objective, or None for plain cross-entropy."""
     if not uses_objective(self.config):
       return None
-    return make_objective(self.block, self.counts, self.heads,
-                          model=self.model, modality=self.modality)
+    return make_objective(
+        self.block, self.counts, self.heads, model=self.model,
+        modality=self.modality,
+        normalized_heads=bool(self.config.model.get('normalized_heads',
+                                                    False)))
 
   def step_hooks(self) -> methods.StepHooks:
     return methods.StepHooks(objective=self.objective())

@@ -48,6 +48,13 @@ def default_model_config() -> ml_collections.ConfigDict:
     fused_head: ``ClassifierHead`` arguments of the fused head (G-Blend: two
       FC layers, then the prediction layer).
     modality_heads: Whether to add a linear head per modality (G-Blend).
+    normalized_heads: Whether every head's prediction layer (fused and
+      per-modality) is a cosine classifier, ``heads.CosineDense``: features
+      and class weights normalised, no bias, logits in [-1, 1]. LDAM's
+      normalised classifier (Cao et al., NeurIPS 2019; the official code
+      uses it with LDAM, s = 30); a scale-free loss such as plain CE
+      trains poorly on it. With late fusion the cosine of the fused
+      features is not a sum of per-modality parts.
   """
   resnet = dict(num_filters=64, small_inputs=False)
   return ml_collections.ConfigDict(
@@ -69,6 +76,7 @@ def default_model_config() -> ml_collections.ConfigDict:
               hidden_sizes=(256, 256), dropout_rate=0.0, input_dropout_rate=0.0
           ),
           modality_heads=True,
+          normalized_heads=False,
       )
   )
 
@@ -175,6 +183,7 @@ def build_model(
     encoders = [build_encoder(name, **kwargs) for name, kwargs in specs]
     fusion = _late_fusion(model_config, names)
   head = model_config.fused_head
+  normalized = bool(model_config.get('normalized_heads', False))
   return MultiModalClassifier(
       modalities=names,
       encoders=tuple(encoders),
@@ -184,8 +193,10 @@ def build_model(
           hidden_sizes=tuple(head.hidden_sizes),
           dropout_rate=head.dropout_rate,
           input_dropout_rate=head.input_dropout_rate,
+          normalized=normalized,
       ),
       num_classes=num_classes,
       modality_heads=model_config.modality_heads,
+      normalized_modality_heads=normalized,
   )
 

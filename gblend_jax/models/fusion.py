@@ -4,7 +4,8 @@ The fused feature vector is what the fused head classifies. Modalities are
 read in the order of the ``modalities`` attribute, so the output layout does
 not depend on dict order. The FiLM and gated variants follow the fusion
 modules of the OGM-GE reference code (Peng et al., CVPR 2022), except that
-they return the fused features and leave the output layer to the fused head.
+they return the fused features and leave the output layer to the fused head,
+and that FiLM projects the modulated modality first (see `FiLMFusion`).
 """
 
 from collections.abc import Mapping
@@ -79,10 +80,14 @@ class FiLMFusion(nn.Module):
 
   The first modality is modulated, the others condition it:
   ``gamma, beta = split(Dense(2F)(concat(x_2, ..., x_k)))`` and the output is
-  ``gamma * Dense(F)(x_1) + beta``. For two modalities this is the OGM-GE
-  ``FiLM`` module with the conditioning modality ``x_2``; with more, the
+  ``gamma * Dense(F)(x_1) + beta``. The OGM-GE ``FiLM`` module
+  (``models/fusion_modules.py``) modulates the raw features, ``gamma * x_1 +
+  beta``, which needs ``D_1 = F``; this one adds the projection
+  ``Dense(F)`` (``proj``) that the official module lacks, so that
+  modalities of any width fuse. With more than two modalities the
   concatenation of all the others conditions the first. Order
-  ``modalities`` to choose which one is modulated.
+  ``modalities`` to choose which one is modulated (the official
+  ``x_film=True`` lets the first input condition the second).
 
   Attributes:
     modalities: At least two; the first is modulated.

@@ -38,6 +38,8 @@ class MultiModalClassifier(nn.Module):
     fused_head: Head on the fused features.
     num_classes: Number of classes of every head.
     modality_heads: Whether to add a linear head per modality.
+    normalized_modality_heads: Whether those heads are cosine classifiers
+      (``ClassifierHead(normalized=True)``, LDAM's normalised classifier).
 
   Call ``model.apply(variables, inputs, train=...)`` with ``inputs`` mapping
   every modality to its batch (extra keys are ignored). Returns
@@ -52,6 +54,7 @@ class MultiModalClassifier(nn.Module):
   fused_head: ClassifierHead
   num_classes: int
   modality_heads: bool = True
+  normalized_modality_heads: bool = False
 
   def _encoder(self, index: int, modality: str) -> nn.Module:
     if isinstance(self.encoders, Mapping):
@@ -97,7 +100,9 @@ class MultiModalClassifier(nn.Module):
     logits = {FUSED: self.fused_head(fused, train=train)}
     if self.modality_heads:
       for m in self.modalities:
-        modality_head = ClassifierHead(self.num_classes, name=f'head_{m}')
+        modality_head = ClassifierHead(
+            self.num_classes, normalized=self.normalized_modality_heads,
+            name=f'head_{m}')
         logits[m] = modality_head(features[m], train=train)
     return {'logits': logits, 'features': {**features, FUSED: fused}}
 

@@ -38,9 +38,11 @@ def default_modulation_config() -> ml_collections.ConfigDict:
     method: One of ``MODULATION_METHODS``.
     alpha: α of ``k_u = 1 - tanh(α ρ_u)`` (official: 0.8 CREMA-D, 0.1
       VGGSound).
-    start_epoch, end_epoch: Active window ``[start, end)`` in epochs (the
-      official ``modulation_starts``/``modulation_ends``, default 0 to 50);
-      ``end_epoch < 0`` runs to the end of training.
+    start_epoch, end_epoch: Active window ``[start_epoch, end_epoch)`` in
+      epochs, half-open; ``end_epoch < 0`` (the default) runs to the end
+      of training. The official ``modulation_starts``/``modulation_ends``
+      are inclusive at both ends (``starts <= epoch <= ends``, defaults 0
+      and 50 of 100 epochs), which is ``start_epoch=0, end_epoch=51`` here.
     modulated: Which encoder tensors are modulated (a key of
       `gblend_jax.modulation.ogm.MODULATED`): ``'conv_kernels'`` (4-D, the
       official code's choice), ``'matrices'`` (every tensor with more than

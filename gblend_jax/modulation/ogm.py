@@ -292,7 +292,7 @@ def ogm_ge(
     *,
     param_labels: Any,
     noise: bool = True,
-    modulated: str | Callable[[Any, jax.Array], bool] = 'matrices',
+    modulated: str | Callable[[Any, jax.Array], bool] = 'conv_kernels',
     window: tuple[int | None, int | None] = (None, None),
     axis_name: str | None = None,
     seed: int = 0,
@@ -341,7 +341,9 @@ def ogm_ge(
       ``optax.partition``. `label_encoders` labels ``encoder_<m>``.
     noise: add the GE noise (OGM-GE); False is plain OGM.
     modulated: which labelled tensors are modulated: ``'conv_kernels'``
-      (4-D, the official code), ``'matrices'`` (ndim > 1; for MLP encoders),
+      (4-D; the default, as in the official code and
+      ``config.modulation.modulated``), ``'matrices'`` (ndim > 1; pass it
+      for MLP encoders, which have no 4-D kernels),
       ``'all'``, or a function ``(key_path, grad_leaf) -> bool`` that must
       decide from the path and the leaf's shape (a Python bool).
     window: ``(start, end)``: modulate on steps ``start <= count < end``;
@@ -371,7 +373,8 @@ def ogm_ge(
     ...     'encoder_v': {'kernel': jnp.ones((2, 2))},
     ...     'fused_head': {'kernel': jnp.ones((2, 2))}}
     >>> tx = optax.chain(
-    ...     ogm_ge(0.5, param_labels=label_encoders(('a', 'v')), noise=False),
+    ...     ogm_ge(0.5, param_labels=label_encoders(('a', 'v')), noise=False,
+    ...            modulated='matrices'),  # 2-D kernels: an MLP.
     ...     optax.sgd(learning_rate=1.0))
     >>> state = tx.init(params)
     >>> grads = jax.tree.map(jnp.ones_like, params)

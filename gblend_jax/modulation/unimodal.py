@@ -24,9 +24,10 @@ Properties:
     additive, so ``f_m = W_m φ_m + b / M``: the paper's split, exactly.
 (c) `SumFusion` (``Σ_j W_j x_j + b_j``) and a linear head ``V h + c``:
     ``f_m = V W_m x_m + (V Σ_j b_j + c) / M``, each modality's own projected
-    logits plus an equal share of all biases. (The official code uses
-    ``fc_m(x_m)`` with half of only that layer's bias, which does not sum
-    to the fused logits.)
+    logits plus an equal share of all biases. (The official code's training
+    step uses ``fc_m(x_m)`` with that layer's whole bias, which does sum to
+    the fused logits ``fc_x(a) + fc_y(v)``; only its evaluation,
+    ``valid()``, halves each layer's own bias, which does not sum.)
 (d) FiLM and gated fusion (and nonlinear heads): the interaction between
     modalities is shared out; for ``M = 2`` each modality gets its own main
     effect ``g({m}) - g(∅)`` plus half of the interaction ``g({1, 2}) -

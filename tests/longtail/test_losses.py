@@ -161,3 +161,112 @@ def test_make_loss_errors_list_valid_choices():
 def test_shape_errors():
   with pytest.raises(ValueError, match='logits'):
     losses.cross_entropy(jnp.zeros((3,)), jnp.zeros((3,), jnp.int32))
+
+
+# The official forms (BagofTricks-LT, class-balanced-loss, LDAM-DRW).
+
+
+def _sigmoid(z):
+  return 1 / (1 + math.exp(-z))
+
+
+def test_sigmoid_focal_hand_values():
+  # z = (2, -1), y = 0, γ = 2. Class 0 (t = 1): p_t = σ(2) = 0.880797,
+  # (1 - p_t)^2 = 0.0142094, -ln p_t = 0.126928: 0.00180357. Class 1
+  # (t = 0): p_t = 1 - σ(-1) = 0.731059, (1 - p_t)^2 = 0.0723295,
+  # -ln p_t = 0.313262: 0.0226581. Sum 0.0244617.
+  p0, p1 = _sigmoid(2.0), 1 - _sigmoid(-1.0)
+  expected = (1 - p0) ** 2 * -math.log(p0) + (1 - p1) ** 2 * -math.log(p1)
+  assert expected == pytest.approx(0.0244617, abs=1e-6)
+  logits = jnp.array([[2.0, -1.0]])
+  got = losses.focal_loss(logits, jnp.array([0]), gamma=2.0, form='sigmoid')
+  np.testing.assert_allclose(got, [expected], rtol=1e-5)
+  np.testing.assert_allclose(
+      losses.sigmoid_focal_loss(logits, jnp.array([0]), gamma=2.0), got)
+  # The class weight of the label multiplies the whole row: w_0 = 3.
+  np.testing.assert_allclose(
+      losses.sigmoid_focal_loss(logits, jnp.array([0]), gamma=2.0,
+                                weights=[3.0, 0.5]), [3 * expected],
+      rtol=1e-5)
+
+
+def test_sigmoid_focal_gamma_zero_is_summed_binary_cross_entropy():
+  # z = 0 for C = 3 classes: each BCE is ln 2.
+  np.testing.assert_allclose(
+      losses.sigmoid_focal_loss(jnp.zeros((2, 3)), jnp.array([0, 2]),
+                                gamma=0.0), [3 * math.log(2.0)] * 2,
+      rtol=1e-6)
+  # γ = 1 at z = 0: each term is (1/2) ln 2.
+  np.testing.assert_allclose(
+      losses.sigmoid_focal_loss(jnp.zeros((1, 3)), jnp.array([1]),
+                                gamma=1.0), [1.5 * math.log(2.0)],
+      rtol=1e-6)
+
+
+def test_sigmoid_focal_is_stable_for_large_logits():
+  logits = jnp.array([[80.0, -80.0, 0.0]])
+  value, grad = jax.value_and_grad(lambda z: losses.sigmoid_focal_loss(
+      z, jnp.array([1]), gamma=0.5).sum())(logits)
+  assert np.isfinite(value) and np.all(np.isfinite(grad))
+  # Class 0 (t = 0, z = 80): BCE ≈ 80, modulator σ(80)^0.5 ≈ 1; class 1
+  # (t = 1, z = -80): ≈ 80; class 2: (1/2)^0.5 ln 2.
+  np.testing.assert_allclose(value, 160 + math.sqrt(0.5) * math.log(2.0),
+                             rtol=1e-5)
+
+
+def test_class_balanced_focal_sigmoid_form():
+  counts = np.array([100, 10])
+  logits = jnp.array([[0.5, -0.5], [1.0, 2.0]])
+  labels = jnp.array([1, 0])
+  weights = losses.class_balanced_weights(counts, 0.99)
+  expected = np.asarray(weights)[[1, 0]] * np.asarray(
+      losses.sigmoid_focal_loss(logits, labels, gamma=1.0))
+  np.testing.assert_allclose(
+      losses.class_balanced_focal_loss(logits, labels, counts, beta=0.99,
+                                       gamma=1.0, form='sigmoid'),
+      expected, rtol=1e-6)
+  with pytest.raises(ValueError, match=r"form 'logistic'.*'sigmoid'"):
+    losses.focal_loss(logits, labels, form='logistic')
+
+
+def test_cost_sensitive_square_root_weights():
+  # n_min = 4: (4/100)^(1/2) = 0.2, (4/25)^(1/2) = 0.4, 1.
+  counts = np.array([100, 25, 4])
+  np.testing.assert_allclose(losses.cost_sensitive_weights(counts, 0.5),
+                             [0.2, 0.4, 1.0], rtol=1e-6)
+  logits = jnp.array([[math.log(3.0), 0.0, 0.0]])  # p_0 = 3/5.
+  expected = [0.2 * math.log(5 / 3)]
+  np.testing.assert_allclose(
+      losses.make_loss('cs_ce_sqrt', counts)(logits, jnp.array([0])),
+      expected, rtol=1e-5)
+  np.testing.assert_allclose(
+      losses.make_loss('cs_ce', counts, power=0.5)(logits, jnp.array([0])),
+      expected, rtol=1e-5)
+  with pytest.raises(ValueError, match='power=2'):
+    losses.cost_sensitive_weights(counts, 2)
+
+
+def test_loss_class_weights_are_the_weights_inside_each_loss():
+  counts = np.array([100, 25, 4])
+  np.testing.assert_allclose(losses.loss_class_weights('cs_ce', counts),
+                             [0.04, 0.16, 1.0], rtol=1e-6)
+  np.testing.assert_allclose(
+      losses.loss_class_weights('cs_ce_sqrt', counts), [0.2, 0.4, 1.0],
+      rtol=1e-6)
+  np.testing.assert_allclose(
+      losses.loss_class_weights('cb_focal', counts, beta=0.9),
+      losses.class_balanced_weights(counts, 0.9), rtol=1e-6)
+  np.testing.assert_array_equal(
+      losses.loss_class_weights('ldam', counts), [1.0, 1.0, 1.0])
+
+
+def test_reduce_losses_mean_and_weighted_mean():
+  # ℓ' = (1, 2, 3) with weights (0.5, 1, 0.5): w ℓ' = (0.5, 2, 1.5).
+  weighted = jnp.array([0.5, 2.0, 1.5])
+  weights = jnp.array([0.5, 1.0, 0.5])
+  assert float(losses.reduce_losses(weighted, weights, 'mean')) == (
+      pytest.approx(4.0 / 3))
+  assert float(losses.reduce_losses(weighted, weights, 'weighted_mean')) == (
+      pytest.approx(4.0 / 2.0))
+  with pytest.raises(ValueError, match=r"'mean', 'weighted_mean'"):
+    losses.reduce_losses(weighted, weights, 'sum')

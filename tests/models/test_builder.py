@@ -44,7 +44,9 @@ def test_default_config_has_every_key():
       'mid_fusion_layer',
       'fused_head',
       'modality_heads',
+      'normalized_heads',
   }
+  assert not config.normalized_heads
   assert config.encoder.name == 'mlp'
   assert config.fusion == 'concat'
   assert tuple(config.fused_head.hidden_sizes) == (256, 256)
@@ -186,3 +188,17 @@ def test_mid_fusion_rejects_bad_layer_and_conv_encoders():
   shapes = {'audio': (5,), 'video': (8, 8, 3)}
   with pytest.raises(ValueError, match='MLP encoders'):
     build_model(config, modalities=shapes, num_classes=2)
+
+
+def test_normalized_heads_are_cosine_classifiers():
+  config = _config(normalized_heads=True)
+  config.fused_head.hidden_sizes = ()
+  shapes = {'a': (4,), 'b': (3,)}
+  model = build_model(config, modalities=shapes, num_classes=5)
+  variables = model.init(jax.random.key(0), _batch(shapes), train=False)
+  params = variables['params']
+  for head in ('fused_head', 'head_a', 'head_b'):
+    assert list(params[head]) == ['output_cosine'], head
+  out = model.apply(variables, _batch(shapes), train=False)
+  for logits in out['logits'].values():
+    assert float(jnp.max(jnp.abs(logits))) <= 1.0 + 1e-6  # Cosines.

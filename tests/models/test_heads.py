@@ -60,3 +60,23 @@ def test_hidden_dropout_changes_train_output_only():
   assert not np.allclose(
       eval_out, head.apply(variables, x, train=True, rngs=rngs)
   )
+
+
+def test_normalized_head_gives_cosine_logits():
+  head = ClassifierHead(num_classes=2, normalized=True)
+  x = jnp.array([[3.0, 4.0], [0.0, -2.0]])
+  params = head.init(jax.random.key(1), x, train=False)['params']
+  assert list(params) == ['output_cosine']
+  assert list(params['output_cosine']) == ['kernel']  # No bias.
+  # Columns w_0 = (1, 1) -> (1, 1)/√2 and w_1 = (0, 2) -> (0, 1); rows
+  # x_0 -> (0.6, 0.8) and x_1 -> (0, -1). z_00 = 1.4/√2 = 0.98995,
+  # z_01 = 0.8, z_10 = -1/√2, z_11 = -1.
+  kernel = jnp.array([[1.0, 0.0], [1.0, 2.0]])
+  logits = head.apply({'params': {'output_cosine': {'kernel': kernel}}}, x,
+                      train=False)
+  np.testing.assert_allclose(
+      logits, [[1.4 / np.sqrt(2), 0.8], [-1 / np.sqrt(2), -1.0]], rtol=1e-6)
+  # A zero feature vector gives zero logits, not NaN.
+  zero = head.apply({'params': {'output_cosine': {'kernel': kernel}}},
+                    jnp.zeros((1, 2)), train=False)
+  np.testing.assert_array_equal(zero, [[0.0, 0.0]])

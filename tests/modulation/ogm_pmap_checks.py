@@ -37,6 +37,7 @@ def check_pmap():
       0.8,
       param_labels=ogm.label_encoders(MODALITIES),
       modalities=MODALITIES,
+      modulated='matrices',  # MLP kernels (2-D).
       axis_name='d',
   )
   state = tx.init(grads)

@@ -1,6 +1,8 @@
 """Tests of `gblend_jax.modulation.ogm`: ratios, coefficients, and the
 ogm_ge transform."""
 
+import functools
+import inspect
 import math
 import os
 
@@ -10,11 +12,22 @@ import numpy as np
 import optax
 import pytest
 
+from gblend_jax.modulation import method as modulation_method
 from gblend_jax.modulation import ogm
 from tests import train_utils
 
 PMAP_SCRIPT = os.path.join(os.path.dirname(__file__), 'ogm_pmap_checks.py')
 LABELS = ogm.label_encoders(('a', 'b'))
+# The gradients here are mostly an MLP's (2-D kernels); `ogm_ge` modulates
+# 4-D conv kernels only by default, as the official code does.
+ogm_ge_mlp = functools.partial(ogm.ogm_ge, modulated='matrices')
+
+
+def test_default_modulates_conv_kernels_as_the_config_does():
+  default = inspect.signature(ogm.ogm_ge).parameters['modulated'].default
+  assert default == 'conv_kernels'
+  assert modulation_method.default_modulation_config().modulated == (
+      default)
 
 
 def k_of(alpha, rho):
@@ -152,7 +165,7 @@ def assert_tree_equal(a, b):
 
 def test_scales_only_the_dominant_modalitys_matrices():
   grads = random_tree(SHAPES)
-  tx = ogm.ogm_ge(0.8, param_labels=LABELS, noise=False)
+  tx = ogm_ge_mlp(0.8, param_labels=LABELS, noise=False)
   state = tx.init(grads)
   out, state = jax.jit(tx.update)(
       grads, state, scores=jnp.array([3.0, 1.0])
@@ -177,7 +190,7 @@ def test_scales_only_the_dominant_modalitys_matrices():
 
 def test_swapped_dominance_scales_the_other_encoder():
   grads = random_tree(SHAPES)
-  tx = ogm.ogm_ge(0.8, param_labels=LABELS, noise=False)
+  tx = ogm_ge_mlp(0.8, param_labels=LABELS, noise=False)
   out, _ = jax.jit(tx.update)(
       grads, tx.init(grads), scores=jnp.array([1.0, 4.0])
   )
@@ -223,8 +236,8 @@ def test_label_pytree_prefix_and_params_collection_key():
   prefix = {
       'encoder_a': 'a', 'encoder_b': 'b', 'fusion': None, 'fused_head': None
   }
-  by_fn = ogm.ogm_ge(0.8, param_labels=LABELS, noise=False)
-  by_tree = ogm.ogm_ge(0.8, param_labels=prefix, noise=False)
+  by_fn = ogm_ge_mlp(0.8, param_labels=LABELS, noise=False)
+  by_tree = ogm_ge_mlp(0.8, param_labels=prefix, noise=False)
   scores = jnp.array([3.0, 1.0])
   out_fn, _ = jax.jit(by_fn.update)(grads, by_fn.init(grads), scores=scores)
   out_tree, _ = jax.jit(by_tree.update)(
@@ -239,7 +252,7 @@ def test_label_pytree_prefix_and_params_collection_key():
 
 def test_modalities_order_follows_the_argument():
   grads = random_tree(SHAPES)
-  tx = ogm.ogm_ge(
+  tx = ogm_ge_mlp(
       0.8, param_labels=LABELS, noise=False, modalities=('b', 'a')
   )
   # Scores in the order (b, a): a dominates.
@@ -257,7 +270,7 @@ def test_modalities_order_follows_the_argument():
 
 def test_window_in_steps():
   grads = random_tree(SHAPES)
-  tx = ogm.ogm_ge(0.8, param_labels=LABELS, noise=True, window=(2, 4))
+  tx = ogm_ge_mlp(0.8, param_labels=LABELS, noise=True, window=(2, 4))
   update = jax.jit(tx.update)
   state = tx.init(grads)
   active = []
@@ -286,7 +299,7 @@ def test_noise_has_the_gradients_standard_deviation():
       'fused_head': {'kernel': jnp.asarray(rng.normal(size=(64, 64)))},
   }
   grads = jax.tree.map(lambda x: x.astype(jnp.float32), grads)
-  tx = ogm.ogm_ge(0.8, param_labels=LABELS, seed=3)
+  tx = ogm_ge_mlp(0.8, param_labels=LABELS, seed=3)
   out, _ = jax.jit(tx.update)(
       grads, tx.init(grads), scores=jnp.array([3.0, 1.0])
   )
@@ -306,7 +319,7 @@ def test_noise_has_the_gradients_standard_deviation():
 def test_key_advances_and_is_deterministic():
   grads = random_tree(SHAPES)
   scores = jnp.array([1.0, 1.0])
-  tx = ogm.ogm_ge(0.8, param_labels=LABELS, seed=0)
+  tx = ogm_ge_mlp(0.8, param_labels=LABELS, seed=0)
   update = jax.jit(tx.update)
 
   def two_steps():
@@ -320,7 +333,7 @@ def test_key_advances_and_is_deterministic():
   assert not np.array_equal(kernel(first), kernel(second))
   again, _ = two_steps()
   assert_tree_equal(first, again)
-  other_seed = ogm.ogm_ge(0.8, param_labels=LABELS, seed=1).init(grads)
+  other_seed = ogm_ge_mlp(0.8, param_labels=LABELS, seed=1).init(grads)
   assert not np.array_equal(other_seed.key, tx.init(grads).key)
 
 
@@ -330,7 +343,7 @@ def test_resuming_from_a_saved_state_is_bit_exact():
 
   def make():
     return optax.chain(
-        ogm.ogm_ge(0.8, param_labels=LABELS), optax.sgd(0.1, momentum=0.9)
+        ogm_ge_mlp(0.8, param_labels=LABELS), optax.sgd(0.1, momentum=0.9)
     )
 
   tx = make()
@@ -355,7 +368,7 @@ def test_resuming_from_a_saved_state_is_bit_exact():
 def test_in_chain_with_sgd_under_jit_without_recompiling():
   grads = random_tree(SHAPES)
   tx = optax.chain(
-      ogm.ogm_ge(0.8, param_labels=LABELS, noise=False), optax.sgd(0.1)
+      ogm_ge_mlp(0.8, param_labels=LABELS, noise=False), optax.sgd(0.1)
   )
   traces = []
 
@@ -421,10 +434,10 @@ def test_construction_rejects_bad_arguments(kwargs, match):
 
 def test_labels_and_scores_are_checked():
   grads = random_tree(SHAPES)
-  only_a = ogm.ogm_ge(0.8, param_labels=ogm.label_encoders(('a',)))
+  only_a = ogm_ge_mlp(0.8, param_labels=ogm.label_encoders(('a',)))
   with pytest.raises(ValueError, match='at least 2'):
     only_a.init(grads)
-  unknown = ogm.ogm_ge(
+  unknown = ogm_ge_mlp(
       0.8, param_labels=ogm.label_encoders(('a', 'b')), modalities=('a', 'c')
   )
   with pytest.raises(ValueError, match="labelled 'b'"):
@@ -434,10 +447,10 @@ def test_labels_and_scores_are_checked():
   convs_only = ogm.ogm_ge(0.8, param_labels=LABELS, modulated='conv_kernels')
   with pytest.raises(ValueError, match='selects no labelled parameter'):
     convs_only.init(mlp)
-  mismatched = ogm.ogm_ge(0.8, param_labels={'encoder_a': {'x': 'a'}})
+  mismatched = ogm_ge_mlp(0.8, param_labels={'encoder_a': {'x': 'a'}})
   with pytest.raises(ValueError, match='do not match'):
     mismatched.init(grads)
-  tx = ogm.ogm_ge(0.8, param_labels=LABELS)
+  tx = ogm_ge_mlp(0.8, param_labels=LABELS)
   with pytest.raises(ValueError, match=r'scores has shape \(3,\)'):
     tx.update(grads, tx.init(grads), scores=jnp.ones(3))
 
