@@ -47,7 +47,7 @@ def _module_names():
 
 # Launchers define absl flags at import time (--config, --workdir): each is
 # imported in a process of its own, as it runs.
-LAUNCHERS = ('experiments.main', 'experiments.sweep',
+LAUNCHERS = ('experiments.main', 'experiments.sweep', 'experiments.demo',
              'experiments.gblend_grid', 'experiments.ogm_grid',
              'experiments.longtail_grid')
 
