@@ -134,19 +134,20 @@ def naive_weights(heads: tuple[str, ...]) -> np.ndarray:
 def per_loss_gradient_rule(model, heads):
   """The `steps.UpdateRule` of gradient-space G-Blend.
 
-  The gradients come from `gblend_jax.gradient_blend_grads` (the cheap
-  path users call in their own loops). ``estimate`` (static) picks one of
-  two compiled steps. With ``estimate`` None or True the per-loss gradients
+  The gradients come from `gblend_jax.gradient_blend_grads`, the cheap path
+  users call in their own loops. ``estimate`` (static) picks one of two
+  compiled steps. With ``estimate`` None or True the per-loss gradients
   ``v_k`` come from one forward pass and H vector-Jacobian products
-  (``jax.jacrev`` of the ``[H]`` loss vector), and the gradient of the fused loss on ``args['holdout_batch']`` estimates
-  ``∇L*`` (Proposition 1); `gblend_jax.gradient_blend` re-estimates its
-  weights from them on the steps its count says (None) or on this step
-  (True). With ``estimate=False`` the weights stay as they are, so one
-  backward pass of ``Σ_k w_k L_k`` gives the same update: its gradient ``g``
-  goes to `gradient_blend` as the per-loss gradient ``g / Σ_k w_k`` of every
-  head (whose blend is ``g``), and no held-out batch is needed. The trainer
-  runs the estimating step every ``blend.estimate_every_steps`` steps and
-  the other one in between. The optimiser must start with `gradient_blend`.
+  (``jax.jacrev`` of the ``[H]`` loss vector), and the gradient of the
+  fused loss on ``args['holdout_batch']`` estimates ``∇L*`` (Proposition
+  1); `gblend_jax.gradient_blend` re-estimates its weights from them on the
+  steps its count says (None) or on this step (True). With
+  ``estimate=False`` the weights stay as they are, so one backward pass of
+  ``Σ_k w_k L_k`` gives the same update: its gradient ``g`` goes to
+  `gradient_blend` as the per-loss gradient ``g / Σ_k w_k`` of every head
+  (whose blend is ``g``), and no held-out batch is needed. The trainer runs
+  the estimating step every ``blend.estimate_every_steps`` steps and the
+  other one in between. The optimiser must start with `gradient_blend`.
 
   Args:
     model: the classifier.
