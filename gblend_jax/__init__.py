@@ -24,6 +24,12 @@ training stack (ml_collections, tfds, grain, orbax) on first use.
 from gblend_jax.blending import ogr
 from gblend_jax.blending.blend import blend_weights
 from gblend_jax.blending.blend import gradient_blend
+from gblend_jax.blending.cheap_path import BlendGrads
+from gblend_jax.blending.cheap_path import gradient_blend_grads
+from gblend_jax.blending.cheap_path import is_estimate_step
+from gblend_jax.blending.nnx_grads import nnx_gradient_blend_grads
+from gblend_jax.blending.nnx_grads import nnx_per_loss_grads
+from gblend_jax.blending.nnx_grads import opt_state_value
 from gblend_jax.modulation.ogm import ogm_coefficients
 from gblend_jax.modulation.ogm import ogm_ge
 from gblend_jax.modulation.ogm import ogm_ratios
@@ -31,14 +37,20 @@ from gblend_jax.modulation.ogm import ogm_scores
 from gblend_jax.modulation.unimodal import unimodal_logits
 
 __all__ = (
+    'BlendGrads',
     'blend_weights',
     'default_config',
     'gradient_blend',
+    'gradient_blend_grads',
+    'is_estimate_step',
+    'nnx_gradient_blend_grads',
+    'nnx_per_loss_grads',
     'ogm_coefficients',
     'ogm_ge',
     'ogm_ratios',
     'ogm_scores',
     'ogr',
+    'opt_state_value',
     'train_and_evaluate',
     'unimodal_logits',
 )
