@@ -16,8 +16,8 @@ into the trainer):
   gblend_jax.losses      per-head cross-entropy
   gblend_jax.metrics     top-k accuracy, per-head metric sums
 
-Importing the package, or the optax transforms from it, pulls in jax, optax
-and numpy only; `default_config` and `train_and_evaluate` import the
+Importing the package, or the optax transforms from it, pulls in jax, optax,
+flax and numpy only; `default_config` and `train_and_evaluate` import the
 training stack (ml_collections, tfds, grain, orbax) on first use.
 """
 
