@@ -18,13 +18,18 @@ into the trainer):
   gblend_jax.metrics     top-k accuracy, per-head metric sums
 
 Importing the package, or the optax transforms from it, pulls in jax, optax
-and numpy only; `default_config` and `train_and_evaluate` import the
-training stack (ml_collections, tfds, grain, orbax) on first use.
+and numpy only; the flax.nnx helpers (`nnx_gradient_blend_grads`,
+`nnx_per_loss_grads`, `opt_state_value`) import flax.nnx, and
+`default_config` and `train_and_evaluate` the training stack
+(ml_collections, tfds, grain, orbax), on first use.
 """
 
 from gblend_jax.blending import ogr
 from gblend_jax.blending.blend import blend_weights
 from gblend_jax.blending.blend import gradient_blend
+from gblend_jax.blending.cheap_path import BlendGrads
+from gblend_jax.blending.cheap_path import gradient_blend_grads
+from gblend_jax.blending.cheap_path import is_estimate_step
 from gblend_jax.mmpareto.transform import mmpareto
 from gblend_jax.mmpareto.transform import mmpareto_update
 from gblend_jax.modulation.ogm import ogm_coefficients
@@ -34,25 +39,38 @@ from gblend_jax.modulation.ogm import ogm_scores
 from gblend_jax.modulation.unimodal import unimodal_logits
 
 __all__ = (
+    'BlendGrads',
     'blend_weights',
     'default_config',
     'gradient_blend',
+    'gradient_blend_grads',
+    'is_estimate_step',
     'mmpareto',
     'mmpareto_update',
+    'nnx_gradient_blend_grads',
+    'nnx_per_loss_grads',
     'ogm_coefficients',
     'ogm_ge',
     'ogm_ratios',
     'ogm_scores',
     'ogr',
+    'opt_state_value',
     'train_and_evaluate',
     'unimodal_logits',
 )
 
 
+_NNX_NAMES = ('nnx_gradient_blend_grads', 'nnx_per_loss_grads',
+              'opt_state_value')
+
+
 def __getattr__(name: str):
-  """Imports the training stack on first use of `default_config` or
-  `train_and_evaluate`: code that reuses only the optax transforms does not
-  pay for the data and checkpoint stack."""
+  """Imports on first use: the training stack for `default_config` and
+  `train_and_evaluate`, flax.nnx for the nnx helpers, so that code that
+  reuses only the optax transforms pays for neither."""
+  if name in _NNX_NAMES:
+    from gblend_jax.blending import nnx_grads  # pylint: disable=g-import-not-at-top
+    return getattr(nnx_grads, name)
   if name == 'train_and_evaluate':
     from gblend_jax.training import trainer  # pylint: disable=g-import-not-at-top
     return trainer.train_and_evaluate

@@ -102,7 +102,7 @@ def run_snippet(block: str) -> tuple[dict, str]:
 
 
 def test_readme_has_the_blocks_this_file_checks():
-  assert len(SNIPPETS) == 4, [b.splitlines()[0] for b in SNIPPETS]
+  assert len(SNIPPETS) == 6, [b.splitlines()[0] for b in SNIPPETS]
   assert len(SCRIPTS) == 1
   # Each snippet is self-contained: it imports what it uses.
   for block in PYTHON_BLOCKS:
@@ -124,8 +124,21 @@ def test_model_example_prints_the_shapes_it_claims():
   ]
 
 
+def test_cheap_path_example_estimates_every_10th_step():
+  _, out = run_snippet(_snippet('gblend_jax.gradient_blend_grads('))
+  assert out.splitlines() == ['2']
+
+
+def test_nnx_example_reads_the_weights_back():
+  namespace, out = run_snippet(_snippet('nnx_gradient_blend_grads('))
+  # Dropout drew once per step: the state was written back once.
+  assert out.splitlines() == ['(3,) 3']
+  weights = np.asarray(namespace['weights'])
+  assert abs(weights.sum() - 1) < 1e-5 and not np.allclose(weights, 1 / 3)
+
+
 def test_gradient_blend_example_blends_the_per_loss_gradients():
-  block = _snippet('gradient_blend(')
+  block = _snippet('blend_weights(')
   namespace, out = run_snippet(block)
   # Algorithm 1 by hand: G / O² = [20, 0.4, 0 (G < 0)], normalised by 20.4.
   np.testing.assert_allclose(namespace['weights'], [20 / 20.4, 0.4 / 20.4, 0],

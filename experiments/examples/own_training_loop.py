@@ -1,61 +1,96 @@
-r"""Gradient Blending and OGM-GE inside your own training loop.
+r"""Gradient Blending and OGM-GE inside your own flax (linen) training loop.
 
-Neither method needs gblend_jax's trainer: both are optax transforms that go
-first in an ``optax.chain`` and take what they need as extra update args.
-Everything else here is a researcher's own code (a flax model, optimisers, a
-``jax.jit`` step, a loop) with one of the two transforms dropped in:
+The reference to copy: a researcher's own model, optimiser, ``jax.jit`` step
+and loop, with gblend_jax's optax transforms dropped in and nothing else of
+its trainer. It imports only ``gblend_jax`` (the installed package), so it
+runs from anywhere:
 
-* `gblend_jax.gradient_blend` takes per-loss gradients (a leading axis of
-  H = 3 losses: view a's head, view b's head, the fused head; ``jax.jacrev``
-  of the loss vector) and returns ``Σ_k w_k g_k``. With ``estimate_every=1``
-  it re-estimates ``w_k ∝ gain_k / σ_k²`` (G-Blend's Proposition 1) every
-  step from the fused loss's gradient on a held-out batch.
-* `gblend_jax.ogm_ge` scales the dominant view's encoder gradients by
-  ``1 - tanh(α ρ)`` and adds Gaussian noise (OGM-GE, Eq. 9 and 10), given
-  each view's score ``s_m = Σ_i softmax(f_m(x_i))[y_i]``, where ``f_m`` is
-  the view's share of the fused logits (for a linear fused head on
-  concatenated features, ``W_m h_m + b / 2``).
-
-  python -m experiments.examples.own_training_loop --data synthetic
+  python own_training_loop.py --data synthetic       # this file, copied
   python -m experiments.examples.own_training_loop --data mfeat --views fou+kar
+
+What it shows (`own_training_loop_nnx.py` is the same with ``flax.nnx``):
+
+* A model with dropout and BatchNorm (RNG and mutable state), written in
+  ``setup`` style so that ``classify`` (fusion + fused head) is a method of
+  its own: `gblend_jax.unimodal_logits` splits the fused logits into each
+  view's share through it, for any late fusion. (An ``nn.compact`` model has
+  no such method; any callable ``features -> logits`` will do, e.g. one that
+  applies ``nn.Dense`` to ``params['fused_head']``.)
+* G-Blend: ``chain(gradient_blend(estimate_every=10), adam)`` fed by
+  `gblend_jax.gradient_blend_grads`, the cheap path: per-loss gradients
+  (``jax.jacrev``, H = 3 backward passes) and a held-out gradient on every
+  10th step only, one gradient of ``Σ w L`` in between. ``estimate`` is
+  static: two compiled steps, picked on the host by `is_estimate_step`.
+* OGM-GE: ``chain(ogm_ge(alpha, window=...), sgd)`` with the scores from
+  `gblend_jax.ogm_scores` of the unimodal logits, modulating only for the
+  first 80% of the steps.
+* Data parallelism over all devices: batches sharded over a 1-D mesh,
+  parameters and optimiser state replicated, ``jax.jit`` inserts the
+  reductions (no ``axis_name`` is needed outside ``pmap``/``shard_map``).
 """
 
 import argparse
+import functools
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import AxisType
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import gblend_jax
+from gblend_jax.modulation import label_encoders
 
-HEADS = ('a', 'b', 'fused')
+VIEWS = ('a', 'b')
+HEADS = ('a', 'b', 'fused')  # Blend order: each view's head, then fused.
+ESTIMATE_EVERY = 10  # The trainer's default blend.estimate_every_steps.
 MFEAT_VIEWS = ('fac', 'fou', 'kar', 'mor', 'pix', 'zer')
 
 
+class Encoder(nn.Module):
+  """Dense, BatchNorm, ReLU, dropout."""
+
+  hidden: int
+  dropout_rate: float
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    h = nn.BatchNorm(use_running_average=not train, momentum=0.9)(
+        nn.Dense(self.hidden)(x))
+    return nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(h))
+
+
 class TwoViewNet(nn.Module):
-  """An MLP encoder per view, a linear head per view, a linear fused head."""
+  """An encoder and a head per view; concatenation and a fused head."""
 
   num_classes: int
   hidden: int = 64
+  dropout_rate: float = 0.2
 
-  @nn.compact
-  def __call__(self, x_a, x_b):
-    h_a = nn.relu(nn.Dense(self.hidden, name='encoder_a')(x_a))
-    h_b = nn.relu(nn.Dense(self.hidden, name='encoder_b')(x_b))
-    fused_head = nn.Dense(self.num_classes, name='fused_head')
-    fused = fused_head(jnp.concatenate([h_a, h_b], axis=-1))
-    kernel = fused_head.variables['params']['kernel']
-    bias = fused_head.variables['params']['bias']
-    return {
-        'a': nn.Dense(self.num_classes, name='head_a')(h_a),
-        'b': nn.Dense(self.num_classes, name='head_b')(h_b),
-        'fused': fused,
-        # Each view's share of the fused logits (OGM-GE's unimodal logits).
-        'share_a': h_a @ kernel[:self.hidden] + bias / 2,
-        'share_b': h_b @ kernel[self.hidden:] + bias / 2,
-    }
+  def setup(self):
+    # ogm_ge's label_encoders finds the encoders by these names.
+    self.encoder_a = Encoder(self.hidden, self.dropout_rate)
+    self.encoder_b = Encoder(self.hidden, self.dropout_rate)
+    self.head_a = nn.Dense(self.num_classes)
+    self.head_b = nn.Dense(self.num_classes)
+    self.fused_head = nn.Dense(self.num_classes)
+
+  def classify(self, features):
+    """Fusion and fused head: ``{view: [B, D]} -> [B, C]``."""
+    return self.fused_head(jnp.concatenate([features[v] for v in VIEWS], -1))
+
+  def __call__(self, x_a, x_b, train: bool):
+    features = {'a': self.encoder_a(x_a, train),
+                'b': self.encoder_b(x_b, train)}
+    return {'a': self.head_a(features['a']), 'b': self.head_b(features['b']),
+            'fused': self.classify(features), 'features': features}
+
+
+def cross_entropy(logits, labels):
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def synthetic_views(seed, n=1200, classes=4):
@@ -73,6 +108,8 @@ def synthetic_views(seed, n=1200, classes=4):
 
 def mfeat_views(views, data_dir=None, manual_dir=None):
   """Two standardised views of UCI Multiple Features (all 2000 digits).
+
+  Needs the data sets of a gblend_jax checkout (the training stack).
 
   Args:
     views: two names of `MFEAT_VIEWS`.
@@ -93,16 +130,83 @@ def mfeat_views(views, data_dir=None, manual_dir=None):
   return a.astype(np.float32), b.astype(np.float32), y
 
 
-def train(method, model, params, data, args):
-  """Trains a TwoViewNet with G-Blend or OGM-GE in a plain loop.
+def mfeat_prepared() -> bool:
+  """Whether mfeat is prepared in $GBLEND_DATA_DIR (False without the stack)."""
+  try:
+    from gblend_jax.data import registry  # pylint: disable=g-import-not-at-top
+    return registry.get_builder('mfeat').is_prepared()
+  except Exception:  # pylint: disable=broad-except
+    return False
+
+
+def make_gblend_step(model, tx):
+  """The G-Blend step; ``estimate`` (static) picks one of two programs."""
+
+  @functools.partial(jax.jit, static_argnames='estimate')
+  def step(state, batch, holdout, key, estimate):
+    params, batch_stats, opt_state = state
+
+    def head_losses(params):
+      out, new = model.apply(
+          {'params': params, 'batch_stats': batch_stats}, batch['a'],
+          batch['b'], train=True, rngs={'dropout': key},
+          mutable=['batch_stats'])
+      losses = jnp.stack([cross_entropy(out[h], batch['label'])
+                          for h in HEADS])
+      return losses, new['batch_stats']
+
+    def holdout_loss(params, new_batch_stats):  # Evaluation mode.
+      out = model.apply({'params': params, 'batch_stats': new_batch_stats},
+                        holdout['a'], holdout['b'], train=False)
+      return cross_entropy(out['fused'], holdout['label'])
+
+    grads = gblend_jax.gradient_blend_grads(
+        head_losses, params, optax.tree.get(opt_state, 'weights'),
+        estimate=estimate, holdout_loss=holdout_loss, has_aux=True)
+    updates, opt_state = tx.update(grads.grads, opt_state, params,
+                                   **grads.update_kwargs)
+    return optax.apply_updates(params, updates), grads.aux, opt_state
+
+  return step
+
+
+def make_ogm_step(model, tx):
+  """The OGM-GE step: the fused loss, scores from the unimodal logits."""
+
+  @jax.jit
+  def step(state, batch, key):
+    params, batch_stats, opt_state = state
+
+    def fused_loss(params):
+      out, new = model.apply(
+          {'params': params, 'batch_stats': batch_stats}, batch['a'],
+          batch['b'], train=True, rngs={'dropout': key},
+          mutable=['batch_stats'])
+      return cross_entropy(out['fused'], batch['label']), (
+          out, new['batch_stats'])
+
+    grads, (out, new_batch_stats) = jax.grad(fused_loss, has_aux=True)(
+        params)
+    classify = lambda features: model.apply(
+        {'params': params}, features, method=TwoViewNet.classify)
+    shares = gblend_jax.unimodal_logits(classify, out['features'], VIEWS)
+    scores = gblend_jax.ogm_scores(shares, batch['label'], VIEWS)
+    updates, opt_state = tx.update(grads, opt_state, params, scores=scores)
+    return optax.apply_updates(params, updates), new_batch_stats, opt_state
+
+  return step
+
+
+def train(method, model, variables, data, args):
+  """Trains with G-Blend or OGM-GE on all devices (data parallel).
 
   Args:
-    method: ``'gblend'`` (all three losses, blended) or ``'ogm_ge'`` (the
+    method: ``'gblend'`` (the three losses, blended) or ``'ogm_ge'`` (the
       fused loss, modulated).
     model: the TwoViewNet.
-    params: its initial parameters.
+    variables: its initial ``{'params', 'batch_stats'}``.
     data: ``(a, b, labels)``; a quarter is the test split, 15% held out.
-    args: the parsed flags (steps, batch_size, alpha, seed).
+    args: the parsed flags.
 
   Returns:
     ``({head: test accuracy}, final optimiser state)``.
@@ -110,58 +214,50 @@ def train(method, model, params, data, args):
   a, b, y = data
   perm = np.random.default_rng(args.seed).permutation(len(y))
   test, holdout, train_rows = np.split(perm, [len(y) // 4, len(y) * 2 // 5])
+  mesh = jax.make_mesh((jax.device_count(),), ('batch',),
+                       axis_types=(AxisType.Auto,))
+  sharded = NamedSharding(mesh, P('batch'))
+  replicated = NamedSharding(mesh, P())
+  batch_size = args.batch_size - args.batch_size % jax.device_count()
 
   if method == 'gblend':
     tx = optax.chain(
-        gblend_jax.gradient_blend(num_heads=3, estimate_every=1, decay=0.9),
+        gblend_jax.gradient_blend(num_heads=len(HEADS),
+                                  estimate_every=ESTIMATE_EVERY),
         optax.adam(1e-3))
-  else:  # Label the encoders by view (a prefix of params); None: untouched.
-    labels = {name: {'encoder_a': 'a', 'encoder_b': 'b'}.get(name)
-              for name in params}
+    step = make_gblend_step(model, tx)
+  else:
     tx = optax.chain(
-        gblend_jax.ogm_ge(args.alpha, param_labels=labels,
-                          modulated='matrices', modalities=('a', 'b')),
+        gblend_jax.ogm_ge(
+            args.alpha, param_labels=label_encoders(VIEWS),
+            modulated='matrices', window=(0, int(0.8 * args.steps))),
         optax.sgd(0.05, momentum=0.9))
-  opt_state = tx.init(params)
+    step = make_ogm_step(model, tx)
+  params, batch_stats = variables['params'], variables['batch_stats']
+  state = jax.device_put((params, batch_stats, tx.init(params)), replicated)
 
-  def head_losses(params, x_a, x_b, labels):
-    out = model.apply({'params': params}, x_a, x_b)
-    return jnp.stack([
-        optax.softmax_cross_entropy_with_integer_labels(out[h], labels).mean()
-        for h in HEADS]), out
+  def rows_to_batch(rows):
+    return jax.device_put({'a': a[rows], 'b': b[rows], 'label': y[rows]},
+                          sharded)
 
-  def fused_loss(params, *batch):
-    losses, out = head_losses(params, *batch)
-    return losses[HEADS.index('fused')], out
-
-  @jax.jit
-  def gblend_step(params, opt_state, batch, holdout_batch):
-    per_loss_grads = jax.jacrev(lambda p: head_losses(p, *batch)[0])(params)
-    holdout_grads, _ = jax.grad(fused_loss, has_aux=True)(
-        params, *holdout_batch)
-    updates, opt_state = tx.update(per_loss_grads, opt_state, params,
-                                   holdout_grads=holdout_grads)
-    return optax.apply_updates(params, updates), opt_state
-
-  @jax.jit
-  def ogm_step(params, opt_state, batch, holdout_batch):
-    del holdout_batch  # OGM-GE needs no held-out data.
-    grads, out = jax.grad(fused_loss, has_aux=True)(params, *batch)
-    p_true = lambda logits: jnp.take_along_axis(
-        jax.nn.softmax(logits), batch[2][:, None], axis=-1).sum()
-    scores = jnp.stack([p_true(out['share_a']), p_true(out['share_b'])])
-    updates, opt_state = tx.update(grads, opt_state, params, scores=scores)
-    return optax.apply_updates(params, updates), opt_state
-
-  step = gblend_step if method == 'gblend' else ogm_step
   rng = np.random.default_rng(args.seed)
-  for _ in range(args.steps):
-    i = rng.choice(train_rows, args.batch_size, replace=False)
-    j = rng.choice(holdout, args.batch_size, replace=False)
-    params, opt_state = step(params, opt_state, (a[i], b[i], y[i]),
-                             (a[j], b[j], y[j]))
+  dropout_key = jax.random.key(args.seed)
+  for i in range(args.steps):
+    batch = rows_to_batch(rng.choice(train_rows, batch_size, replace=False))
+    key = jax.random.fold_in(dropout_key, i)
+    if method == 'gblend':
+      estimate = gblend_jax.is_estimate_step(i, ESTIMATE_EVERY)
+      # The held-out batch is drawn every step (the stream does not depend
+      # on the period) but sent only when estimating.
+      held = rng.choice(holdout, batch_size, replace=False)
+      state = step(state, batch, rows_to_batch(held) if estimate else None,
+                   key, estimate=estimate)
+    else:
+      state = step(state, batch, key)
 
-  out = jax.jit(model.apply)({'params': params}, a[test], b[test])
+  params, batch_stats, opt_state = state
+  out = jax.jit(functools.partial(model.apply, train=False))(
+      {'params': params, 'batch_stats': batch_stats}, a[test], b[test])
   accuracy = {h: float((out[h].argmax(-1) == y[test]).mean()) for h in HEADS}
   return accuracy, opt_state
 
@@ -182,31 +278,31 @@ def main(argv=None):
   if len(views) != 2 or not set(views) <= set(MFEAT_VIEWS):
     parser.error(f'--views={args.views!r} must be two of {MFEAT_VIEWS}, a+b.')
   if args.data == 'auto':
-    from gblend_jax.data import registry
-    prepared = registry.get_builder('mfeat').is_prepared()
-    args.data = 'mfeat' if prepared else 'synthetic'
+    args.data = 'mfeat' if mfeat_prepared() else 'synthetic'
   data = (synthetic_views(args.seed) if args.data == 'synthetic'
           else mfeat_views(views))
   classes = int(data[2].max()) + 1
   print(f'data: {args.data}, {len(data[2])} examples, {classes} classes, '
-        f'chance {1 / classes:.3f}')
+        f'chance {1 / classes:.3f}, {jax.device_count()} device(s)')
 
   # One model and one initialisation for both methods.
   model = TwoViewNet(num_classes=classes)
-  params = jax.jit(model.init)(jax.random.key(args.seed), data[0][:1],
-                               data[1][:1])['params']
-  accuracy, state = train('gblend', model, params, data, args)
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.key(args.seed), data[0][:1], data[1][:1])
+  accuracy, state = train('gblend', model, variables, data, args)
   weights = np.asarray(optax.tree.get(state, 'weights'))
   print('gblend test accuracy: '
         + ' '.join(f'{h}={v:.3f}' for h, v in accuracy.items()))
   print('gblend weights [a, b, fused]: '
-        f"[{', '.join(f'{w:.3f}' for w in weights)}] (sum {weights.sum():.3f})")
+        f"[{', '.join(f'{w:.3f}' for w in weights)}] (sum {weights.sum():.3f})"
+        f", {int(optax.tree.get(state, 'estimate_count'))} estimates")
 
-  accuracy, state = train('ogm_ge', model, params, data, args)
+  accuracy, state = train('ogm_ge', model, variables, data, args)
   coefficients = np.asarray(optax.tree.get(state, 'coefficients'))
   print(f"ogm_ge test accuracy: fused={accuracy['fused']:.3f}")
   print('ogm_ge last coefficients [a, b]: '
-        f"[{', '.join(f'{k:.3f}' for k in coefficients)}]")
+        f"[{', '.join(f'{k:.3f}' for k in coefficients)}]"
+        f" (applied: {bool(optax.tree.get(state, 'active'))})")
 
 
 if __name__ == '__main__':

@@ -2,6 +2,9 @@
 
   blend           `blend_weights` (Algorithm 1's weights), `gradient_blend`
                   (the optax transform of ``Σ_k w_k ∇L_k``)
+  cheap_path      `gradient_blend_grads`: per-loss gradients only on the
+                  estimating steps (for your own loop; the trainer's too)
+  nnx_grads       the same for ``flax.nnx`` modules with state
   ogr             O, ΔO, ΔG and OGR per head (Eqs. 1-2)
   gradient_space  Proposition 1's statistics estimated in gradient space
   estimation      Algorithm 1 driven from the trainer; offline/online schedule

@@ -19,13 +19,16 @@ References:
   Proposition 1).
 """
 
+import difflib
 from typing import Any
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from gblend_jax import _mapped
 from gblend_jax.blending import gradient_space
 
 __all__ = (
@@ -160,37 +163,53 @@ def gradient_blend(
     sigma_sq`` and both share the correction, it matters only against the
     ``eps`` floor.) If no head has a positive gain, or the batch statistics
     are not finite, the previous weights are kept and ``used_fallback`` in the
-    state is set. On other steps ``holdout_grads`` is ignored (it may be
-    zeros or None). A caller that decides on the host when to estimate
-    (e.g. to skip the per-loss and held-out passes in between) passes the
-    static ``estimate`` extra arg instead: True re-estimates on this step
-    (given ``holdout_grads``), False does not, whatever the count.
+    state is set. As the count is traced, ``holdout_grads`` is then required
+    on every update (ignored on the other steps).
+  * The cheap path: a caller that decides on the host when to estimate passes
+    the static ``estimate`` extra arg: True re-estimates on this step (from
+    ``holdout_grads``, required), False does not (no ``holdout_grads``
+    needed), whatever the count. `gblend_jax.gradient_blend_grads` computes
+    the per-loss gradients only when ``estimate`` is True and one gradient
+    of ``Σ w L`` otherwise, and returns these extra args.
 
-  Must come first in an ``optax.chain``: transforms before it would see
-  gradients with a leading loss axis. Under ``optax.MultiSteps`` either put
-  the accumulation after the blend (``chain(gradient_blend(w),
-  MultiSteps(opt, k))``, params-shaped, works with any ``opt``) or wrap the
-  whole chain and initialise it with a per-loss-gradient-shaped tree (only
-  for stateless transforms after the blend, since MultiSteps then
-  initialises them with that shape; the weights are then re-estimated only
-  on the mini-step that emits, from the averaged per-loss gradients and that
-  mini-step's ``holdout_grads``). Under ``optax.inject_hyperparams`` pass
-  ``num_heads``, ``estimate_every`` and ``fused_index`` as ``static_args``
-  (``decay`` and ``eps`` may be injected); do not inject ``weights``: the
-  state's weights win, so change them with the ``weights`` extra arg.
+  Misuse fails at trace time: an estimating update without
+  ``holdout_grads``, a misspelt extra arg (``holdout_gradients=``), per-loss
+  gradients whose leaves are not ``[H, *param.shape]`` for the ``params``
+  given, an ``init`` with the per-loss gradients instead of the parameters
+  (as ``optax.MultiSteps(chain(gradient_blend(w), adam)).init(grads)`` does:
+  adam's state would get the loss axis and ``apply_updates`` would
+  broadcast the parameters to it), and negative or non-finite concrete
+  weights. No check is possible for a transform placed *before* it (e.g.
+  ``optax.clip_by_global_norm``): it sees the stacked per-loss tree, so its
+  norm is over all H gradients. Put it after the blend.
 
-  Inside a user's ``jax.pmap`` with ``axis_name``, the statistics (inner
-  products) are averaged across devices with ``jax.lax.pmean``, so all devices
-  compute the same weights. The blended gradients are *not* reduced: pmean
-  the per-loss gradients (or the blended update) as usual. Under ``jax.jit``
-  with sharded arrays no ``axis_name`` is needed.
+  Must come first in an ``optax.chain``. Under ``optax.MultiSteps`` put the
+  accumulation after the blend: ``chain(gradient_blend(w), MultiSteps(opt,
+  k))`` (params-shaped; it then blends and estimates on every micro-step).
+  Under ``optax.inject_hyperparams`` pass ``num_heads``, ``estimate_every``
+  and ``fused_index`` as ``static_args`` (``decay`` and ``eps`` may be
+  injected); do not inject ``weights``: the state's weights win, so change
+  them with the ``weights`` extra arg.
+
+  Multiple devices. Inside a user's ``jax.pmap`` with ``axis_name``, the
+  statistics (inner products) are averaged across devices with
+  ``jax.lax.pmean``, so all devices compute the same weights; the blended
+  gradients are *not* reduced: pmean the per-loss gradients (or the blended
+  update) as usual. Under ``jax.shard_map`` the gradients of replicated
+  parameters are already summed over the mesh axis by autodiff: take the
+  gradients of the global mean loss (``jax.lax.pmean`` of each per-device
+  mean loss, before differentiating) and do *not* pmean them (a ``pmean``
+  of an already-summed gradient leaves the sum: updates ``n_devices`` times
+  too large); the statistics are then the same on every device and no
+  ``axis_name`` is needed (a per-device statistic raises). Under
+  ``jax.jit`` with sharded arrays no ``axis_name`` is needed.
 
   Args:
     weights: [H] initial blend weights; None gives uniform ``1/H``.
     num_heads: H, required when ``weights`` is None.
     axis_name: mapped axis over which to average the statistics.
     estimate_every: re-estimate the weights every this many steps from
-      ``holdout_grads`` (0: never).
+      ``holdout_grads`` (0: only when the ``estimate`` extra arg is True).
     decay: EMA decay of the statistics.
     eps: floor of ``sigma_sq`` in the weights.
     fused_index: position of the fused head among the H losses.
@@ -201,8 +220,11 @@ def gradient_blend(
     holdout_grads=None, estimate=None, **extra_args)``.
 
   Raises:
-    ValueError: if H is unknown or inconsistent (at construction), or if a
-      leaf's leading axis is not H (at trace time, naming the leaf's shape).
+    ValueError: if H is unknown or inconsistent, or concrete weights are
+      negative or not finite (at construction or as the extra arg); at
+      trace time, if a leaf's leading axis is not H (naming the leaf's
+      shape), for the misuses above.
+    TypeError: for a misspelt extra arg or a non-bool ``estimate``.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -247,10 +269,29 @@ def gradient_blend(
       raise ValueError(
           f'weights has shape {w.shape}; expected ({num_heads},).'
       )
+    try:
+      values = np.asarray(w)
+    except jax.errors.TracerArrayConversionError:
+      return w  # Traced (inside jit): not checked.
+    if not np.all(np.isfinite(values)) or np.any(values < 0):
+      raise ValueError(
+          f'blend weights must be finite and >= 0; got {values}.'
+      )
     return w
 
+  if weights is not None:
+    as_weights(weights)
+  # Leaf shapes of the trees `init` was called with, per tree structure: an
+  # update whose per-loss gradients have these shapes was initialised with
+  # gradients, not parameters (checked at trace time; static shapes only).
+  init_shapes = {}
+
   def init_fn(params):
-    del params  # The state does not depend on the parameters' shapes.
+    if params is not None:
+      leaves, treedef = jax.tree.flatten(params)
+      init_shapes.setdefault(treedef, set()).add(
+          tuple(jnp.shape(x) for x in leaves)
+      )
     if weights is None:
       initial = jnp.full((num_heads,), 1.0 / num_heads, jnp.float32)
     else:
@@ -275,8 +316,10 @@ def gradient_blend(
       estimate: bool | None = None,
       **extra_args: Any,
   ):
-    del params, extra_args
+    _check_extra_args(extra_args)
+    del extra_args
     gradient_space.check_per_loss_grads(per_loss_grads, num_heads)
+    _check_against_params(per_loss_grads, params, init_shapes)
     current = state.weights if weights is None else as_weights(weights)
     statistics = (current, state.gain, state.sigma_sq, state.estimate_count,
                   state.used_fallback)
@@ -285,8 +328,17 @@ def gradient_blend(
       raise TypeError(
           f'estimate must be a Python bool (static) or None; got {estimate!r}.'
       )
-    if estimate_every > 0 and holdout_grads is not None and (
-        estimate is not False):
+    estimating = estimate or (estimate is None and estimate_every > 0)
+    if estimating and holdout_grads is None:
+      raise ValueError(
+          'gradient_blend would re-estimate its weights on this update '
+          f'(estimate={estimate}, estimate_every={estimate_every}) but got '
+          'no holdout_grads, the gradient of the fused loss on a held-out '
+          'batch; without it the weights would never change. Pass '
+          'holdout_grads=..., or estimate=False on steps that do not '
+          're-estimate (gblend_jax.gradient_blend_grads returns both).'
+      )
+    if estimating:
       gradient_space.check_holdout_grads(per_loss_grads, holdout_grads)
 
       def reestimate(operand):
@@ -297,6 +349,13 @@ def gradient_blend(
             fused_index=fused_index,
             axis_name=axis_name,
         )
+        if axis_name is None and _mapped.unreduced_axes(batch_gain):
+          raise ValueError(
+              'gradient_blend: the gradient statistics differ across the '
+              f'mapped axes {_mapped.unreduced_axes(batch_gain)}, so each '
+              'device would get its own weights. Pass axis_name=..., or '
+              'give every device the same (reduced) gradients.'
+          )
         finite = jnp.all(jnp.isfinite(batch_gain)) & jnp.all(
             jnp.isfinite(batch_sigma_sq)
         )
@@ -351,3 +410,55 @@ def gradient_blend(
     return blended, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+_EXTRA_ARGS = ('weights', 'holdout_grads', 'estimate')
+
+
+def _check_extra_args(extra_args):
+  """Raises on extra args that look like misspelt ones of `gradient_blend`.
+
+  Other extra args pass silently: in an ``optax.chain`` every transform
+  receives the extra args of all of them (e.g. ``ogm_ge``'s ``scores``).
+  """
+  for name in extra_args:
+    close = difflib.get_close_matches(name, _EXTRA_ARGS, n=1, cutoff=0.75)
+    if close or 'holdout' in name:
+      raise TypeError(
+          f'gradient_blend got the extra arg {name!r}; did you mean '
+          f'{(close or ["holdout_grads"])[0]!r}? (Its extra args are '
+          f'{", ".join(_EXTRA_ARGS)}.)'
+      )
+
+
+def _check_against_params(per_loss_grads, params, init_shapes):
+  """Checks that per-loss leaves are ``[H, *param.shape]``; trace time."""
+  grad_leaves, treedef = jax.tree.flatten(per_loss_grads)
+  grad_shapes = tuple(jnp.shape(g) for g in grad_leaves)
+  if grad_shapes in init_shapes.get(treedef, ()):
+    raise ValueError(
+        'gradient_blend was initialised with a tree shaped like the '
+        'per-loss gradients (leading loss axis), not like the parameters: '
+        'the transforms after it were initialised with that shape too, so '
+        'their updates would keep the loss axis and optax.apply_updates '
+        'would broadcast the parameters to it. Call init with the '
+        'parameters; under optax.MultiSteps put it after the blend: '
+        'chain(gradient_blend(w), optax.MultiSteps(opt, k)).'
+    )
+  if params is None:
+    return
+  param_leaves, param_treedef = jax.tree.flatten(params)
+  if param_treedef != treedef:
+    return  # E.g. nnx states with other leaf wrappers: nothing to compare.
+  for (path, g), p in zip(
+      jax.tree_util.tree_leaves_with_path(per_loss_grads), param_leaves,
+      strict=True,
+  ):
+    if tuple(jnp.shape(g)[1:]) != tuple(jnp.shape(p)):
+      raise ValueError(
+          f'per-loss gradient {jax.tree_util.keystr(path)} has shape '
+          f'{jnp.shape(g)}; expected (H, *{jnp.shape(p)}) for the parameter '
+          'of that name: gradient_blend takes per-loss gradients with a '
+          'leading loss axis (jax.jacrev of the [H] losses, or '
+          'gblend_jax.gradient_blend_grads).'
+      )

@@ -26,6 +26,7 @@ from gblend_jax import data
 from gblend_jax import losses
 from gblend_jax import plots
 from gblend_jax.blending import blend
+from gblend_jax.blending import cheap_path
 from gblend_jax.blending import estimation
 from gblend_jax.training import config_checks
 from gblend_jax.training import methods
@@ -160,18 +161,20 @@ def naive_weights(heads: tuple[str, ...]) -> np.ndarray:
 def per_loss_gradient_rule(model, heads):
   """The `steps.UpdateRule` of gradient-space G-Blend.
 
-  ``estimate`` (static) picks one of two compiled steps. With ``estimate``
-  None or True the per-loss gradients ``v_k`` come from one forward pass and
-  H vector-Jacobian products (``jax.jacrev`` of the ``[H]`` loss vector),
-  and the gradient of the fused loss on ``args['holdout_batch']`` estimates
-  ``∇L*`` (Proposition 1); `gblend_jax.gradient_blend` re-estimates its
-  weights from them on the steps its count says (None) or on this step
-  (True). With ``estimate=False`` the weights stay as they are, so one
-  backward pass of ``Σ_k w_k L_k`` gives the same update: its gradient ``g``
-  goes to `gradient_blend` as the per-loss gradient ``g / Σ_k w_k`` of every
-  head (whose blend is ``g``), and no held-out batch is needed. The trainer
-  runs the estimating step every ``blend.estimate_every_steps`` steps and
-  the other one in between. The optimiser must start with `gradient_blend`.
+  The gradients come from `gblend_jax.gradient_blend_grads`, the cheap path
+  users call in their own loops. ``estimate`` (static) picks one of two
+  compiled steps. With ``estimate`` None or True the per-loss gradients
+  ``v_k`` come from one forward pass and H vector-Jacobian products
+  (``jax.jacrev`` of the ``[H]`` loss vector), and the gradient of the
+  fused loss on ``args['holdout_batch']`` estimates ``∇L*`` (Proposition
+  1); `gblend_jax.gradient_blend` re-estimates its weights from them on the
+  steps its count says (None) or on this step (True). With
+  ``estimate=False`` the weights stay as they are, so one backward pass of
+  ``Σ_k w_k L_k`` gives the same update: its gradient ``g`` goes to
+  `gradient_blend` as the per-loss gradient ``g / Σ_k w_k`` of every head
+  (whose blend is ``g``), and no held-out batch is needed. The trainer runs
+  the estimating step every ``blend.estimate_every_steps`` steps and the
+  other one in between. The optimiser must start with `gradient_blend`.
 
   Args:
     model: the classifier.
@@ -181,18 +184,12 @@ def per_loss_gradient_rule(model, heads):
     ``rule(loss_vector, state, args, *, estimate=None)``; the step logs the
     loss and the gradient of the weights after the update.
   """
-  num_heads = len(heads)
+  del heads  # H is the length of the loss vector.
 
-  def per_loss_grads_of(loss_vector, state, holdout_batch):
-    def with_losses(params):
-      per_head, aux = loss_vector(params)
-      return per_head, (per_head, *aux)
-
-    per_loss_grads, (per_head, out, batch_stats, metrics) = jax.jacrev(
-        with_losses, has_aux=True
-    )(state.params)
-
-    def holdout_loss(params):
+  def rule(loss_vector, state, args, *, estimate: bool | None = None):
+    def holdout_loss(params, aux):
+      _, batch_stats, _ = aux
+      holdout_batch = args['holdout_batch']
       holdout_out, _ = steps.forward(
           model, params, batch_stats, steps.model_inputs(holdout_batch),
           train=False,
@@ -201,36 +198,18 @@ def per_loss_gradient_rule(model, heads):
           holdout_out['logits'][steps.FUSED], holdout_batch['label']
       )
 
-    holdout_grads = jax.grad(holdout_loss)(state.params)
-    return per_loss_grads, holdout_grads, per_head, out, batch_stats, metrics
-
-  def weighted_grads_of(loss_vector, state):
-    weights = optax.tree.get(state.opt_state, 'weights')
-
-    def total(params):
-      per_head, aux = loss_vector(params)
-      return jnp.dot(weights, per_head), (per_head, *aux)
-
-    grads, (per_head, out, batch_stats, metrics) = jax.grad(
-        total, has_aux=True)(state.params)
-    share = jax.tree.map(
-        lambda g: jnp.broadcast_to(g / jnp.sum(weights),
-                                   (num_heads, *g.shape)), grads)
-    return share, None, per_head, out, batch_stats, metrics
-
-  def rule(loss_vector, state, args, *, estimate: bool | None = None):
-    if estimate is False:
-      per_loss, holdout_grads, per_head, out, batch_stats, metrics = (
-          weighted_grads_of(loss_vector, state))
-      extra = {}
-    else:
-      per_loss, holdout_grads, per_head, out, batch_stats, metrics = (
-          per_loss_grads_of(loss_vector, state, args['holdout_batch']))
-      extra = {} if estimate is None else {'estimate': True}
+    result = cheap_path.gradient_blend_grads(
+        loss_vector, state.params,
+        optax.tree.get(state.opt_state, 'weights'), estimate=estimate,
+        holdout_loss=None if estimate is False else holdout_loss,
+        has_aux=True,
+    )
+    per_loss, per_head = result.grads, result.losses
+    out, batch_stats, metrics = result.aux
     gradients = steps.Gradients(
         grads=per_loss, per_head=per_head, outputs=out,
         batch_stats=batch_stats, objective_metrics=metrics,
-        update_kwargs={'holdout_grads': holdout_grads, **extra},
+        update_kwargs=result.update_kwargs,
     )
 
     def report(opt_state):

@@ -47,6 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gblend_jax import _mapped
+
 __all__ = (
     'MODULATED',
     'OGMGEState',
@@ -85,11 +87,21 @@ def _as_scores(scores: Any) -> jax.Array:
         f'scores must have shape [M] with M >= 2 modalities; got shape '
         f'{scores.shape}.'
     )
+  try:
+    values = np.asarray(scores)
+  except jax.errors.TracerArrayConversionError:
+    return scores  # Traced: negative scores give NaN ratios (see _ratios).
+  if np.any(np.isfinite(values) & (values < 0)):
+    raise ValueError(
+        f'scores must be >= 0 (sums of true-class probabilities, '
+        f'ogm_scores); got {values}.'
+    )
   return scores
 
 
 def _ratios(scores: jax.Array) -> jax.Array:
-  """ρ_m = s_m / mean_{j≠m} s_j; 0/0 is 1; all NaN if a score is not finite."""
+  """ρ_m = s_m / mean_{j≠m} s_j; 0/0 is 1; all NaN if a score is not finite
+  or negative."""
   num_modalities = scores.shape[0]
   others = ~np.eye(num_modalities, dtype=bool)
   # Sum with a mask, not `total - s_m`: for M = 2 the denominator is then
@@ -101,7 +113,8 @@ def _ratios(scores: jax.Array) -> jax.Array:
   ratios = jnp.where(
       both_zero, 1.0, scores / jnp.where(both_zero, 1.0, others_mean)
   )
-  return jnp.where(jnp.all(jnp.isfinite(scores)), ratios, jnp.nan)
+  valid = jnp.all(jnp.isfinite(scores)) & jnp.all(scores >= 0)
+  return jnp.where(valid, ratios, jnp.nan)
 
 
 def _coefficients(ratios: jax.Array, alpha: Any) -> jax.Array:
@@ -119,8 +132,9 @@ def ogm_ratios(scores: jax.Array) -> jax.Array:
 
   For two modalities this is the paper's ``ρ = s_m / s_other`` (Eq. 9).
   Zero denominators give no NaN: ``s_m > 0`` against all-zero others is
-  ``inf``, ``0 / 0`` is 1 (equal scores). If any score is not finite, every
-  ratio is NaN (and `ogm_coefficients` are all 1). Jit-compatible.
+  ``inf``, ``0 / 0`` is 1 (equal scores). If any score is not finite or
+  negative, every ratio is NaN (and `ogm_coefficients` are all 1);
+  concrete negative scores raise. Jit-compatible.
 
   Args:
     scores: [M] per-modality scores (`ogm_scores`), M >= 2.
@@ -129,7 +143,8 @@ def ogm_ratios(scores: jax.Array) -> jax.Array:
     float32 [M] ratios.
 
   Raises:
-    ValueError: if ``scores`` is not [M] with M >= 2.
+    ValueError: if ``scores`` is not [M] with M >= 2, or is concrete and
+      has a negative entry.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -323,13 +338,30 @@ def ogm_ge(
   weight decay inside ``step()``, after the modulation). Its window counts
   optimiser steps; the official window is in epochs, inclusive at both ends
   (``modulation_starts=0``, ``modulation_ends=50``), i.e. ``window=(start *
-  steps_per_epoch, (end + 1) * steps_per_epoch)``. Inside a user's
-  ``jax.pmap`` pass ``axis_name``: the per-device scores are summed over it,
-  so every device gets the global coefficients; reduce the gradients
-  (``pmean``) before this transform so that the replicas, which share the
-  noise key, stay identical. Under ``jax.jit`` with sharded arrays no
-  ``axis_name`` is needed. Under ``optax.inject_hyperparams`` only
-  ``alpha`` may be injected: name every other argument in ``static_args``.
+  steps_per_epoch, (end + 1) * steps_per_epoch)``. With
+  `gradient_blend` in the same chain, put ``ogm_ge`` after it (it needs
+  params-shaped gradients; placed before, it raises).
+
+  Multiple devices. Inside a user's ``jax.pmap`` pass ``axis_name``: the
+  per-device scores are summed over it, so every device gets the global
+  coefficients; reduce the gradients (``pmean``) before this transform so
+  that the replicas, which share the noise key, stay identical. Inside
+  ``jax.shard_map`` also pass ``axis_name`` (the scores of the local batch
+  are summed over it), but do not pmean the gradients: autodiff already
+  sums the gradients of replicated parameters over the mesh axis, so take
+  the gradient of the global mean loss (``jax.lax.pmean`` of the per-device
+  mean loss). Without ``axis_name`` in either, per-device scores would give
+  per-device coefficients and the replicas would diverge: that raises.
+  Under ``jax.jit`` with sharded arrays no ``axis_name`` is needed.
+
+  Under ``optax.MultiSteps(chain(ogm_ge(...), opt), k)`` the inner update
+  runs only on the emitting micro-step, on the averaged gradients, with
+  that micro-step's ``scores`` alone: sum the scores over the k micro-steps
+  yourself, or put ``ogm_ge`` outside (``chain(ogm_ge(...),
+  MultiSteps(opt, k))``: each micro-step's gradients modulated with its own
+  scores; the window then counts micro-steps). Under
+  ``optax.inject_hyperparams`` only ``alpha`` may be injected: name every
+  other argument in ``static_args``.
 
   Args:
     alpha: the modulation strength α >= 0 (may be injected).
@@ -359,9 +391,13 @@ def ogm_ge(
   Raises:
     ValueError: at construction, for a negative ``alpha``, a bad or reversed
       ``window``, or an unknown ``modulated``; at init or trace time, if the
-      labels do not match the parameters, name an unknown modality, give
-      fewer than 2 modalities or select no leaf, or if ``scores`` is not
-      [M].
+      labels do not match the parameters (naming the missing or extra
+      keys), label no parameter, name an unknown modality, give fewer than
+      2 modalities or select no leaf, if ``scores`` is not [M] (or is
+      concrete and negative), if the gradients are not shaped like the
+      parameters (e.g. per-loss gradients: ``ogm_ge`` before
+      `gradient_blend`), or if the scores differ across a mapped axis and
+      no ``axis_name`` is given.
 
   Examples:
     >>> import jax
@@ -431,11 +467,21 @@ def ogm_ge(
       label_leaves = treedef.flatten_up_to(labels)
     except (ValueError, TypeError) as e:
       raise ValueError(
-          f'param_labels do not match the parameters\' structure: {e}'
+          'param_labels do not match the parameters\' structure: '
+          f'{_structure_mismatch(labels, tree) or _shorten(str(e))}'
       ) from e
     names = modalities
     if names is None:
       names = tuple(sorted({m for m in label_leaves if m is not None}))
+    if all(m is None for m in label_leaves):
+      top = sorted(map(str, tree)) if isinstance(tree, Mapping) else None
+      raise ValueError(
+          'param_labels label no parameter with a modality (every label '
+          'is None). label_encoders(modalities) labels the parameters under '
+          "a top-level key 'encoder_<m>' (after an optional 'params'); the "
+          f'top-level keys here are {top}. Name the encoders so, or pass '
+          'a labels pytree or function.'
+      )
     if len(names) < 2:
       raise ValueError(
           f'ogm_ge needs at least 2 labelled modalities; got {names}.'
@@ -451,15 +497,21 @@ def ogm_ge(
       chosen = label is not None and bool(select(path, leaf))
       plan.append(index[label] if chosen else None)
     if all(i is None for i in plan):
+      hint = (" (MLP encoders have no 4-D conv kernels; use 'matrices')"
+              if modulated == 'conv_kernels' else '')
       raise ValueError(
-          f'modulated={modulated!r} selects no labelled parameter: nothing '
-          'would be modulated (MLP encoders have no 4-D conv kernels; use '
-          "'matrices')."
+          f'modulated={modulated!r} selects no labelled '
+          f'parameters: nothing would be modulated{hint}.'
       )
     return plan, treedef, names
 
+  # Leaf shapes seen at init, per tree structure (static, trace time): the
+  # gradients must have them.
+  init_shapes = {}
+
   def init_fn(params):
-    _, _, names = resolve(params)
+    _, treedef, names = resolve(params)
+    init_shapes[treedef] = [jnp.shape(x) for x in jax.tree.leaves(params)]
     ones = jnp.ones((len(names),), jnp.float32)
     return OGMGEState(
         count=jnp.zeros([], jnp.int32),
@@ -495,16 +547,27 @@ def ogm_ge(
     return out
 
   def update_fn(grads, state, params=None, *, scores, **extra_args):
-    del params, extra_args
+    del extra_args
     plan, treedef, names = resolve(grads)
+    _check_params_shaped(grads, params, init_shapes.get(treedef))
+    del params
     scores = jnp.asarray(scores, jnp.float32)
     if scores.shape != (len(names),):
       raise ValueError(
           f'scores has shape {scores.shape}; expected ({len(names)},) for '
           f'modalities {names}.'
       )
+    _as_scores(scores)  # Concrete negative scores raise.
     if axis_name is not None:
       scores = jax.lax.psum(scores, axis_name)
+    elif _mapped.unreduced_axes(scores):
+      axes = _mapped.unreduced_axes(scores)
+      raise ValueError(
+          f'ogm_ge runs inside the mapped axes {axes} (pmap or shard_map) '
+          'without axis_name: each device would compute coefficients from '
+          'its own scores and the replicas would diverge. Pass '
+          f'axis_name={axes[0]!r}: the scores are summed over it.'
+      )
     scores = jax.lax.stop_gradient(scores)
     ratios = _ratios(scores)
     coefficients = _coefficients(ratios, alpha)
@@ -533,3 +596,49 @@ def ogm_ge(
     return jax.tree.unflatten(treedef, leaves), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+  return text if len(text) <= limit else text[:limit] + ' ...'
+
+
+def _structure_mismatch(labels: Any, tree: Any, path: str = '') -> str:
+  """The first missing or extra keys of ``labels`` against ``tree``, or ''."""
+  if not isinstance(labels, Mapping) or not isinstance(tree, Mapping):
+    return ''
+  missing = sorted(map(str, set(tree) - set(labels)))
+  extra = sorted(map(str, set(labels) - set(tree)))
+  if missing or extra:
+    parts = []
+    if missing:
+      parts.append(f'no label for {[path + k for k in missing]}')
+    if extra:
+      parts.append(f'labels for unknown keys {[path + k for k in extra]}')
+    return '; '.join(parts) + (
+        ' (a label may be None, and one label can cover a whole subtree).')
+  for key in labels:
+    found = _structure_mismatch(labels[key], tree[key], f'{path}{key}/')
+    if found:
+      return found
+  return ''
+
+
+def _check_params_shaped(grads, params, init_shapes):
+  """Raises if the gradients are not shaped like the parameters."""
+  leaves = jax.tree_util.tree_leaves_with_path(grads)
+  if params is not None and (
+      jax.tree.structure(params) == jax.tree.structure(grads)):
+    expected = [jnp.shape(p) for p in jax.tree.leaves(params)]
+  elif init_shapes is not None and len(init_shapes) == len(leaves):
+    expected = init_shapes
+  else:
+    return
+  for (path, g), shape in zip(leaves, expected, strict=True):
+    if tuple(jnp.shape(g)) != tuple(shape):
+      raise ValueError(
+          f'ogm_ge got the gradient {jax.tree_util.keystr(path)} of shape '
+          f'{jnp.shape(g)} for a parameter of shape {tuple(shape)}. A '
+          'leading loss axis means per-loss gradients: put ogm_ge after '
+          'gradient_blend in the chain (chain(gradient_blend(w), '
+          'ogm_ge(...), opt)).'
+      )

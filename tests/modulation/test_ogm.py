@@ -460,3 +460,39 @@ def test_pmap_with_axis_name_on_8_cpu_devices():
   result = train_utils.run_on_cpu_devices(PMAP_SCRIPT, 8)
   assert result.returncode == 0, result.stdout + result.stderr
   assert 'pmap: ok' in result.stdout
+
+
+def test_misuse_messages():
+  params = {'encoder_a': {'kernel': jnp.ones((3, 2))},
+            'encoder_b': {'kernel': jnp.ones((3, 2))},
+            'head': {'kernel': jnp.ones((4, 2))}}
+  # No parameter named encoder_<m>: say so, not the conv-kernel hint.
+  renamed = {'enc_a': params['encoder_a'], 'enc_b': params['encoder_b']}
+  tx = ogm.ogm_ge(0.8, param_labels=LABELS)
+  with pytest.raises(ValueError, match="label no parameter.*'enc_a'"):
+    tx.init(renamed)
+  # A labels dict lacking a key names it instead of a pytree dump.
+  partial = ogm.ogm_ge(0.8, param_labels={'encoder_a': 'a',
+                                          'encoder_b': 'b'})
+  with pytest.raises(ValueError, match=r"no label for \['head'\]"):
+    partial.init(params)
+  # Per-loss gradients (ogm_ge before gradient_blend) are refused.
+  state = tx.init(params)
+  per_loss = jax.tree.map(lambda p: jnp.stack([p] * 3), params)
+  with pytest.raises(ValueError, match='put ogm_ge after gradient_blend'):
+    tx.update(per_loss, state, params, scores=jnp.array([1.0, 2.0]))
+  with pytest.raises(ValueError, match='scores must be >= 0'):
+    tx.update(params, state, params, scores=jnp.array([-1.0, 2.0]))
+  # Traced negative scores cannot raise: no modulation (NaN ratios).
+  _, state = jax.jit(tx.update)(params, state, params,
+                                scores=jnp.array([-1.0, 2.0]))
+  assert np.isnan(optax.tree.get(state, 'ratios')).all()
+  np.testing.assert_array_equal(optax.tree.get(state, 'coefficients'), 1.0)
+
+
+@pytest.mark.slow
+def test_missing_axis_name_raises_under_pmap_and_shard_map():
+  script = os.path.join(os.path.dirname(__file__), 'mapped_misuse_checks.py')
+  result = train_utils.run_on_cpu_devices(script, 8)
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert 'ok' in result.stdout
