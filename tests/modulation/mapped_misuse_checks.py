@@ -38,7 +38,7 @@ def check_pmap():
   scores = jnp.asarray(np.random.default_rng(0).uniform(size=(N, 2)))
   for axis_name, ok in ((None, False), ('d', True)):
     tx = ogm.ogm_ge(0.8, param_labels=LABELS, noise=False,
-                    axis_name=axis_name)
+                    modulated='matrices', axis_name=axis_name)
     state = tx.init(GRADS)
 
     def step(s, tx=tx, state=state):
@@ -78,7 +78,7 @@ def check_shard_map():
   # 'cond branches must have equal output types'); with it, they are summed.
   for axis_name in (None, 'd'):
     tx = ogm.ogm_ge(0.8, param_labels={'w': 'a', 'v': 'b'}, noise=False,
-                    axis_name=axis_name)
+                    modulated='matrices', axis_name=axis_name)
     params = {'w': w, 'v': w}
     state = tx.init(params)
 

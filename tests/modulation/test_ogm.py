@@ -468,11 +468,11 @@ def test_misuse_messages():
             'head': {'kernel': jnp.ones((4, 2))}}
   # No parameter named encoder_<m>: say so, not the conv-kernel hint.
   renamed = {'enc_a': params['encoder_a'], 'enc_b': params['encoder_b']}
-  tx = ogm.ogm_ge(0.8, param_labels=LABELS)
+  tx = ogm_ge_mlp(0.8, param_labels=LABELS)
   with pytest.raises(ValueError, match="label no parameter.*'enc_a'"):
     tx.init(renamed)
   # A labels dict lacking a key names it instead of a pytree dump.
-  partial = ogm.ogm_ge(0.8, param_labels={'encoder_a': 'a',
+  partial = ogm_ge_mlp(0.8, param_labels={'encoder_a': 'a',
                                           'encoder_b': 'b'})
   with pytest.raises(ValueError, match=r"no label for \['head'\]"):
     partial.init(params)
