@@ -41,7 +41,7 @@ def blend_weights_with_status(
     overfits: jax.Array,
     *,
     eps: float = 1e-6,
-    overfit_rule: str = 'clip',
+    overfit_rule: str = 'square',
     overfit_floor: float = 0.0,
     overfit_floor_relative: float = 0.0,
     min_fused_weight: float = 0.0,
@@ -54,12 +54,13 @@ def blend_weights_with_status(
   denominator ``D_i`` stands for the paper's ``O_i²`` and depends on
   ``overfit_rule``:
 
-  * ``'clip'`` (the old rule of this library, not the paper's):
+  * ``'clip'`` (the old rule of this library, withdrawn, not the paper's):
     ``D_i = max(O_i, eps)²``. A head with ``O_i <= 0`` (its train/held-out
     gap shrank) gets ``G_i / eps²`` and takes practically all the weight,
     and ``D_i`` jumps at ``O_i = 0`` (from ``eps²`` to ``O_i²`` as ``O_i``
     crosses ``eps``);
-  * ``'square'`` (the paper's ``O_i²`` of the signed ``ΔO``, floored):
+  * ``'square'`` (the default; the paper's ``O_i²`` of the signed ``ΔO``,
+    floored):
     ``D_i = max(O_i², overfit_floor, overfit_floor_relative · max_j O_j²,
     eps²)``, the max over the valid heads ``j`` (below). A negative
     ``O_i`` is treated as the positive one of the same size. ``D_i`` is
@@ -91,7 +92,7 @@ def blend_weights_with_status(
     overfits: [H] overfitting deltas ``O_i = ΔO``.
     eps: ``'clip'``: lower clip of ``O_i``; ``'square'``: ``eps²`` is the
       last-resort floor of ``D_i``.
-    overfit_rule: ``'clip'`` or ``'square'`` (see above).
+    overfit_rule: ``'square'`` (default) or ``'clip'`` (see above).
     overfit_floor: ``'square'``: absolute floor of ``D_i`` (units of ``O²``).
     overfit_floor_relative: ``'square'``: floor of ``D_i`` as a fraction
       ``ρ`` of the largest ``O_j²`` among the valid heads.
@@ -119,6 +120,9 @@ def blend_weights_with_status(
         f'min_fused_weight={min_fused_weight} must be in [0, 1].')
   gains = jnp.asarray(gains, jnp.float32)
   overfits = jnp.asarray(overfits, jnp.float32)
+  if gains.ndim != 1 or gains.shape != overfits.shape:
+    raise ValueError('Expected two arrays of shape [H]; got shapes '
+                     f'{gains.shape} and {overfits.shape}.')
   finite = jnp.isfinite(overfits)
   if overfit_rule == 'clip':
     denominator = jnp.square(jnp.maximum(overfits, eps))
@@ -154,7 +158,7 @@ def blend_weights(
     overfits: jax.Array,
     *,
     eps: float = 1e-6,
-    overfit_rule: str = 'clip',
+    overfit_rule: str = 'square',
     overfit_floor: float = 0.0,
     overfit_floor_relative: float = 0.0,
     min_fused_weight: float = 0.0,
@@ -173,8 +177,8 @@ def blend_weights(
     overfits: [H] overfitting deltas ``O_i = ΔO``.
     eps: ``'clip'``: lower clip of ``O_i``; ``'square'``: ``eps²`` floors
       ``O_i²``.
-    overfit_rule: ``'clip'`` (``max(O_i, eps)²``) or ``'square'`` (the
-      paper's ``O_i²`` of the signed ``O_i``, with floors).
+    overfit_rule: ``'square'`` (default: the paper's ``O_i²`` of the signed
+      ``O_i``, with floors) or ``'clip'`` (``max(O_i, eps)²``, withdrawn).
     overfit_floor: ``'square'``: absolute floor of ``O_i²``.
     overfit_floor_relative: ``'square'``: floor of ``O_i²`` as a fraction of
       the largest ``O_j²`` among the valid heads.
@@ -193,18 +197,18 @@ def blend_weights(
     >>> print(w.round(3))  # [20, 0.4, 0] / 20.4; the third head got worse.
     [0.98 0.02 0.  ]
 
-    A head whose overfitting shrank (``O < 0``): the clip hands it
-    ``G / eps²``; the paper's ``O²`` of the signed ``O`` does not.
+    A head whose overfitting shrank (``O < 0``): the paper's ``O²`` of the
+    signed ``O`` (the default) weighs it as ``|O|``; the withdrawn clip
+    hands it ``G / eps²``, i.e. everything.
 
     >>> gains = jnp.array([0.2, 0.1, 0.3])
     >>> overfits = jnp.array([0.2, -0.1, 0.2])
-    >>> print(blend_weights(gains, overfits).round(3))
-    [0. 1. 0.]
-    >>> w = blend_weights(gains, overfits, overfit_rule='square')
+    >>> w = blend_weights(gains, overfits)
     >>> [round(float(x), 3) for x in w]  # [5, 10, 7.5] / 22.5
     [0.222, 0.444, 0.333]
-    >>> w = blend_weights(gains, overfits, overfit_rule='square',
-    ...                   min_fused_weight=0.5)
+    >>> print(blend_weights(gains, overfits, overfit_rule='clip').round(3))
+    [0. 1. 0.]
+    >>> w = blend_weights(gains, overfits, min_fused_weight=0.5)
     >>> [round(float(x), 3) for x in w]  # The others share 0.5 as 2 : 1.
     [0.167, 0.333, 0.5]
   """

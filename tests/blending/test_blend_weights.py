@@ -38,14 +38,16 @@ def test_non_positive_gain_gets_zero_weight_never_a_sign_flip(bad_gain):
 def test_non_positive_overfit_is_clipped_at_eps(overfit):
   eps = 1e-3
   weights = blend.blend_weights(
-      jnp.array([0.2, 0.1]), jnp.array([0.1, overfit]), eps=eps
+      jnp.array([0.2, 0.1]), jnp.array([0.1, overfit]), eps=eps,
+      overfit_rule='clip',
   )
   raw = np.array([0.2 / 0.1**2, 0.1 / eps**2])
   np.testing.assert_allclose(weights, raw / raw.sum(), rtol=1e-5)
 
 
 def test_default_eps_gives_a_finite_dominant_weight():
-  weights = blend.blend_weights(jnp.array([0.2, 0.1]), jnp.array([0.1, 0.0]))
+  weights = blend.blend_weights(jnp.array([0.2, 0.1]), jnp.array([0.1, 0.0]),
+                                overfit_rule='clip')
   raw = np.array([0.2 / 0.1**2, 0.1 / 1e-6**2])
   np.testing.assert_allclose(weights, raw / raw.sum(), rtol=1e-5)
   assert np.all(np.isfinite(weights))
@@ -140,7 +142,8 @@ def test_doctests(module):
   assert result.failed == 0
 
 
-# ---- The rule for ΔO near and below 0 (SPEC §1): 'clip' vs 'square'.
+# ---- The rule for ΔO near and below 0 (SPEC §1): 'square' (the default)
+# vs the withdrawn 'clip'.
 
 # A history with ΔO < 0 on the second head (the issue's measurement): losses
 # (train, held-out) of each head before and after training it alone.
@@ -164,13 +167,11 @@ def _issue_history():
 def test_issue_history_clip_gives_one_hot_paper_rule_does_not():
   gains, overfits = _issue_history()
   np.testing.assert_allclose(
-      blend.blend_weights(gains, overfits), [0.0, 1.0, 0.0], atol=1e-6)
-  np.testing.assert_allclose(
       blend.blend_weights(gains, overfits, overfit_rule='clip'),
       [0.0, 1.0, 0.0], atol=1e-6)
-  np.testing.assert_allclose(
-      blend.blend_weights(gains, overfits, overfit_rule='square'),
-      [0.249, 0.332, 0.419], atol=2e-4)
+  for weights in (blend.blend_weights(gains, overfits),  # the default
+                  blend.blend_weights(gains, overfits, overfit_rule='square')):
+    np.testing.assert_allclose(weights, [0.249, 0.332, 0.419], atol=2e-4)
 
 
 def test_square_hand_example():
@@ -240,8 +241,10 @@ def test_floored_square_is_continuous_across_zero(floors):
 def test_clip_jumps_near_zero():
   # The old rule: a move of ΔO from 0.05 to 0 hands the head everything.
   gains = jnp.array([0.2, 0.1, 0.3])
-  near = blend.blend_weights(gains, jnp.array([0.2, 0.05, 0.3]))
-  at = blend.blend_weights(gains, jnp.array([0.2, 0.0, 0.3]))
+  near = blend.blend_weights(gains, jnp.array([0.2, 0.05, 0.3]),
+                             overfit_rule='clip')
+  at = blend.blend_weights(gains, jnp.array([0.2, 0.0, 0.3]),
+                           overfit_rule='clip')
   assert near[1] < 0.9  # 40 / (5 + 40 + 3.33)
   assert at[1] > 1 - 1e-6
 
@@ -272,7 +275,8 @@ def test_min_fused_weight_hand_example():
 def test_min_fused_weight_lifts_a_dropped_fused_head():
   # The clip's one-hot [0, 1, 0] becomes [0, 0.9, 0.1].
   gains, overfits = _issue_history()
-  weights = blend.blend_weights(gains, overfits, min_fused_weight=0.1)
+  weights = blend.blend_weights(gains, overfits, overfit_rule='clip',
+                                min_fused_weight=0.1)
   np.testing.assert_allclose(weights, [0.0, 0.9, 0.1], atol=1e-6)
 
 
@@ -343,7 +347,9 @@ def test_estimation_passes_the_rule_through():
         None, num_heads=3, train_head=lambda state, head: head,
         measure=measure, previous_weights=np.full(3, 1 / 3), **rule).weights
 
-  np.testing.assert_allclose(run(), [0.0, 1.0, 0.0], atol=1e-6)
+  np.testing.assert_allclose(run(overfit_rule='clip'), [0.0, 1.0, 0.0],
+                             atol=1e-6)
+  np.testing.assert_allclose(run(), [0.249, 0.332, 0.419], atol=2e-4)
   np.testing.assert_allclose(run(overfit_rule='square'),
                              [0.249, 0.332, 0.419], atol=2e-4)
   np.testing.assert_allclose(
@@ -357,6 +363,11 @@ def test_config_block_has_the_rule_and_checks_it():
               'min_fused_weight'):
     assert key in block
   assert block.overfit_rule in method.OVERFIT_RULES
+  # The trainer's default (experiments/results/gblend_mfeat.md): the paper's
+  # ΔO², floored at 0.1 of the largest, and the fused head at least 0.1.
+  assert (block.overfit_rule, block.overfit_floor,
+          block.overfit_floor_relative, block.min_fused_weight) == (
+              'square', 0.0, 0.1, 0.1)
   config = ml_collections.ConfigDict({'blend': block})
   method.Blending.check_config(config)
   for key, value in (('overfit_rule', 'abs'), ('overfit_floor', -1.0),
