@@ -81,10 +81,10 @@ def default_blend_config() -> ml_collections.ConfigDict:
       'measure': 'loss',
       'train_subset_size': 0,
       'eps': 1e-6,
-      'overfit_rule': 'clip',
+      'overfit_rule': 'square',
       'overfit_floor': 0.0,
-      'overfit_floor_relative': 0.0,
-      'min_fused_weight': 0.0,
+      'overfit_floor_relative': 0.1,
+      'min_fused_weight': 0.1,
       'estimate_every_steps': 10,
       'decay': 0.9,
   })
