@@ -63,8 +63,6 @@ INVESTIGATION = (
      'paper; fused weight at least 0.1'),
     ('online floor 0.1', 'method=online,rule=square,floor_rel=0.1,min_fused=0',
      'ΔO² floored at 0.1 · max_j ΔO_j²'),
-    ('offline clip', f'method=offline,{CLIP}', 'old rule: max(ΔO, ε)²'),
-    ('offline square', f'method=offline,{SQUARE}', "paper's ΔO², floor ε²"),
 )
 
 INTRO = """\
@@ -99,6 +97,31 @@ to memorise (240 pixels for 200 training examples). There, naive fusion
 falls below the first view alone, as audio+RGB fell below RGB on Kinetics.
 
 """
+
+
+# The file this script wrote on 2026-11-24 (seeds 0-4, the same command),
+# kept verbatim: its tables are the 'before' section.
+BEFORE_FILE = os.path.join(os.path.dirname(__file__), 'results',
+                           'gblend_mfeat_before.md')
+BEFORE_INTRO = """\
+## Before: the old rule (2026-11-24)
+
+The same command on 2026-11-24 (`{path}`, kept verbatim), with Algorithm
+1's old rule `w ∝ G / max(ΔO, ε)²`, ε = 1e-6 (`blend.overfit_rule='clip'`)
+and no least weight of the fused head. Only the offline and online rows
+depend on that rule; the other rows are the same runs as above (the same
+seeds give the same numbers).
+
+"""
+
+
+def _before() -> str:
+  """The tables of `BEFORE_FILE`, headed 'Before, ...', with its footer."""
+  with open(BEFORE_FILE) as f:
+    text = f.read()
+  tables = text[text.index('### '):]
+  return (BEFORE_INTRO.format(path='experiments/results/gblend_mfeat_before.md')
+          + tables.replace('### ', '### Before, '))
 
 
 def _select_run(row: str, seed: int, workdir: str) -> dict:
@@ -170,7 +193,7 @@ def main(argv: list[str]) -> None:
   text = runs.write_report(
       _OUTPUT.value,
       INTRO.format(seeds=_SEEDS.value) + '\n'.join(sections) + '\n'
-      + investigation,
+      + investigation + '\n' + _before(),
       'experiments.gblend_grid', sys.argv[1:],
   )
   print(text)
