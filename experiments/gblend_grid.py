@@ -53,6 +53,7 @@ SETTINGS = (
 # not change with the default.
 CLIP = 'rule=clip,floor_rel=0,min_fused=0'
 SQUARE = 'rule=square,floor_rel=0,min_fused=0'
+DEFAULT = 'rule=square,floor_rel=0.1,min_fused=0.1'
 INVESTIGATION = (
     ('kar/fac alone', 'method=single_a', 'the best single view'),
     ('naive', 'method=naive', 'late fusion'),
@@ -63,6 +64,15 @@ INVESTIGATION = (
      'paper; fused weight at least 0.1'),
     ('online floor 0.1', 'method=online,rule=square,floor_rel=0.1,min_fused=0',
      'ΔO² floored at 0.1 · max_j ΔO_j²'),
+    ('online floor 0.1, fused ≥ 0.1 (default)', f'method=online,{DEFAULT}',
+     'both guards: the new default'),
+    ('online default, super-epoch 10', f'method=online,{DEFAULT},estimate=10',
+     'n = 10 epochs instead of 5'),
+    ('online floor 0.1, accuracy',
+     'method=online,rule=square,floor_rel=0.1,min_fused=0,measure=accuracy',
+     'G and ΔO in accuracy'),
+    ('offline clip', f'method=offline,{CLIP}', 'old rule: max(ΔO, ε)²'),
+    ('offline square', f'method=offline,{SQUARE}', "paper's ΔO², floor ε²"),
 )
 
 INTRO = """\
@@ -95,6 +105,65 @@ is, with probability 0.7, taken from a random example of the same split
 alike), so it still carries the label for 30% of the examples but is easy
 to memorise (240 pixels for 200 training examples). There, naive fusion
 falls below the first view alone, as audio+RGB fell below RGB on Kinetics.
+
+"""
+
+
+EXPLANATION = """\
+## The weight rule, and why no G-Blend mode reaches the best single view
+
+**The rule now** (`default_blend_config`, offline and online rows):
+`w ∝ G / max(ΔO², 0.1 · max_j ΔO_j²)` (the paper's `O²` of the signed
+`ΔO`, floored at a tenth of the largest `ΔO²` among the heads with `G > 0`;
+`blend.overfit_rule='square'`, `overfit_floor_relative=0.1`), `G ≤ 0` gives
+0, then the fused head gets at least 0.1 (`blend.min_fused_weight`). It was
+chosen on held-out accuracy over selection seeds 10-12 (the investigation
+below), never on the test split; the grid above uses seeds 0-4.
+
+**What the evidence says.** On held-out data every rule variant is within
+one standard deviation of every other (kar+pix 83.3-84.4, fac+pix
+92.4-92.9); none approaches the best single view (89.8 and 94.2). The
+default ties for best on both settings (84.44 and 92.89, the same as the
+paper's rule with the fused head at least 0.1); the clip is not better
+(84.44, 92.44) and is withdrawn on principle (SPEC §1: it hands a head with
+`ΔO ≤ 0` everything and jumps at 0). Measuring accuracy instead of loss is
+worse and erratic (kar+pix 82.67 ± 5.89): once training accuracy is 100%,
+`ΔO = −ΔG` exactly, so `G / ΔO² = 1 / G` favours the head that gained
+*least*. A super-epoch of 10 epochs instead of 5 is no better. Offline
+weights are the same under the clip and the paper's rule (at the initial
+model every `ΔO > 0`).
+
+**Why the fused head falls short** (online, kar+pix, seed 10 of the
+selection, old rule; the same pattern on every seed and rule): the first
+estimates keep the fused head ([0.322, 0, 0.678] at epoch 5); with the clip
+a fused `ΔO = −0.049` at epoch 10 hands it everything ([0, 0, 1]), which the
+paper's rule turns into [0.636, 0, 0.364]. But from epoch 15 on, training
+the fused model alone raises its held-out loss (`G_fused` from −0.006 to
+−0.22 for the rest of the run): its weight is 0 by the `G ≤ 0` rule, not by
+the clip, under every rule tried; pix always has `G < 0` (`ΔO ≈ 0.5`). By
+then the fused head has memorised the training set through pix (training
+loss 0.0006). The kar head of the *same* network, on the encoder G-Blend
+trained, is at the single view's level: 89.3% held-out on that seed (90.0%
+with the new default; kar alone 90.7%), and 90.7% test on average over the
+grid's online runs above (kar alone: 89.4%), while the fused head that
+predicts stays at 86%. The encoders are
+fine; the predicting head has already fitted the memorised pix features,
+and G-Blend's weights cannot slow that down here: under Adam (this config)
+a loss weight only rescales a parameter's gradient, which Adam normalises
+away, so the fused head's own parameters (and the pix encoder, whose only
+other loss has weight 0) learn at the same speed whatever the fused weight
+(0.1 or 1). The weights only rebalance the kar encoder between the kar and
+fused losses. The least fused weight keeps that head adapting to the moving
+kar encoder (online 86.2 test vs 85.0 before), but cannot undo the pix
+memorisation. The paper trained with SGD, where a small weight does slow a
+head.
+
+**A caveat of the relative floor.** Its reference is the largest `ΔO²` of a
+head with `G > 0`, however small its `G`: at the initial model of kar+pix
+the pix head (`G = 0.04`, `ΔO = 1.39`) sets the floor, which raises kar's
+denominator (`ΔO = 0.28`) and moves the offline weights from [0.89, 0.00,
+0.11] to about [0.77, 0.00, 0.23]; offline accuracy is unchanged (82.5 vs
+82.7 test).
 
 """
 
@@ -193,7 +262,7 @@ def main(argv: list[str]) -> None:
   text = runs.write_report(
       _OUTPUT.value,
       INTRO.format(seeds=_SEEDS.value) + '\n'.join(sections) + '\n'
-      + investigation + '\n' + _before(),
+      + EXPLANATION + investigation + '\n' + _before(),
       'experiments.gblend_grid', sys.argv[1:],
   )
   print(text)
