@@ -25,6 +25,15 @@ Arguments (comma-separated):
                  informative, easy-to-memorise modality built from real data
                  (`gblend_jax.data.mismatch_modalities`).
   runlocal       a few steps, for a quick check.
+
+Algorithm 1's weight rule (offline / online; empty: the config default of
+`gblend_jax.blending.method.default_blend_config`), as in the investigation
+of experiments/results/gblend_mfeat.md:
+  rule=clip|square   blend.overfit_rule.
+  floor_rel=R        blend.overfit_floor_relative.
+  min_fused=M        blend.min_fused_weight.
+  measure=loss|accuracy  blend.measure.
+  estimate=E         blend.estimate_epochs (offline: N, online: n).
 """
 
 import ml_collections
@@ -38,7 +47,9 @@ METHODS = ('single_a', 'single_b', 'naive', 'offline', 'online', 'gradient',
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, views='kar+pix', method='naive',
-                          per_class='20', mismatch='0', runlocal=False)
+                          per_class='20', mismatch='0', rule='',
+                          floor_rel='', min_fused='', measure='',
+                          estimate='', runlocal=False)
   config, method = mfeat_fusion.two_view_config(args, METHODS)
   config.data.batch_size = 32
 
@@ -66,6 +77,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.blend.estimate_epochs = 10.0 if method == 'offline' else 5.0
   config.blend.warmup_epochs = 5.0
   config.blend.decay = 0.9
+  if args['rule']:
+    config.blend.overfit_rule = args['rule']
+  if args['floor_rel']:
+    config.blend.overfit_floor_relative = float(args['floor_rel'])
+  if args['min_fused']:
+    config.blend.min_fused_weight = float(args['min_fused'])
+  if args['measure']:
+    config.blend.measure = args['measure']
+  if args['estimate']:
+    config.blend.estimate_epochs = float(args['estimate'])
 
   if args['runlocal']:
     config.num_train_steps = 5

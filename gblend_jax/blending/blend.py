@@ -44,20 +44,47 @@ def blend_weights_with_status(
     overfits: jax.Array,
     *,
     eps: float = 1e-6,
+    overfit_rule: str = 'square',
+    overfit_floor: float = 0.0,
+    overfit_floor_relative: float = 0.0,
+    min_fused_weight: float = 0.0,
+    fused_index: int = -1,
     fallback: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """Algorithm 1's blend weights, and whether the fallback was used.
 
-  ``w_i = G_i / max(O_i, eps)²``, normalised so that ``Σ_i w_i = 1``, with:
+  ``w_i ∝ G_i / D_i``, normalised so that ``Σ_i w_i = 1``, where the
+  denominator ``D_i`` stands for the paper's ``O_i²`` and depends on
+  ``overfit_rule``:
+
+  * ``'clip'`` (the old rule of this library, withdrawn, not the paper's):
+    ``D_i = max(O_i, eps)²``. A head with ``O_i <= 0`` (its train/held-out
+    gap shrank) gets ``G_i / eps²`` and takes practically all the weight,
+    and ``D_i`` jumps at ``O_i = 0`` (from ``eps²`` to ``O_i²`` as ``O_i``
+    crosses ``eps``);
+  * ``'square'`` (the default; the paper's ``O_i²`` of the signed ``ΔO``,
+    floored):
+    ``D_i = max(O_i², overfit_floor, overfit_floor_relative · max_j O_j²,
+    eps²)``, the max over the valid heads ``j`` (below). A negative
+    ``O_i`` is treated as the positive one of the same size. ``D_i`` is
+    continuous in every ``O``, also across ``O_i = 0``; the relative floor
+    caps any head's ratio at ``1 / overfit_floor_relative`` times what it
+    would get with the largest measured overfitting. With both floors 0 the
+    rule is the paper's ``G / O²`` (``eps²`` only avoids a division by
+    zero).
+
+  Then, for either rule:
 
   * ``G_i <= 0`` (the held-out loss did not improve), or a non-finite ``G_i``
     or ``O_i``: ``w_i = 0``. The gain is never wrapped in ``abs()``, so a head
     that got worse never gets a positive weight;
-  * ``O_i`` clipped below at ``eps``: ``O_i <= 0`` means no overfitting was
-    measured (the gap between held-out and training loss shrank), which gives
-    a large weight ``G_i / eps²``, capped by the clip;
-  * if no head is valid, ``fallback`` (default uniform ``1/H``) is returned and
-    ``used_fallback`` is True, so the caller can say so in its log.
+  * ``min_fused_weight = m > 0``: if the fused head (``fused_index``, the
+    head used for prediction) got less than ``m`` it gets ``m`` and the other
+    heads share ``1 - m`` in their proportions, so the predicting head keeps
+    training. If only the fused head is valid it keeps weight 1;
+  * if no head is valid, ``fallback`` (default uniform ``1/H``) is returned
+    as given and ``used_fallback`` is True, so the caller can say so in its
+    log.
 
   The normalisation is done in log space: finite weights summing to 1 even for
   huge ratios. Jit-compatible (no Python branching on values).
@@ -66,24 +93,67 @@ def blend_weights_with_status(
     gains: [H] generalisation gains ``G_i = ΔG`` (one per head: each
       modality's head, then the fused head).
     overfits: [H] overfitting deltas ``O_i = ΔO``.
-    eps: lower clip of ``O_i``.
+    eps: ``'clip'``: lower clip of ``O_i``; ``'square'``: ``eps²`` is the
+      last-resort floor of ``D_i``.
+    overfit_rule: ``'square'`` (default) or ``'clip'`` (see above).
+    overfit_floor: ``'square'``: absolute floor of ``D_i`` (units of ``O²``).
+    overfit_floor_relative: ``'square'``: floor of ``D_i`` as a fraction
+      ``ρ`` of the largest ``O_j²`` among the valid heads.
+    min_fused_weight: least weight of the fused head, in ``[0, 1]``.
+    fused_index: position of the fused head among the H heads.
     fallback: [H] weights returned when no head is valid; None is uniform.
 
   Returns:
     ``(weights, used_fallback)``: float32 [H] and a boolean scalar array.
 
   Raises:
-    ValueError: if the shapes are not both [H] (or fallback is not [H]).
+    ValueError: if the shapes are not both [H] (or fallback is not [H]), for
+      an unknown ``overfit_rule``, negative floors, or ``min_fused_weight``
+      outside ``[0, 1]``.
   """
+  if overfit_rule not in ('clip', 'square'):
+    raise ValueError(f'Unknown overfit_rule={overfit_rule!r}; valid: '
+                     "['clip', 'square'].")
+  if overfit_floor < 0 or overfit_floor_relative < 0:
+    raise ValueError(
+        f'overfit_floor={overfit_floor} and overfit_floor_relative='
+        f'{overfit_floor_relative} must be non-negative.')
+  if not 0.0 <= min_fused_weight <= 1.0:
+    raise ValueError(
+        f'min_fused_weight={min_fused_weight} must be in [0, 1].')
+  gains = jnp.asarray(gains, jnp.float32)
   overfits = jnp.asarray(overfits, jnp.float32)
-  log_denominator = jnp.where(
-      jnp.isfinite(overfits),
-      2.0 * jnp.log(jnp.maximum(overfits, eps)),
-      jnp.nan,
-  )
-  return gradient_space.positive_ratio_weights(
+  if gains.ndim != 1 or gains.shape != overfits.shape:
+    raise ValueError('Expected two arrays of shape [H]; got shapes '
+                     f'{gains.shape} and {overfits.shape}.')
+  finite = jnp.isfinite(overfits)
+  if overfit_rule == 'clip':
+    denominator = jnp.square(jnp.maximum(overfits, eps))
+  else:
+    square = jnp.square(jnp.where(finite, overfits, 0.0))
+    valid = finite & jnp.isfinite(gains) & (gains > 0)
+    largest = jnp.max(jnp.where(valid, square, 0.0), initial=0.0)
+    floor = jnp.maximum(
+        jnp.maximum(overfit_floor, overfit_floor_relative * largest),
+        eps * eps,
+    )
+    denominator = jnp.maximum(square, floor)
+  log_denominator = jnp.where(finite, jnp.log(denominator), jnp.nan)
+  weights, used_fallback = gradient_space.positive_ratio_weights(
       gains, log_denominator, fallback=fallback
   )
+  if min_fused_weight > 0:
+    fused = weights[fused_index]
+    others = 1.0 - fused
+    lifted = jnp.maximum(fused, min_fused_weight)
+    # Other heads share 1 - lifted in their proportions; others == 0 means
+    # the fused head already has everything.
+    scale = jnp.where(others > 0, (1.0 - lifted) / jnp.where(
+        others > 0, others, 1.0), 1.0)
+    adjusted = (weights * scale).at[fused_index].set(
+        jnp.where(others > 0, lifted, fused))
+    weights = jnp.where(used_fallback, weights, adjusted)
+  return weights, used_fallback
 
 
 def blend_weights(
@@ -91,18 +161,32 @@ def blend_weights(
     overfits: jax.Array,
     *,
     eps: float = 1e-6,
+    overfit_rule: str = 'square',
+    overfit_floor: float = 0.0,
+    overfit_floor_relative: float = 0.0,
+    min_fused_weight: float = 0.0,
+    fused_index: int = -1,
     fallback: jax.Array | None = None,
 ) -> jax.Array:
-  """Algorithm 1's blend weights ``w_i = G_i / O_i²``, normalised to sum to 1.
+  """Algorithm 1's blend weights ``w_i ∝ G_i / O_i²``, normalised to sum to 1.
 
-  See `blend_weights_with_status` for the rules (``G_i <= 0`` or non-finite
-  input gives 0, ``O_i`` clipped at ``eps``, fallback when no head is valid)
-  and for the flag that says whether the fallback was used.
+  See `blend_weights_with_status` for the rules (how ``O_i <= 0`` is treated
+  by ``overfit_rule`` and its floors, ``G_i <= 0`` or non-finite input gives
+  0, the fused head's least weight, fallback when no head is valid) and for
+  the flag that says whether the fallback was used.
 
   Args:
     gains: [H] generalisation gains ``G_i = ΔG``.
     overfits: [H] overfitting deltas ``O_i = ΔO``.
-    eps: lower clip of ``O_i``.
+    eps: ``'clip'``: lower clip of ``O_i``; ``'square'``: ``eps²`` floors
+      ``O_i²``.
+    overfit_rule: ``'square'`` (default: the paper's ``O_i²`` of the signed
+      ``O_i``, with floors) or ``'clip'`` (``max(O_i, eps)²``, withdrawn).
+    overfit_floor: ``'square'``: absolute floor of ``O_i²``.
+    overfit_floor_relative: ``'square'``: floor of ``O_i²`` as a fraction of
+      the largest ``O_j²`` among the valid heads.
+    min_fused_weight: least weight of the fused head.
+    fused_index: position of the fused head.
     fallback: [H] weights returned when no head is valid; None is uniform.
 
   Returns:
@@ -115,9 +199,28 @@ def blend_weights(
     ...                   jnp.array([0.1, 0.5, 0.2]))
     >>> print(w.round(3))  # [20, 0.4, 0] / 20.4; the third head got worse.
     [0.98 0.02 0.  ]
+
+    A head whose overfitting shrank (``O < 0``): the paper's ``O²`` of the
+    signed ``O`` (the default) weighs it as ``|O|``; the withdrawn clip
+    hands it ``G / eps²``, i.e. everything.
+
+    >>> gains = jnp.array([0.2, 0.1, 0.3])
+    >>> overfits = jnp.array([0.2, -0.1, 0.2])
+    >>> w = blend_weights(gains, overfits)
+    >>> [round(float(x), 3) for x in w]  # [5, 10, 7.5] / 22.5
+    [0.222, 0.444, 0.333]
+    >>> print(blend_weights(gains, overfits, overfit_rule='clip').round(3))
+    [0. 1. 0.]
+    >>> w = blend_weights(gains, overfits, min_fused_weight=0.5)
+    >>> [round(float(x), 3) for x in w]  # The others share 0.5 as 2 : 1.
+    [0.167, 0.333, 0.5]
   """
   weights, _ = blend_weights_with_status(
-      gains, overfits, eps=eps, fallback=fallback
+      gains, overfits, eps=eps, overfit_rule=overfit_rule,
+      overfit_floor=overfit_floor,
+      overfit_floor_relative=overfit_floor_relative,
+      min_fused_weight=min_fused_weight, fused_index=fused_index,
+      fallback=fallback,
   )
   return weights
 

@@ -7,7 +7,9 @@ encoder(s) and its head, i.e. the parameters that its loss reaches) alone for
 n epochs, and measure the training loss ``L^T`` (on a fixed training subset)
 and the held-out loss ``L^V`` (on the held-out split, never the test split)
 before and after. Then ``G_i = ΔG``, ``O_i = ΔO`` and ``w_i = G_i / O_i²``,
-normalised (`gblend_jax.blending.blend.blend_weights_with_status`).
+normalised (`gblend_jax.blending.blend.blend_weights_with_status`; the
+``blend.overfit_*`` keys say how ``O_i <= 0`` is treated and
+``blend.min_fused_weight`` keeps the predicting head training).
 
 The trainer supplies how to train a head and how to measure, so this module
 holds only the algorithm; Algorithm 2 (offline: once, from the initial model)
@@ -65,6 +67,7 @@ def estimate_blend_weights(
     previous_weights: np.ndarray,
     higher_is_better: bool = False,
     eps: float = 1e-6,
+    **rule: Any,
 ) -> BlendEstimate:
   """Runs Algorithm 1 from `state`.
 
@@ -79,6 +82,9 @@ def estimate_blend_weights(
     previous_weights: ``[H]`` weights kept when no head generalised.
     higher_is_better: True when `measure` returns accuracies.
     eps: lower clip of ``O_i`` (see `blend.blend_weights_with_status`).
+    **rule: the weight rule's keyword arguments of
+      `blend.blend_weights_with_status` (``overfit_rule``, ``overfit_floor``,
+      ``overfit_floor_relative``, ``min_fused_weight``, ``fused_index``).
 
   Returns:
     The weights and the measurements behind them.
@@ -97,7 +103,7 @@ def estimate_blend_weights(
       higher_is_better=higher_is_better,
   )
   weights, used_fallback = blend.blend_weights_with_status(
-      report.gain, report.overfit_delta, eps=eps,
+      report.gain, report.overfit_delta, eps=eps, **rule,
       fallback=np.asarray(previous_weights, np.float32),
   )
   return BlendEstimate(
@@ -151,6 +157,14 @@ class ScheduledEstimator:
     self._put = put
     self._metric = 'accuracy' if config.blend.measure == 'accuracy' else 'loss'
     self._eps = config.blend.eps
+    self._rule = {
+        'overfit_rule': config.blend.overfit_rule,
+        'overfit_floor': config.blend.overfit_floor,
+        'overfit_floor_relative': config.blend.overfit_floor_relative,
+        'min_fused_weight': config.blend.min_fused_weight,
+        'fused_index': self._heads.index('fused') if 'fused' in self._heads
+                       else len(self._heads) - 1,
+    }
     self._seed = config.data.shuffle_seed
     self.estimate_steps = max(
         int(round(config.blend.estimate_epochs * steps_per_epoch)), 1
@@ -198,6 +212,7 @@ class ScheduledEstimator:
         previous_weights=np.asarray(previous_weights, np.float32),
         higher_is_better=self._metric == 'accuracy',
         eps=self._eps,
+        **self._rule,
     )
     if result.used_fallback:
       logging.warning(

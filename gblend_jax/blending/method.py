@@ -35,6 +35,7 @@ from gblend_jax.training import steps
 
 BLEND_MODES = ('none', 'fixed', 'offline', 'online', 'gradient')
 MEASURES = ('loss', 'accuracy')
+OVERFIT_RULES = ('clip', 'square')
 
 
 def default_blend_config() -> ml_collections.ConfigDict:
@@ -53,7 +54,19 @@ def default_blend_config() -> ml_collections.ConfigDict:
       both).
     train_subset_size: Size of the fixed training subset on which ``L^T``
       is measured; 0: as many examples as the held-out split.
-    eps: Lower clip of ``O_i`` (Algorithm 1) and ``σ_k²``.
+    eps: Lower clip of ``O_i`` (Algorithm 1, ``overfit_rule='clip'``; with
+      'square', ``eps²`` is the last-resort floor of ``O_i²``) and of
+      ``σ_k²`` (gradient mode).
+    overfit_rule: Algorithm 1's denominator for ``O_i = ΔO``: 'clip'
+      (``max(O_i, eps)²``, the old rule: a head with ``ΔO <= 0`` takes all
+      the weight) or 'square' (the paper's ``O_i²`` of the signed ``ΔO``,
+      floored by the two keys below); see
+      `gblend_jax.blending.blend.blend_weights_with_status`.
+    overfit_floor: 'square': absolute floor of ``O_i²``.
+    overfit_floor_relative: 'square': floor of ``O_i²`` as a fraction of
+      the largest ``O_j²`` of the heads that generalised.
+    min_fused_weight: Algorithm 1: least weight of the fused head (the one
+      that predicts), the other heads rescaled to share the rest.
     estimate_every_steps: Gradient mode: re-estimate every this many steps
       (between them one backward pass of the weighted loss). Every 10 steps
       costs 1.07 x naive training on the mfeat MLP, every step 2.3 x
@@ -70,6 +83,10 @@ def default_blend_config() -> ml_collections.ConfigDict:
       'measure': 'loss',
       'train_subset_size': 0,
       'eps': 1e-6,
+      'overfit_rule': 'square',
+      'overfit_floor': 0.0,
+      'overfit_floor_relative': 0.1,
+      'min_fused_weight': 0.1,
       'estimate_every_steps': 10,
       'decay': 0.9,
   })
@@ -258,6 +275,22 @@ class Blending(methods.Method):
           f'{list(BLEND_MODES)}.'
       )
     check_blend_block(block)
+    if block.overfit_rule not in OVERFIT_RULES:
+      raise ValueError(
+          f'Unknown config.blend.overfit_rule={block.overfit_rule!r}; '
+          f'valid: {list(OVERFIT_RULES)}.'
+      )
+    if block.overfit_floor < 0 or block.overfit_floor_relative < 0:
+      raise ValueError(
+          'config.blend.overfit_floor and overfit_floor_relative must be '
+          f'non-negative; got {block.overfit_floor} and '
+          f'{block.overfit_floor_relative}.'
+      )
+    if not 0.0 <= block.min_fused_weight <= 1.0:
+      raise ValueError(
+          f'config.blend.min_fused_weight={block.min_fused_weight} must be '
+          'in [0, 1].'
+      )
 
   @classmethod
   def enabled(cls, config: ml_collections.ConfigDict) -> bool:
