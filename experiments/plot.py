@@ -105,7 +105,7 @@ def _read_metrics(workdir: str) -> list[dict[str, float]]:
     )
   try:
     return metric_writer.read_metrics(workdir)
-  except json.JSONDecodeError as e:
+  except ValueError as e:  # read_metrics names the line.
     raise NotARunError(f'{path!r} is not JSON lines: {e}') from e
 
 
