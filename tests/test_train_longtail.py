@@ -415,3 +415,16 @@ def test_fidelity_options_train_end_to_end(fake_fmnist, tmp_path, options):
   assert np.isfinite(results['final']['test/fused/accuracy'])
   losses = _logged(str(tmp_path), 'train_step/loss')
   assert losses and all(np.isfinite(v) for v in losses.values())
+
+
+@pytest.mark.slow
+def test_posthoc_logit_adjustment_on_balanced_data_changes_nothing(
+    data_dir, tmp_path):
+  # Equal class counts: -τ log π is the same constant for every class, so
+  # the adjusted predictions are the plain ones.
+  config = train_utils.tiny_synthetic_config(data_dir, steps=10)
+  config.longtail.update(posthoc_tau=1.0, loss='logit_adjusted')
+  results = train.train_and_evaluate(config, str(tmp_path))
+  for key in ('final', 'best'):
+    assert results[key]['test/fused/posthoc_accuracy'] == pytest.approx(
+        results[key]['test/fused/accuracy'], abs=1e-6)

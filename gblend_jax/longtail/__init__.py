@@ -3,7 +3,8 @@
 Submodules:
 
   profiles      long-tailed class counts (exponential, step) and subsets
-  losses        CS-CE, focal, class-balanced, LDAM, balanced softmax
+  losses        CS-CE, focal, class-balanced, LDAM, balanced softmax,
+                logit adjustment (loss and post-hoc)
   sampling      class-aware / progressive sampling, over-/under-sampling,
                 a seeded resumable epoch sampler for grain
   mixup         input and manifold mixup, Remix, the mixed loss
@@ -17,11 +18,15 @@ from gblend_jax.longtail import mixup
 from gblend_jax.longtail import profiles
 from gblend_jax.longtail import sampling
 from gblend_jax.longtail import shot_metrics
+from gblend_jax.longtail.losses import logit_adjusted_loss
+from gblend_jax.longtail.losses import posthoc_adjusted_logits
 
 __all__ = (
     'cam',
+    'logit_adjusted_loss',
     'losses',
     'mixup',
+    'posthoc_adjusted_logits',
     'profiles',
     'sampling',
     'shot_metrics',

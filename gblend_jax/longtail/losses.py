@@ -469,6 +469,86 @@ def balanced_softmax_loss(
   return cross_entropy(logits.astype(jnp.float32) + log_prior, labels)
 
 
+def _log_prior(counts: jax.Array | np.ndarray, tau: float) -> jax.Array:
+  """``log(π^τ + 1e-12)`` with ``π = n / Σ n`` (the official code's guard)."""
+  counts = _counts(counts)
+  return jnp.log((counts / jnp.sum(counts)) ** tau + 1e-12)
+
+
+def logit_adjustment_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    counts: jax.Array | np.ndarray,
+    *,
+    tau: float = 1.0,
+) -> jax.Array:
+  """The logit-adjusted loss per example (Menon et al., ICLR 2021, Eq. 10).
+
+  ``-log softmax(f + τ log π)_y`` with the training label prior
+  ``π_c = n_c / Σ n``; with τ = 1 it is the balanced softmax loss. The
+  official code (``google-research/logit_adjustment``, ``utils.py``) adds
+  ``log(π^τ + 1e-12)``, as here.
+
+  Args:
+    logits: ``[B, C]`` scores ``f``.
+    labels: ``[B]`` integer classes.
+    counts: ``[C]`` training examples per class, all positive.
+    tau: the temperature τ (1.0 in the official code).
+
+  Returns:
+    ``[B]`` float32 losses.
+
+  Examples:
+    >>> # The spec's example: f = (2, 1, 0.5), y = 2, π = (0.7, 0.2, 0.1).
+    >>> loss = logit_adjustment_loss(jnp.array([[2.0, 1.0, 0.5]]),
+    ...                              jnp.array([2]), np.array([7, 2, 1]))
+    >>> round(float(loss[0]), 5)
+    3.57429
+  """
+  return cross_entropy(logits.astype(jnp.float32) + _log_prior(counts, tau),
+                       labels)
+
+
+def logit_adjusted_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    class_counts: jax.Array | np.ndarray,
+    *,
+    tau: float = 1.0,
+) -> jax.Array:
+  """`logit_adjustment_loss` averaged over the batch (a scalar)."""
+  return jnp.mean(logit_adjustment_loss(logits, labels, class_counts,
+                                        tau=tau))
+
+
+def posthoc_adjusted_logits(
+    logits: jax.Array,
+    class_counts: jax.Array | np.ndarray,
+    *,
+    tau: float = 1.0,
+) -> jax.Array:
+  """Post-hoc logit adjustment (Menon et al., ICLR 2021, Eq. 9).
+
+  Predict ``argmax_y f_y(x) - τ log π_y`` from a model trained with plain
+  cross-entropy; ``log(π^τ + 1e-12)`` as in the official code.
+
+  Args:
+    logits: ``[..., C]`` scores.
+    class_counts: ``[C]`` training examples per class, all positive.
+    tau: the temperature τ.
+
+  Returns:
+    The adjusted ``[..., C]`` float32 scores.
+
+  Examples:
+    >>> adjusted = posthoc_adjusted_logits(jnp.array([2.0, 1.0, 0.5]),
+    ...                                    np.array([7, 2, 1]))
+    >>> int(jnp.argmax(adjusted))  # Class 0 without the adjustment.
+    2
+  """
+  return logits.astype(jnp.float32) - _log_prior(class_counts, tau)
+
+
 def _cross_entropy_by_name(logits, labels, counts, *, weights=None):
   del counts  # Unused; kept so that every registered loss takes counts.
   return cross_entropy(logits, labels, weights=weights)
@@ -490,6 +570,7 @@ LOSSES: dict[str, Callable[..., jax.Array]] = {
     'cb_focal': class_balanced_focal_loss,
     'ldam': ldam_loss,
     'balanced_softmax': balanced_softmax_loss,
+    'logit_adjusted': logit_adjustment_loss,
 }
 
 
@@ -499,7 +580,8 @@ def make_loss(
   """A per-example loss ``loss_fn(logits, labels) -> [B]`` by name.
 
   Names: ``'ce'``, ``'cs_ce'``, ``'cs_ce_sqrt'``, ``'focal'``, ``'cb_ce'``,
-  ``'cb_focal'``, ``'ldam'``, ``'balanced_softmax'`` (see the module
+  ``'cb_focal'``, ``'ldam'``, ``'balanced_softmax'``, ``'logit_adjusted'``
+  (``tau``) (see the module
   docstring for the formulas). Keyword arguments are the loss's
   hyper-parameters: ``gamma`` and ``form`` (focal, cb_focal), ``power``
   (cs_ce), ``beta`` (cb_ce, cb_focal), ``max_margin`` and

@@ -155,6 +155,13 @@ def default_longtail_config() -> ml_collections.ConfigDict:
       epochs (0: mixup to the end).
     shot_metrics: Measure many/medium/few-shot test accuracy at the end and
       plot per-class accuracy against class size.
+    logit_adjustment_tau: τ of ``loss='logit_adjusted'`` (Menon et al.,
+      ICLR 2021; 1.0 in the official code).
+    posthoc_tau: Post-hoc logit adjustment (Menon et al.): when > 0, the
+      final and best states are also measured with the fused logits
+      shifted by ``-τ log π`` (``test/fused/posthoc_accuracy``, and the
+      shot accuracies with ``posthoc_`` names under ``shot_metrics``);
+      0: off.
   """
   return ml_collections.ConfigDict({
       'loss': 'ce',
@@ -177,6 +184,8 @@ def default_longtail_config() -> ml_collections.ConfigDict:
       'remix_tau': 0.5,
       'mixup_off_last_epochs': 0,
       'shot_metrics': False,
+      'logit_adjustment_tau': 1.0,
+      'posthoc_tau': 0.0,
   })
 
 
@@ -260,6 +269,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(
           f'config.longtail.{key}={block[key]} must be in [0, 1).'
       )
+  for key in ('logit_adjustment_tau', 'posthoc_tau'):
+    if not block[key] >= 0:
+      raise ValueError(
+          f'config.longtail.{key}={block[key]} must be >= 0.'
+      )
   if block.focal_gamma < 0:
     raise ValueError(
         f'config.longtail.focal_gamma={block.focal_gamma} must be >= 0.'
@@ -311,6 +325,8 @@ def _loss_kwargs(block: ml_collections.ConfigDict,
     kwargs['form'] = str(block.focal_form)
   if name in ('cb_ce', 'cb_focal'):
     kwargs['beta'] = float(block.cb_beta)
+  if name == 'logit_adjusted':
+    kwargs['tau'] = float(block.logit_adjustment_tau)
   if name == 'ldam':
     kwargs['max_margin'] = float(block.ldam_max_margin)
     kwargs['scale'] = ldam_scale(block, normalized_heads)
@@ -496,7 +512,7 @@ class LongTail(methods.Method):
   def enabled(cls, config: ml_collections.ConfigDict) -> bool:
     block = config.longtail
     return (uses_objective(config) or block.sampler != 'instance'
-            or bool(block.shot_metrics))
+            or bool(block.shot_metrics) or block.posthoc_tau > 0)
 
   @classmethod
   def features(cls, config: ml_collections.ConfigDict) -> frozenset[str]:
@@ -544,7 +560,8 @@ class LongTail(methods.Method):
           f'{self.total_epochs:g}.'
       )
     needs_all = (block.loss not in ('ce', 'focal') or block.drw_epoch >= 0
-                 or block.mixup == 'remix' or block.sampler != 'instance')
+                 or block.mixup == 'remix' or block.sampler != 'instance'
+                 or block.posthoc_tau > 0)
     empty = np.flatnonzero(self.counts == 0)
     if needs_all and empty.size:
       raise ValueError(
@@ -565,7 +582,7 @@ class LongTail(methods.Method):
     self._loss_args = {}
     self._cam_variables = None
     self._final_per_class = None
-    self._per_class_eval = None
+    self._per_class_eval = {}
 
   def _check_model(self) -> None:
     if self.model is None:
@@ -710,22 +727,40 @@ class LongTail(methods.Method):
 
   # Shot metrics.
 
-  def _per_class_sums(self, state: Any):
-    """``(correct [C], total [C])`` of the fused head on every test batch."""
-    if self._per_class_eval is None:
-      self._per_class_eval = jax.jit(make_per_class_eval(
-          self.model, self.splits.num_classes))
+  def _per_class_sums(self, state: Any, posthoc: bool = False):
+    """``(correct [C], total [C])`` of the fused head on every test batch
+    (with ``posthoc``: of its post-hoc adjusted logits)."""
+    if posthoc not in self._per_class_eval:
+      adjust = None
+      if posthoc:
+        counts, tau = self.counts, float(self.block.posthoc_tau)
+        adjust = lambda z: lt_losses.posthoc_adjusted_logits(z, counts,
+                                                             tau=tau)
+      self._per_class_eval[posthoc] = jax.jit(make_per_class_eval(
+          self.model, self.splits.num_classes, adjust))
     for batch in self.services.eval_batches(self.splits.test):
-      yield jax.device_get(self._per_class_eval(state, batch))
+      yield jax.device_get(self._per_class_eval[posthoc](state, batch))
 
   def final_metrics(self, state: Any) -> dict[str, float]:
-    """Many/medium/few-shot test accuracy (Zhang et al., AAAI 2021)."""
-    if not self.block.shot_metrics:
-      return {}
-    shots, per_class = self.shot_results(self._per_class_sums(state))
-    if self._final_per_class is None:  # The first state measured: final.
-      self._final_per_class = per_class
-    return shots
+    """Many/medium/few-shot test accuracy (Zhang et al., AAAI 2021), and
+    the post-hoc logit-adjusted accuracy (Menon et al., ICLR 2021)."""
+    metrics = {}
+    if self.block.shot_metrics:
+      shots, per_class = self.shot_results(self._per_class_sums(state))
+      if self._final_per_class is None:  # The first state measured: final.
+        self._final_per_class = per_class
+      metrics.update(shots)
+    if self.block.posthoc_tau > 0:
+      sums = list(self._per_class_sums(state, posthoc=True))
+      correct = np.sum([np.asarray(c) for c, _ in sums], axis=0)
+      total = np.sum([np.asarray(t) for _, t in sums], axis=0)
+      metrics['test/fused/posthoc_accuracy'] = float(
+          correct.sum() / max(total.sum(), 1))
+      if self.block.shot_metrics:
+        shots, _ = self.shot_results(sums)
+        metrics.update({k.replace('/fused/', '/fused/posthoc_'): v
+                        for k, v in shots.items()})
+    return metrics
 
   def results(self, state: Any) -> dict[str, Any]:
     if self._final_per_class is None:
@@ -775,18 +810,23 @@ def _write_atomically(path: str, payload: bytes) -> None:
 
 
 
-def make_per_class_eval(model: nn.Module,
-                        num_classes: int) -> Callable[..., Any]:
-  """``(state, batch) -> (correct [C], total [C])`` of the fused head."""
+def make_per_class_eval(
+    model: nn.Module, num_classes: int,
+    adjust: Callable[[jax.Array], jax.Array] | None = None,
+) -> Callable[..., Any]:
+  """``(state, batch) -> (correct [C], total [C])`` of the fused head
+  (its logits passed through ``adjust`` first, if given)."""
 
   def per_class(state, batch):
     out, _ = steps.forward(
         model, state.params, state.batch_stats, steps.model_inputs(batch),
         train=False,
     )
+    logits = out['logits'][steps.FUSED]
+    if adjust is not None:
+      logits = adjust(logits)
     return shot_metrics.per_class_correct(
-        out['logits'][steps.FUSED], batch['label'], num_classes,
-        batch['mask'],
+        logits, batch['label'], num_classes, batch['mask'],
     )
 
   return per_class

@@ -270,3 +270,29 @@ def test_reduce_losses_mean_and_weighted_mean():
       pytest.approx(4.0 / 2.0))
   with pytest.raises(ValueError, match=r"'mean', 'weighted_mean'"):
     losses.reduce_losses(weighted, weights, 'sum')
+
+
+def test_logit_adjusted_loss_matches_the_spec_example():
+  # SPEC_METHODS §6(h): f = (2, 1, 0.5), y = 2, π = (0.7, 0.2, 0.1).
+  logits, labels = jnp.array([[2.0, 1.0, 0.5]]), jnp.array([2])
+  counts = np.array([7, 2, 1])
+  assert float(losses.logit_adjusted_loss(logits, labels, counts)) == (
+      pytest.approx(3.574289, rel=1e-6))
+  assert float(losses.logit_adjusted_loss(logits, labels, counts,
+                                          tau=0.5)) == pytest.approx(
+                                              2.720577, rel=1e-6)
+  # τ = 0 is plain cross-entropy; τ = 1 is the balanced softmax.
+  assert float(losses.logit_adjusted_loss(logits, labels, counts,
+                                          tau=0.0)) == pytest.approx(
+                                              1.964369, rel=1e-5)
+  np.testing.assert_allclose(
+      losses.make_loss('logit_adjusted', counts)(logits, labels),
+      losses.balanced_softmax_loss(logits, labels, counts), rtol=1e-6)
+
+
+def test_posthoc_adjustment_moves_the_prediction_to_the_rare_class():
+  adjusted = losses.posthoc_adjusted_logits(jnp.array([2.0, 1.0, 0.5]),
+                                            np.array([7, 2, 1]))
+  np.testing.assert_allclose(adjusted, [2.356675, 2.609438, 2.802585],
+                             rtol=1e-6)
+  assert int(jnp.argmax(adjusted)) == 2
