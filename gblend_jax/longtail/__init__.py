@@ -10,19 +10,23 @@ Submodules:
   mixup         input and manifold mixup, Remix, the mixed loss
   cam           class activation maps and CAM-based sampling images
   shot_metrics  many-/medium-/few-shot accuracy, top-1 error
+  decoupling    τ-normalisation of a trained classifier (Kang et al.)
 """
 
 from gblend_jax.longtail import cam
+from gblend_jax.longtail import decoupling
 from gblend_jax.longtail import losses
 from gblend_jax.longtail import mixup
 from gblend_jax.longtail import profiles
 from gblend_jax.longtail import sampling
 from gblend_jax.longtail import shot_metrics
+from gblend_jax.longtail.decoupling import tau_normalize
 from gblend_jax.longtail.losses import logit_adjusted_loss
 from gblend_jax.longtail.losses import posthoc_adjusted_logits
 
 __all__ = (
     'cam',
+    'decoupling',
     'logit_adjusted_loss',
     'losses',
     'mixup',
@@ -30,4 +34,5 @@ __all__ = (
     'profiles',
     'sampling',
     'shot_metrics',
+    'tau_normalize',
 )
