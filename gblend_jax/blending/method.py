@@ -338,8 +338,8 @@ class Blending(methods.Method):
     )
 
   def _estimates_at(self, step: int) -> bool:
-    every = self.config.blend.estimate_every_steps
-    return every > 0 and step % every == 0
+    return cheap_path.is_estimate_step(
+        step, self.config.blend.estimate_every_steps)
 
   def step_variant(self, step: int) -> dict[str, Any]:
     if self.mode != 'gradient':

@@ -52,7 +52,6 @@ References:
 
 import functools
 import os
-import tempfile
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
@@ -76,6 +75,7 @@ from gblend_jax.longtail import sampling
 from gblend_jax.longtail import shot_metrics
 from gblend_jax.training import methods
 from gblend_jax.training import steps
+from gblend_jax.training import workdir as workdir_lib
 
 # Sampler name -> q of p_j ∝ n_j^q (None: progressively balanced, or a
 # fixed balanced multiset: random over- and under-sampling).
@@ -535,7 +535,7 @@ class LongTail(methods.Method):
     super().__init__(run)
     config, splits = run.config, run.splits
     steps_per_epoch, total_steps = run.steps_per_epoch, run.total_steps
-    self.block = config.longtail
+    self.settings = config.longtail
     self.splits = splits
     self.counts = np.asarray(splits.train_class_counts, np.int64)
     self.steps_per_epoch = steps_per_epoch
@@ -543,7 +543,7 @@ class LongTail(methods.Method):
     self.heads = tuple(run.heads)
     self.model = run.model
     self.total_epochs = total_steps / steps_per_epoch
-    block = self.block
+    block = self.settings
     for key in ('drw_epoch', 'drs_epoch'):
       if block[key] >= 0 and not block[key] < self.total_epochs:
         raise ValueError(
@@ -592,10 +592,10 @@ class LongTail(methods.Method):
     variables = jax.eval_shape(
         functools.partial(self.model.init, train=False),
         {'params': jax.random.key(0), 'dropout': jax.random.key(1)}, inputs)
-    if self.block.mixup == 'manifold':
+    if self.settings.mixup == 'manifold':
       manifold.check_layer(self.model, variables, inputs,
-                           self.block.manifold_layer)
-    if self.block.cam_sampling:
+                           self.settings.manifold_layer)
+    if self.settings.cam_sampling:
       cam_sampling.check_cam_model(self.model, variables, inputs,
                                    self.modality)
 
@@ -606,7 +606,7 @@ class LongTail(methods.Method):
     if not uses_objective(self.config):
       return None
     return make_objective(
-        self.block, self.counts, self.heads, model=self.model,
+        self.settings, self.counts, self.heads, model=self.model,
         modality=self.modality,
         normalized_heads=bool(self.config.model.get('normalized_heads',
                                                     False)))
@@ -624,7 +624,7 @@ class LongTail(methods.Method):
   def stage(self, step: int) -> tuple[bool, bool, bool]:
     """``(reweighted, mixup_on, cam_on)`` of the step about to run."""
     reweighted = self.drw_step is not None and step >= self.drw_step
-    mixup_on = self.block.mixup != 'none' and step < self.mixup_off_step
+    mixup_on = self.settings.mixup != 'none' and step < self.mixup_off_step
     cam_on = self.cam_step is not None and step >= self.cam_step
     return reweighted, mixup_on, cam_on
 
@@ -654,7 +654,7 @@ class LongTail(methods.Method):
     if stage not in self._loss_args:
       reweighted, mixup_on, cam_on = stage
       weights = (np.asarray(lt_losses.class_balanced_weights(
-          self.counts, self.block.drw_beta)) if reweighted
+          self.counts, self.settings.drw_beta)) if reweighted
                  else np.ones(len(self.counts)))
       put = put or functools.partial(jax.tree.map, jnp.asarray)
       args = {
@@ -685,7 +685,7 @@ class LongTail(methods.Method):
         self._cam_variables = jax.tree.map(np.asarray,
                                            jax.device_get(variables))
         if path and jax.process_index() == 0:
-          _write_atomically(path, flax.serialization.to_bytes(
+          workdir_lib.write_bytes(path, flax.serialization.to_bytes(
               self._cam_variables))
       else:
         if not path or not os.path.exists(path):
@@ -709,7 +709,7 @@ class LongTail(methods.Method):
     epoch, so that DRS and the progressive schedule switch at epoch
     boundaries of the loop.
     """
-    block = self.block
+    block = self.settings
     if block.sampler == 'instance' or block.sampler in FIXED_RESAMPLING:
       return None  # The shuffle (of `training_source` for ros and rus).
     if block.sampler == 'progressive':
@@ -733,7 +733,7 @@ class LongTail(methods.Method):
     if posthoc not in self._per_class_eval:
       adjust = None
       if posthoc:
-        counts, tau = self.counts, float(self.block.posthoc_tau)
+        counts, tau = self.counts, float(self.settings.posthoc_tau)
         adjust = lambda z: lt_losses.posthoc_adjusted_logits(z, counts,
                                                              tau=tau)
       self._per_class_eval[posthoc] = jax.jit(make_per_class_eval(
@@ -745,18 +745,18 @@ class LongTail(methods.Method):
     """Many/medium/few-shot test accuracy (Zhang et al., AAAI 2021), and
     the post-hoc logit-adjusted accuracy (Menon et al., ICLR 2021)."""
     metrics = {}
-    if self.block.shot_metrics:
+    if self.settings.shot_metrics:
       shots, per_class = self.shot_results(self._per_class_sums(state))
       if self._final_per_class is None:  # The first state measured: final.
         self._final_per_class = per_class
       metrics.update(shots)
-    if self.block.posthoc_tau > 0:
+    if self.settings.posthoc_tau > 0:
       sums = list(self._per_class_sums(state, posthoc=True))
       correct = np.sum([np.asarray(c) for c, _ in sums], axis=0)
       total = np.sum([np.asarray(t) for _, t in sums], axis=0)
       metrics['test/fused/posthoc_accuracy'] = float(
           correct.sum() / max(total.sum(), 1))
-      if self.block.shot_metrics:
+      if self.settings.shot_metrics:
         shots, _ = self.shot_results(sums)
         metrics.update({k.replace('/fused/', '/fused/posthoc_'): v
                         for k, v in shots.items()})
@@ -800,13 +800,6 @@ class LongTail(methods.Method):
     per_class = np.divide(correct, total, out=np.full_like(correct, np.nan),
                           where=total > 0)
     return results, per_class
-
-
-def _write_atomically(path: str, payload: bytes) -> None:
-  directory = os.path.dirname(path)
-  with tempfile.NamedTemporaryFile(dir=directory, delete=False) as f:
-    f.write(payload)
-  os.replace(f.name, path)
 
 
 

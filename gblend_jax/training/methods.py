@@ -153,7 +153,6 @@ class Services:
 
   Attributes:
     workdir: the run's work directory.
-    is_chief: whether this process writes files (process 0).
     put: places a host pytree on the devices, replicated.
     to_global: turns this process's share of a batch into global arrays.
     train_iterator: ``(source, seed) -> iterator`` of this process's
@@ -168,7 +167,6 @@ class Services:
   """
 
   workdir: str
-  is_chief: bool
   put: Callable[[Any], Any]
   to_global: Callable[[Any], Any]
   train_iterator: Callable[..., Iterator[Any]]

@@ -357,7 +357,7 @@ def _train_and_evaluate(
       resume_offset=(extra or {}).get('metrics_offset'),
   )
   services = methods_lib.Services(
-      workdir=workdir, is_chief=is_chief, put=put, to_global=to_global,
+      workdir=workdir, put=put, to_global=to_global,
       train_iterator=lambda source, seed: data.train_iterator(
           source, global_batch_size=global_batch, seed=seed,
           **processes, **reading),

@@ -51,14 +51,14 @@ class DiskFullError(OSError):
   """A write of the run failed for lack of space (the path is named)."""
 
 
-def write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` atomically (temp file, fsync, rename)."""
+def write_bytes(path: str, payload: bytes) -> None:
+  """Writes `payload` to `path` atomically (temp file, fsync, rename)."""
   directory = os.path.dirname(os.path.abspath(path))
   fd, temp = tempfile.mkstemp(dir=directory,
                               prefix=f'.{os.path.basename(path)}.')
   try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
+    with os.fdopen(fd, 'wb') as f:
+      f.write(payload)
       f.flush()
       os.fsync(f.fileno())
     os.replace(temp, path)
@@ -66,6 +66,11 @@ def write_text(path: str, text: str) -> None:
     if os.path.exists(temp):
       os.remove(temp)
     raise
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes `text` (UTF-8) to `path` atomically."""
+  write_bytes(path, text.encode('utf-8'))
 
 
 def write_json(path: str, value: Any) -> None:
