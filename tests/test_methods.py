@@ -175,3 +175,20 @@ def test_compose_hooks_merges_update_args_and_refuses_two_objectives():
                      r'replace the step\'s objective'):
     methods.compose_hooks([A(run), B(run), C(run)])
   assert methods.logged_name([A(run)], 'a/m') == 'train_step/a/m'
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'longtail.posthoc_tau': -1.0}, r'config\.longtail\.posthoc_tau=-1\.0 '
+     r'must be >= 0'),
+    ({'longtail.logit_adjustment_tau': -0.5},
+     r'config\.longtail\.logit_adjustment_tau=-0\.5 must be >= 0'),
+    ({'mmpareto.enabled': True, 'mmpareto.gamma': 0.0},
+     r'config\.mmpareto\.gamma=0\.0 must be > 0'),
+    ({'mmpareto.enabled': True, 'model.modality_heads': False},
+     r'config\.mmpareto\.enabled=True .*config\.model\.modality_heads=True'),
+])
+def test_new_method_keys_are_checked_before_training(overrides, message):
+  config = config_lib.default_config()
+  config.update_from_flattened_dict(overrides)
+  with pytest.raises(ValueError, match=message):
+    train.check_config(config)
