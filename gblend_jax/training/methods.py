@@ -21,7 +21,9 @@ without naming any:
               (the per-step arrays: head weights, loss arguments, a
               held-out batch)
   host        `start` (services of the running trainer), `before_step`
-              (host-side work such as Algorithm 1's estimates),
+              (host-side work such as Algorithm 1's estimates; it may
+              return a new train state, for a stage that re-initialises
+              part of it),
               `host_state` / `restore` (checkpointed with the train state)
   end         `final_metrics` (extra metrics of an evaluated state),
               `results` (keys of ``results.json``), `draw_figures`
@@ -252,9 +254,18 @@ class Method:
     """Called once before the loop (after a resume's `restore`)."""
     self.services = services
 
-  def before_step(self, step: int, state: Any) -> None:
-    """Host-side work before training step ``step``."""
+  def before_step(self, step: int, state: Any) -> Any | None:
+    """Host-side work before training step ``step``.
+
+    Returns:
+      None to train on ``state`` as it is, or the train state to train on
+      from this step (a method's stage that re-initialises the optimiser
+      state or a classifier, as decoupled classifier learning does); the
+      trainer checkpoints what it trains on, so a resumed run must see
+      the same change again or find it already made.
+    """
     del step, state
+    return None
 
   def host_state(self) -> dict[str, Any]:
     """JSON-serialisable state that a resumed run needs."""

@@ -393,7 +393,9 @@ def _train_and_evaluate(
     while step < total_steps and not loop.stopped_early:
       args = dict(default_args)
       for method in methods:
-        method.before_step(step, state)
+        changed = method.before_step(step, state)
+        if changed is not None:
+          state = changed
         args.update(method.step_args(step, state))
       train_step = program.train_step(methods_lib.step_variant(methods, step))
       batch = to_global(next(train_iter))
