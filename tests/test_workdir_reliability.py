@@ -510,3 +510,22 @@ def test_full_disk_is_said_once_with_the_path(data_dir, tmp_path,
   assert f'No space left on device writing {full}' in str(error.value)
   assert error.value.__suppress_context__
   assert not os.path.exists(tmp_path / 'lock')
+
+
+def test_a_key_added_after_the_run_at_its_default_is_no_difference(tmp_path):
+  """A config recorded before a block existed (a method added since) is
+  the same config when the new keys hold their defaults; a new key set to
+  another value, or a recorded key that changed, is a difference."""
+  from gblend_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.default_config()
+  workdir_lib.record_config(config, str(tmp_path))
+  path = tmp_path / workdir_lib.CONFIG_FILE
+  recorded = json.loads(path.read_text())
+  del recorded['mmpareto']  # The run predates MMPareto's block.
+  del recorded['longtail']['posthoc_tau']
+  path.write_text(json.dumps(recorded))
+  assert workdir_lib.config_differences(config, str(tmp_path)) == {}
+  config.mmpareto.gamma = 2.0
+  config.seed = 7
+  assert workdir_lib.config_differences(config, str(tmp_path)) == {
+      'mmpareto.gamma': ('<missing>', 2.0), 'seed': (0, 7)}

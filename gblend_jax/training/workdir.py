@@ -196,6 +196,10 @@ def config_differences(
     config: the config of this run.
     workdir: the work directory.
 
+  A key the recorded config lacks but that holds its default value now
+  is no difference: the key was added to the framework after the run, and
+  its default keeps what the run trained (a new method's block, off).
+
   Returns:
     ``{key: (recorded value, new value)}`` (a missing key reads as
     ``'<missing>'``) without the `NEUTRAL_KEYS`, or None when the work
@@ -206,14 +210,24 @@ def config_differences(
     return None
   old = _flatten(read_json(path))
   new = _flatten(config_as_json(config))
+  defaults = _default_values()
   differences = {}
   for key in sorted(old.keys() | new.keys()):
     if _matches(key, NEUTRAL_KEYS):
       continue
     before, after = old.get(key, '<missing>'), new.get(key, '<missing>')
+    if before == '<missing>' and key in defaults and after == defaults[key]:
+      continue
     if before != after:
       differences[key] = (before, after)
   return differences
+
+
+def _default_values() -> dict[str, Any]:
+  """The flattened values of `gblend_jax.config.default_config`."""
+  # Imported here: the config module imports every method's block.
+  from gblend_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  return _flatten(config_as_json(config_lib.default_config()))
 
 
 def format_differences(differences: Mapping[str, tuple[Any, Any]]) -> str:
