@@ -11,6 +11,9 @@ which losses train the model:
   gradient             G-Blend's Proposition 1 estimated in gradient space,
                        re-estimated every blend.estimate_every_steps (10);
   gradient_every_step  the same, re-estimated on every step.
+  mmpareto             MMPareto (Wei & Hu, ICML 2024): the fused and the
+                       unimodal losses, each encoder's gradients combined by
+                       the Pareto rule, γ = 1.5 (the authors' value).
 
   python -m experiments.main \
       --config experiments/configs/mfeat_gblend.py:views=kar+pix,method=online \
@@ -42,7 +45,7 @@ from experiments.configs import common
 from experiments.configs import mfeat_fusion
 
 METHODS = ('single_a', 'single_b', 'naive', 'offline', 'online', 'gradient',
-           'gradient_every_step')
+           'gradient_every_step', 'mmpareto')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -71,6 +74,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # blend.estimate_every_steps (the default): what the period costs.
     config.blend.mode = 'gradient'
     config.blend.estimate_every_steps = 1
+  if method == 'mmpareto':
+    config.mmpareto.enabled = True
   # Algorithm 1: each head's model trains for 10 epochs from the initial
   # model (offline); super-epochs of 5 epochs after 5 warm-up epochs
   # (online; the paper's super-epoch length).
