@@ -21,9 +21,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from experiments import gblend_grid
 from experiments import runs
 from experiments import tables
+from experiments.configs import mfeat_gblend
 from gblend_jax.training import metric_writer
 
 _SEEDS = flags.DEFINE_integer('seeds', 5, 'Seeds per method.')
@@ -90,7 +90,7 @@ def main(argv: list[str]) -> None:
                     os.path.join(workdir, 'jax_cache'))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   sections = []
-  for pair, args, description in gblend_grid.SETTINGS:
+  for pair, args, description in mfeat_gblend.SETTINGS:
     results = run_setting(pair, args, _SEEDS.value, workdir)
     sections.append(tables.gblend_setting(pair, description, results))
   text = runs.write_report(

@@ -26,6 +26,7 @@ from absl import logging
 
 from experiments import runs
 from experiments import tables
+from experiments.configs import mfeat_gblend
 from gblend_jax.training import metric_writer
 from gblend_jax.training import trainer
 
@@ -39,14 +40,7 @@ _OUTPUT = flags.DEFINE_string('output', 'experiments/results/gblend_mfeat.md',
                               'Where the table goes.')
 
 CONFIG = os.path.join(os.path.dirname(__file__), 'configs', 'mfeat_gblend.py')
-# (view pair, config arguments, what the setting is).
-SETTINGS = (
-    ('kar+pix', 'per_class=20,mismatch=0.7',
-     'kar (strong) + pix re-paired at random for 70% of examples'),
-    ('fac+pix', 'per_class=20,mismatch=0.7',
-     'fac (strongest) + pix re-paired at random for 70% of examples'),
-    ('fou+kar', 'per_class=20', 'fou + kar, both intact'),
-)
+SETTINGS = mfeat_gblend.SETTINGS
 # The table's rows: each view, naive fusion and G-Blend's modes (the other
 # methods of the config are compared in experiments/balance_grid.py).
 GBLEND_METHODS = ('single_a', 'single_b', 'naive', 'offline', 'online',

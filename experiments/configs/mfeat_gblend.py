@@ -47,6 +47,16 @@ from experiments.configs import mfeat_fusion
 METHODS = ('single_a', 'single_b', 'naive', 'offline', 'online', 'gradient',
            'gradient_every_step', 'mmpareto')
 
+# The settings of the G-Blend and balancing tables:
+# (view pair, config arguments, what the setting is).
+SETTINGS = (
+    ('kar+pix', 'per_class=20,mismatch=0.7',
+     'kar (strong) + pix re-paired at random for 70% of examples'),
+    ('fac+pix', 'per_class=20,mismatch=0.7',
+     'fac (strongest) + pix re-paired at random for 70% of examples'),
+    ('fou+kar', 'per_class=20', 'fou + kar, both intact'),
+)
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, views='kar+pix', method='naive',
