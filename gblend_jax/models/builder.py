@@ -4,6 +4,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
+import jax.numpy as jnp
 import ml_collections
 
 from gblend_jax.models import fusion as late
@@ -16,6 +17,8 @@ from gblend_jax.models.multimodal import MultiModalClassifier
 LATE_FUSIONS = ('concat', 'sum', 'film', 'gated')
 MID_FUSIONS = ('mid_concat', 'se_gate', 'nl_gate')
 FUSIONS = LATE_FUSIONS + MID_FUSIONS
+# Computation dtypes of ``model.dtype`` (parameters stay float32).
+DTYPES = ('float32', 'bfloat16')
 
 # Per-example input ranks each image encoder accepts (MLPs take any rank).
 _EXAMPLE_RANKS = {
@@ -55,6 +58,11 @@ def default_model_config() -> ml_collections.ConfigDict:
       uses it with LDAM, s = 30); a scale-free loss such as plain CE
       trains poorly on it. With late fusion the cosine of the fused
       features is not a sum of per-modality parts.
+    dtype: Computation dtype of every encoder, fusion and head, one of
+      ``DTYPES``: ``'bfloat16'`` is mixed precision as on TPUs and recent
+      GPUs (parameters, optimiser state and BatchNorm statistics stay
+      float32; the model's logits and features come back in float32, so
+      losses and method statistics are float32).
   """
   resnet = dict(num_filters=64, small_inputs=False)
   return ml_collections.ConfigDict(
@@ -77,6 +85,7 @@ def default_model_config() -> ml_collections.ConfigDict:
           ),
           modality_heads=True,
           normalized_heads=False,
+          dtype='float32',
       )
   )
 
@@ -101,7 +110,7 @@ def _check_rank(name: str, modality: str, shape: tuple[int, ...]) -> None:
     )
 
 
-def _mid_fusion(config, specs, modalities: tuple[str, ...]):
+def _mid_fusion(config, specs, modalities: tuple[str, ...], dtype):
   """Splits MLP encoders at ``mid_fusion_layer``; returns (lower, fusion)."""
   layer = config.mid_fusion_layer
   lower, upper = [], []
@@ -115,23 +124,25 @@ def _mid_fusion(config, specs, modalities: tuple[str, ...]):
           f'{m!r} with hidden_sizes {hidden_sizes}.'
       )
     kwargs = {**kwargs, 'hidden_sizes': hidden_sizes[:layer]}
-    lower.append(build_encoder(name, **kwargs))
+    lower.append(build_encoder(name, dtype=dtype, **kwargs))
     upper.append(hidden_sizes[layer:])
   dropout_rate = config.encoder.mlp.dropout_rate
   if config.fusion == 'mid_concat':
     trunk = tuple(config.encoder.mlp.hidden_sizes)[layer:]
-    fusion = mid.MidConcatFusion(modalities, trunk, dropout_rate)
+    fusion = mid.MidConcatFusion(modalities, trunk, dropout_rate,
+                                 dtype=dtype)
   else:
     module = {'se_gate': mid.SEGateFusion, 'nl_gate': mid.NLGateFusion}
     fusion = module[config.fusion](
         modalities,
         upper_hidden_sizes=tuple(upper),
         dropout_rate=dropout_rate,
+        dtype=dtype,
     )
   return lower, fusion
 
 
-def _late_fusion(config, modalities: tuple[str, ...]) -> nn.Module:
+def _late_fusion(config, modalities: tuple[str, ...], dtype) -> nn.Module:
   if config.fusion == 'concat' or len(modalities) == 1:
     return late.ConcatFusion(modalities)
   module = {
@@ -139,7 +150,7 @@ def _late_fusion(config, modalities: tuple[str, ...]) -> nn.Module:
       'film': late.FiLMFusion,
       'gated': late.GatedFusion,
   }[config.fusion]
-  return module(modalities, fusion_dim=config.fusion_dim)
+  return module(modalities, fusion_dim=config.fusion_dim, dtype=dtype)
 
 
 def build_model(
@@ -164,13 +175,19 @@ def build_model(
     An unbound ``MultiModalClassifier``.
 
   Raises:
-    ValueError: On unknown encoder or fusion names, unknown encoder
-      arguments, or input shapes an encoder cannot take.
+    ValueError: On unknown encoder or fusion names or dtypes, unknown
+      encoder arguments, or input shapes an encoder cannot take.
   """
   if model_config.fusion not in FUSIONS:
     raise ValueError(
         f'Unknown fusion {model_config.fusion!r}; valid names: {list(FUSIONS)}.'
     )
+  dtype_name = model_config.get('dtype', 'float32')
+  if dtype_name not in DTYPES:
+    raise ValueError(
+        f'config.model.dtype={dtype_name!r} is not a computation dtype; '
+        f'valid: {list(DTYPES)}.')
+  dtype = jnp.dtype(dtype_name)
   names = tuple(modalities)
   if not names:
     raise ValueError('build_model needs at least one modality.')
@@ -178,10 +195,11 @@ def build_model(
   for m, (name, _) in zip(names, specs, strict=True):
     _check_rank(name, m, tuple(modalities[m]))
   if model_config.fusion in MID_FUSIONS and len(names) > 1:
-    encoders, fusion = _mid_fusion(model_config, specs, names)
+    encoders, fusion = _mid_fusion(model_config, specs, names, dtype)
   else:
-    encoders = [build_encoder(name, **kwargs) for name, kwargs in specs]
-    fusion = _late_fusion(model_config, names)
+    encoders = [build_encoder(name, dtype=dtype, **kwargs)
+                for name, kwargs in specs]
+    fusion = _late_fusion(model_config, names, dtype)
   head = model_config.fused_head
   normalized = bool(model_config.get('normalized_heads', False))
   return MultiModalClassifier(
@@ -194,9 +212,11 @@ def build_model(
           dropout_rate=head.dropout_rate,
           input_dropout_rate=head.input_dropout_rate,
           normalized=normalized,
+          dtype=dtype,
       ),
       num_classes=num_classes,
       modality_heads=model_config.modality_heads,
       normalized_modality_heads=normalized,
+      dtype=dtype,
   )
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from gblend_jax.models.resnet import CifarResNet
 from gblend_jax.models.resnet import FrameResNet18
@@ -28,6 +29,7 @@ class MLPEncoder(nn.Module):
   Attributes:
     hidden_sizes: Width of each hidden layer; ``()`` only flattens.
     dropout_rate: Dropout after every ReLU (active when ``train=True``).
+    dtype: Computation dtype (the parameters stay float32).
 
   Inputs are ``[B, ...]`` (flattened to ``[B, d]``); returns
   ``[B, hidden_sizes[-1]]``.
@@ -35,12 +37,13 @@ class MLPEncoder(nn.Module):
 
   hidden_sizes: Sequence[int] = (256,)
   dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> Array:
     x = x.reshape((x.shape[0], -1))
     for i, width in enumerate(self.hidden_sizes):
-      x = nn.relu(nn.Dense(width, name=f'dense_{i}')(x))
+      x = nn.relu(nn.Dense(width, dtype=self.dtype, name=f'dense_{i}')(x))
       if self.dropout_rate:
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return x

@@ -8,8 +8,10 @@ they return the fused features and leave the output layer to the fused head,
 and that FiLM projects the modulated modality first (see `FiLMFusion`).
 """
 
+import functools
 from collections.abc import Mapping
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -58,19 +60,21 @@ class SumFusion(nn.Module):
   Attributes:
     modalities: The fused modalities (one Dense ``proj_<m>`` each).
     fusion_dim: Common projection width F.
+    dtype: Computation dtype (the parameters stay float32).
 
   Returns ``[B, fusion_dim]``.
   """
 
   modalities: tuple[str, ...]
   fusion_dim: int = 256
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], *, train: bool) -> Array:
     del train
     inputs = _ordered(features, self.modalities)
     return sum(
-        nn.Dense(self.fusion_dim, name=f'proj_{m}')(x)
+        nn.Dense(self.fusion_dim, dtype=self.dtype, name=f'proj_{m}')(x)
         for m, x in zip(self.modalities, inputs, strict=True)
     )
 
@@ -92,20 +96,23 @@ class FiLMFusion(nn.Module):
   Attributes:
     modalities: At least two; the first is modulated.
     fusion_dim: Width F of the modulated projection.
+    dtype: Computation dtype (the parameters stay float32).
 
   Returns ``[B, fusion_dim]``.
   """
 
   modalities: tuple[str, ...]
   fusion_dim: int = 256
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], *, train: bool) -> Array:
     del train
     modulated, condition = _first_and_rest(features, self.modalities, 'FiLM')
-    film = nn.Dense(2 * self.fusion_dim, name='film')(condition)
+    dense = functools.partial(nn.Dense, dtype=self.dtype)
+    film = dense(2 * self.fusion_dim, name='film')(condition)
     gamma, beta = jnp.split(film, 2, axis=-1)
-    return gamma * nn.Dense(self.fusion_dim, name='proj')(modulated) + beta
+    return gamma * dense(self.fusion_dim, name='proj')(modulated) + beta
 
 
 class GatedFusion(nn.Module):
@@ -118,16 +125,19 @@ class GatedFusion(nn.Module):
   Attributes:
     modalities: At least two; the first computes the gate.
     fusion_dim: Width F of both projections.
+    dtype: Computation dtype (the parameters stay float32).
 
   Returns ``[B, fusion_dim]``.
   """
 
   modalities: tuple[str, ...]
   fusion_dim: int = 256
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], *, train: bool) -> Array:
     del train
     gating, gated = _first_and_rest(features, self.modalities, 'Gated fusion')
-    gate = nn.sigmoid(nn.Dense(self.fusion_dim, name='proj_gate')(gating))
-    return gate * nn.Dense(self.fusion_dim, name='proj_gated')(gated)
+    dense = functools.partial(nn.Dense, self.fusion_dim, dtype=self.dtype)
+    gate = nn.sigmoid(dense(name='proj_gate')(gating))
+    return gate * dense(name='proj_gated')(gated)

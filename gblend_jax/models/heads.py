@@ -1,6 +1,7 @@
 """Classification heads."""
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -28,17 +29,20 @@ class CosineDense(nn.Module):
 
   Attributes:
     features: Number of classes ``C``.
+    dtype: Computation dtype (the kernel stays float32).
 
   Inputs are ``[B, D]``; the kernel ``[D, C]`` is normalised per class
   (column), each input row per example. Returns ``[B, C]``.
   """
 
   features: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     kernel = self.param('kernel', nn.initializers.lecun_normal(),
                         (x.shape[-1], self.features))
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     return _unit(x, -1) @ _unit(kernel, 0)
 
 
@@ -61,6 +65,7 @@ class ClassifierHead(nn.Module):
     input_dropout_rate: Dropout on the input features.
     normalized: Cosine logits (normalised features and class weights, no
       bias).
+    dtype: Computation dtype (the parameters stay float32).
 
   Inputs are ``[B, D]``; returns logits ``[B, num_classes]``.
   """
@@ -70,15 +75,17 @@ class ClassifierHead(nn.Module):
   dropout_rate: float = 0.0
   input_dropout_rate: float = 0.0
   normalized: bool = False
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> Array:
     if self.input_dropout_rate:
       x = nn.Dropout(self.input_dropout_rate, deterministic=not train)(x)
     for i, width in enumerate(self.hidden_sizes):
-      x = nn.relu(nn.Dense(width, name=f'hidden_{i}')(x))
+      x = nn.relu(nn.Dense(width, dtype=self.dtype, name=f'hidden_{i}')(x))
       if self.dropout_rate:
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     if self.normalized:
-      return CosineDense(self.num_classes, name='output_cosine')(x)
-    return nn.Dense(self.num_classes, name='output')(x)
+      return CosineDense(self.num_classes, dtype=self.dtype,
+                         name='output_cosine')(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype, name='output')(x)

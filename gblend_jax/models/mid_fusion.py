@@ -38,8 +38,10 @@ per-modality features feed the modality heads (the pooled lower features for
 ``MidConcatFusion``; each modality's upper output for the gates).
 """
 
+import functools
 from collections.abc import Mapping
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -67,17 +69,20 @@ class UpperLayers(nn.Module):
   Attributes:
     hidden_sizes: Widths of the layers (``()`` only pools).
     dropout_rate: Dropout after every ReLU.
+    dtype: Computation dtype (the parameters stay float32).
 
   Inputs are ``[B, N, C]``; returns ``[B, hidden_sizes[-1]]`` (or ``[B, C]``).
   """
 
   hidden_sizes: Sequence[int] = ()
   dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, tokens: Array, *, train: bool) -> Array:
     for i, width in enumerate(self.hidden_sizes):
-      tokens = nn.relu(nn.Dense(width, name=f'dense_{i}')(tokens))
+      dense = nn.Dense(width, dtype=self.dtype, name=f'dense_{i}')
+      tokens = nn.relu(dense(tokens))
       if self.dropout_rate:
         tokens = nn.Dropout(self.dropout_rate, deterministic=not train)(tokens)
     return tokens.mean(axis=1)
@@ -104,10 +109,12 @@ class MidConcatFusion(MidFusion):
     modalities: Order of the concatenated channel blocks.
     trunk_hidden_sizes: Widths of the shared upper layers.
     dropout_rate: Dropout in the trunk.
+    dtype: Computation dtype (the parameters stay float32).
   """
 
   trunk_hidden_sizes: Sequence[int] = ()
   dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(
@@ -120,8 +127,8 @@ class MidConcatFusion(MidFusion):
           f'{[t.shape for t in tokens]} for {self.modalities}.'
       )
     trunk = UpperLayers(
-        self.trunk_hidden_sizes, self.dropout_rate, name='trunk'
-    )
+        self.trunk_hidden_sizes, self.dropout_rate, dtype=self.dtype,
+        name='trunk')
     fused = trunk(jnp.concatenate(tokens, axis=-1), train=train)
     pooled = {
         m: t.mean(axis=1)
@@ -135,6 +142,7 @@ class _GatedBranches(MidFusion):
 
   upper_hidden_sizes: tuple[Sequence[int], ...] = ()
   dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
 
   def _gate(self, modality: str, x: Array, others: list[Array]) -> Array:
     raise NotImplementedError
@@ -157,6 +165,7 @@ class _GatedBranches(MidFusion):
       upper = UpperLayers(
           self.upper_hidden_sizes[i],
           self.dropout_rate,
+          dtype=self.dtype,
           name=f'upper_{modality}',
       )
       features[modality] = upper(gated, train=train)
@@ -175,6 +184,7 @@ class SEGateFusion(_GatedBranches):
     modalities: Two or more modalities.
     upper_hidden_sizes: Upper-layer widths, one tuple per modality.
     dropout_rate: Dropout in the upper layers.
+    dtype: Computation dtype (the parameters stay float32).
     reduction: SE bottleneck ratio r.
   """
 
@@ -184,8 +194,9 @@ class SEGateFusion(_GatedBranches):
     channels = x.shape[-1]
     squeeze = jnp.concatenate([o.mean(axis=1) for o in others], axis=-1)
     hidden = max(1, channels // self.reduction)
-    z = nn.relu(nn.Dense(hidden, name=f'se_reduce_{modality}')(squeeze))
-    gate = nn.sigmoid(nn.Dense(channels, name=f'se_expand_{modality}')(z))
+    dense = functools.partial(nn.Dense, dtype=self.dtype)
+    z = nn.relu(dense(hidden, name=f'se_reduce_{modality}')(squeeze))
+    gate = nn.sigmoid(dense(channels, name=f'se_expand_{modality}')(z))
     self.sow('intermediates', f'gate_{modality}', gate)
     return x * gate[:, None, :]
 
@@ -203,6 +214,7 @@ class NLGateFusion(_GatedBranches):
     modalities: Two or more modalities.
     upper_hidden_sizes: Upper-layer widths, one tuple per modality.
     dropout_rate: Dropout in the upper layers.
+    dtype: Computation dtype (the parameters stay float32).
     attention_dim: Width d of queries and keys (default: C // 2 of the query
       modality, as in Wang et al. 2018).
   """
@@ -213,17 +225,17 @@ class NLGateFusion(_GatedBranches):
     channels = x.shape[-1]
     dim = self.attention_dim or max(1, channels // 2)
     sources = [m for m in self.modalities if m != modality]
-    query = nn.Dense(dim, name=f'nl_{modality}_query')(x)
+    query = nn.Dense(dim, dtype=self.dtype, name=f'nl_{modality}_query')(x)
     keys = jnp.concatenate(
         [
-            nn.Dense(dim, name=f'nl_{modality}_key_{s}')(o)
+            nn.Dense(dim, dtype=self.dtype, name=f'nl_{modality}_key_{s}')(o)
             for s, o in zip(sources, others, strict=True)
         ],
         axis=1,
     )
     values = jnp.concatenate(
         [
-            nn.Dense(dim, name=f'nl_{modality}_value_{s}')(o)
+            nn.Dense(dim, dtype=self.dtype, name=f'nl_{modality}_value_{s}')(o)
             for s, o in zip(sources, others, strict=True)
         ],
         axis=1,
@@ -233,6 +245,6 @@ class NLGateFusion(_GatedBranches):
     self.sow('intermediates', f'attention_{modality}', attention)
     attended = jnp.einsum('bqk,bkd->bqd', attention, values)
     out = nn.Dense(
-        channels, kernel_init=nn.initializers.zeros, name=f'nl_{modality}_out'
-    )(attended)
+        channels, kernel_init=nn.initializers.zeros, dtype=self.dtype,
+        name=f'nl_{modality}_out')(attended)
     return x + out

@@ -9,9 +9,11 @@ the trainer copies pre-trained parameters by name: ``encoder_<m>``,
 
 from collections.abc import Mapping
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from gblend_jax.models.heads import ClassifierHead
 from gblend_jax.models.mid_fusion import MidFusion
@@ -40,6 +42,11 @@ class MultiModalClassifier(nn.Module):
     modality_heads: Whether to add a linear head per modality.
     normalized_modality_heads: Whether those heads are cosine classifiers
       (``ClassifierHead(normalized=True)``, LDAM's normalised classifier).
+    dtype: Computation dtype of the modality heads; the encoders, fusion
+      and fused head carry their own (`build_model` gives all one). The
+      logits and features are returned in float32 whatever it is, so that
+      losses, softmax and every method's statistics (blend gains, OGM
+      scores, prototypes) are float32.
 
   Call ``model.apply(variables, inputs, train=...)`` with ``inputs`` mapping
   every modality to its batch (extra keys are ignored). Returns
@@ -55,6 +62,7 @@ class MultiModalClassifier(nn.Module):
   num_classes: int
   modality_heads: bool = True
   normalized_modality_heads: bool = False
+  dtype: Any = jnp.float32
 
   def _encoder(self, index: int, modality: str) -> nn.Module:
     if isinstance(self.encoders, Mapping):
@@ -102,9 +110,10 @@ class MultiModalClassifier(nn.Module):
       for m in self.modalities:
         modality_head = ClassifierHead(
             self.num_classes, normalized=self.normalized_modality_heads,
-            name=f'head_{m}')
+            dtype=self.dtype, name=f'head_{m}')
         logits[m] = modality_head(features[m], train=train)
-    return {'logits': logits, 'features': {**features, FUSED: fused}}
+    return _float32({'logits': logits,
+                     'features': {**features, FUSED: fused}})
 
   def classify_features(
       self, features: Mapping[str, Array], *, train: bool
@@ -133,4 +142,13 @@ class MultiModalClassifier(nn.Module):
           'classify_features needs late fusion; this model fuses in the '
           f'middle of its encoders ({type(self.fusion).__name__}).'
       )
-    return self.fused_head(self.fusion(features, train=train), train=train)
+    fused = self.fusion(features, train=train)
+    return _float32(self.fused_head(fused, train=train))
+
+
+def _float32(tree: Any) -> Any:
+  """Casts the floating arrays of `tree` to float32 (the model's outputs
+  under a lower computation dtype)."""
+  return jax.tree.map(
+      lambda x: x.astype(jnp.float32)
+      if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)

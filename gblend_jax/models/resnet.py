@@ -43,6 +43,12 @@ def _conv(features: int, kernel: int, strides: int = 1, **kwargs) -> nn.Conv:
   )
 
 
+def _layers(train: bool, dtype: Any) -> tuple[Any, Any]:
+  """``(conv, norm)``: `_conv` and `_batch_norm` in this mode and dtype."""
+  return (functools.partial(_conv, dtype=dtype),
+          functools.partial(_batch_norm, train, dtype=dtype))
+
+
 def _with_channel_axis(x: Array) -> Array:
   """Adds a trailing channel axis to ``[B, H, W]`` inputs (spectrograms)."""
   if x.ndim == 3:
@@ -60,21 +66,24 @@ class BasicBlock(nn.Module):
   Attributes:
     features: Output channels.
     strides: Stride of the first convolution (and of the projection).
+    dtype: Computation dtype (see ``ResNet``).
   """
 
   features: int
   strides: int = 1
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> Array:
+    conv, norm = _layers(train, self.dtype)
     residual = x
-    y = _conv(self.features, 3, self.strides)(x)
-    y = nn.relu(_batch_norm(train)(y))
-    y = _conv(self.features, 3)(y)
-    y = _batch_norm(train)(y)
+    y = conv(self.features, 3, self.strides)(x)
+    y = nn.relu(norm()(y))
+    y = conv(self.features, 3)(y)
+    y = norm()(y)
     if residual.shape != y.shape:
-      residual = _conv(self.features, 1, self.strides, name='proj_conv')(x)
-      residual = _batch_norm(train, name='proj_bn')(residual)
+      residual = conv(self.features, 1, self.strides, name='proj_conv')(x)
+      residual = norm(name='proj_bn')(residual)
     return nn.relu(y + residual)
 
 
@@ -86,21 +95,24 @@ class BottleneckBlock(nn.Module):
   Attributes:
     features: Bottleneck channels; the block outputs ``4 * features``.
     strides: Stride of the 3x3 convolution (and of the projection).
+    dtype: Computation dtype (see ``ResNet``).
   """
 
   features: int
   strides: int = 1
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> Array:
+    conv, norm = _layers(train, self.dtype)
     residual = x
-    y = nn.relu(_batch_norm(train)(_conv(self.features, 1)(x)))
-    y = _conv(self.features, 3, self.strides)(y)
-    y = nn.relu(_batch_norm(train)(y))
-    y = _batch_norm(train)(_conv(4 * self.features, 1)(y))
+    y = nn.relu(norm()(conv(self.features, 1)(x)))
+    y = conv(self.features, 3, self.strides)(y)
+    y = nn.relu(norm()(y))
+    y = norm()(conv(4 * self.features, 1)(y))
     if residual.shape != y.shape:
-      residual = _conv(4 * self.features, 1, self.strides, name='proj_conv')(x)
-      residual = _batch_norm(train, name='proj_bn')(residual)
+      residual = conv(4 * self.features, 1, self.strides, name='proj_conv')(x)
+      residual = norm(name='proj_bn')(residual)
     return nn.relu(y + residual)
 
 
@@ -113,6 +125,9 @@ class ResNet(nn.Module):
     num_filters: Channels of the first stage (doubled at every later stage).
     small_inputs: If True, replaces the 7x7 stride-2 stem and the max-pool by
       one 3x3 stride-1 convolution (for tiny images and spectrograms).
+    dtype: Computation dtype of convolutions and BatchNorm (parameters and
+      BatchNorm statistics stay float32; flax computes the statistics in
+      float32).
 
   Inputs are ``[B, H, W, C]``, or ``[B, H, W]`` (a channel axis is added).
   Returns ``[B, D]`` with ``D = num_filters * 8`` (x4 for bottlenecks). The
@@ -124,23 +139,24 @@ class ResNet(nn.Module):
   block_cls: type[nn.Module] = BasicBlock
   num_filters: int = 64
   small_inputs: bool = False
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> Array:
+    conv, norm = _layers(train, self.dtype)
     x = _with_channel_axis(x)
     if self.small_inputs:
-      x = _conv(self.num_filters, 3, name='stem_conv')(x)
+      x = conv(self.num_filters, 3, name='stem_conv')(x)
     else:
-      x = _conv(self.num_filters, 7, 2, name='stem_conv')(x)
-    x = nn.relu(_batch_norm(train, name='stem_bn')(x))
+      x = conv(self.num_filters, 7, 2, name='stem_conv')(x)
+    x = nn.relu(norm(name='stem_bn')(x))
     if not self.small_inputs:
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
     for stage, num_blocks in enumerate(self.stage_sizes):
       for block in range(num_blocks):
         strides = 2 if stage > 0 and block == 0 else 1
-        x = self.block_cls(self.num_filters * 2**stage, strides)(
-            x, train=train
-        )
+        x = self.block_cls(self.num_filters * 2**stage, strides,
+                           dtype=self.dtype)(x, train=train)
     self.sow('intermediates', FEATURE_MAP, x)
     return jnp.mean(x, axis=(1, 2))
 
@@ -162,12 +178,14 @@ class FrameResNet18(nn.Module):
   Attributes:
     num_filters: Channels of the first stage.
     small_inputs: See ``ResNet``.
+    dtype: See ``ResNet``.
 
   Inputs are ``[B, T, H, W, C]``; returns ``[B, 8 * num_filters]``.
   """
 
   num_filters: int = 64
   small_inputs: bool = False
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> Array:
@@ -177,6 +195,7 @@ class FrameResNet18(nn.Module):
     resnet = ResNet18(
         num_filters=self.num_filters,
         small_inputs=self.small_inputs,
+        dtype=self.dtype,
         name='resnet',
     )
     per_frame = resnet(x.reshape((batch * frames,) + x.shape[2:]), train=train)
@@ -196,6 +215,7 @@ class CifarResNet(nn.Module):
     depth: 6n + 2 (20, 32, 44, 56, 110, ...).
     width: Channels of the first stage (16 in the paper; the later stages
       have twice and four times as many).
+    dtype: See ``ResNet``.
 
   Inputs are ``[B, H, W, C]``; returns ``[B, 4 * width]``. The last
   convolutional features ``[B, h, w, 4 * width]`` (before pooling, for class
@@ -205,20 +225,23 @@ class CifarResNet(nn.Module):
 
   depth: int = 20
   width: int = 16
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> Array:
+    conv, norm = _layers(train, self.dtype)
     if (self.depth - 2) % 6 or self.depth < 8:
       raise ValueError(f'CifarResNet depth must be 6n + 2, got {self.depth}.')
     blocks_per_stage = (self.depth - 2) // 6
     if self.width < 1:
       raise ValueError(f'CifarResNet width must be positive, got {self.width}.')
-    x = _conv(self.width, 3, name='stem_conv')(_with_channel_axis(x))
-    x = nn.relu(_batch_norm(train, name='stem_bn')(x))
+    x = conv(self.width, 3, name='stem_conv')(_with_channel_axis(x))
+    x = nn.relu(norm(name='stem_bn')(x))
     for stage in range(3):
       for block in range(blocks_per_stage):
         strides = 2 if stage > 0 and block == 0 else 1
-        x = _CifarBlock(self.width * 2**stage, strides)(x, train=train)
+        x = _CifarBlock(self.width * 2**stage, strides, dtype=self.dtype)(
+            x, train=train)
     self.sow('intermediates', FEATURE_MAP, x)
     return jnp.mean(x, axis=(1, 2))
 
@@ -228,12 +251,14 @@ class _CifarBlock(nn.Module):
 
   features: int
   strides: int = 1
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> Array:
-    y = _conv(self.features, 3, self.strides)(x)
-    y = nn.relu(_batch_norm(train)(y))
-    y = _batch_norm(train)(_conv(self.features, 3)(y))
+    conv, norm = _layers(train, self.dtype)
+    y = conv(self.features, 3, self.strides)(x)
+    y = nn.relu(norm()(y))
+    y = norm()(conv(self.features, 3)(y))
     residual = x[:, :: self.strides, :: self.strides, :]
     missing = self.features - residual.shape[-1]
     if missing:

@@ -45,8 +45,10 @@ def test_default_config_has_every_key():
       'fused_head',
       'modality_heads',
       'normalized_heads',
+      'dtype',
   }
   assert not config.normalized_heads
+  assert config.dtype == 'float32'
   assert config.encoder.name == 'mlp'
   assert config.fusion == 'concat'
   assert tuple(config.fused_head.hidden_sizes) == (256, 256)
