@@ -47,6 +47,10 @@ def default_modulation_config() -> ml_collections.ConfigDict:
       `gblend_jax.modulation.ogm.MODULATED`): ``'conv_kernels'`` (4-D, the
       official code's choice), ``'matrices'`` (every tensor with more than
       one dimension; the choice for MLP encoders) or ``'all'``.
+    noise_generator: The PRNG of OGM-GE's noise, ``'threefry'`` (JAX's
+      default) or ``'rbg'`` (cheaper on accelerators; same distribution).
+    noise_dtype: ``'float32'`` or ``'bfloat16'``: the dtype the standard
+      normals are drawn in (see `gblend_jax.modulation.ogm.ogm_ge`).
   """
   return ml_collections.ConfigDict({
       'method': 'none',
@@ -54,6 +58,8 @@ def default_modulation_config() -> ml_collections.ConfigDict:
       'start_epoch': 0.0,
       'end_epoch': -1.0,
       'modulated': 'conv_kernels',
+      'noise_generator': 'threefry',
+      'noise_dtype': 'float32',
   })
 
 
@@ -82,6 +88,16 @@ def check_modulation_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
         f'Unknown config.modulation.modulated={block.modulated!r}; valid: '
         f'{sorted(ogm.MODULATED)}.'
+    )
+  if block.noise_generator not in ogm.NOISE_GENERATORS:
+    raise ValueError(
+        'Unknown config.modulation.noise_generator='
+        f'{block.noise_generator!r}; valid: {list(ogm.NOISE_GENERATORS)}.'
+    )
+  if block.noise_dtype not in ('float32', 'bfloat16'):
+    raise ValueError(
+        f'Unknown config.modulation.noise_dtype={block.noise_dtype!r}; '
+        "valid: ['float32', 'bfloat16']."
     )
   if block.start_epoch < 0 or (
       block.end_epoch >= 0 and block.end_epoch <= block.start_epoch
@@ -138,6 +154,8 @@ def build_transform(
       window=(start, end),
       modalities=tuple(modalities),
       seed=config.seed,
+      noise_generator=block.noise_generator,
+      noise_dtype=jnp.dtype(block.noise_dtype),
   )
 
 

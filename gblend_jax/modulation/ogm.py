@@ -275,11 +275,15 @@ def label_encoders(modalities: Sequence[str]) -> Callable[[Any], Any]:
   )
 
 
+# ``ogm_ge(noise_generator=...)``: the JAX PRNG implementation of each.
+NOISE_GENERATORS = {'threefry': 'threefry2x32', 'rbg': 'rbg'}
+
+
 class OGMGEState(NamedTuple):
   """State of `ogm_ge`."""
 
   count: jax.Array  # shape=(), dtype=int32; update calls so far.
-  key: jax.Array  # shape=key data (2,), dtype=uint32; the GE noise key.
+  key: jax.Array  # shape=key data ((2,) threefry, (4,) rbg), uint32.
   coefficients: jax.Array  # shape=(M,), dtype=float32; last k (computed).
   ratios: jax.Array  # shape=(M,), dtype=float32; last ρ.
   active: jax.Array  # shape=(), dtype=bool; last update was in the window.
@@ -312,6 +316,8 @@ def ogm_ge(
     axis_name: str | None = None,
     seed: int = 0,
     modalities: Sequence[str] | None = None,
+    noise_generator: str = 'threefry',
+    noise_dtype: Any = jnp.float32,
 ) -> optax.GradientTransformationExtraArgs:
   """OGM-GE: scales each dominant encoder's gradients by ``k_m``, adds noise.
 
@@ -383,6 +389,15 @@ def ogm_ge(
     axis_name: a mapped axis over which to sum the scores.
     seed: seed of the noise key.
     modalities: the order of the scores; None is the sorted set of labels.
+    noise_generator: the PRNG of the GE noise (`NOISE_GENERATORS`):
+      ``'threefry'`` (JAX's default) or ``'rbg'`` (XLA's RngBitGenerator,
+      several times cheaper per number on GPUs and TPUs, where the noise of
+      a ResNet pair's 22M gradients is a visible part of a step). The
+      distribution is the same (`tests/modulation/test_ogm_noise.py`
+      tests both); the numbers drawn are not.
+    noise_dtype: the dtype the standard normals are drawn in (float32, or
+      bfloat16: half the random bits); they are scaled by σ and added in
+      float32.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose update is
@@ -505,6 +520,16 @@ def ogm_ge(
       )
     return plan, treedef, names
 
+  if noise_generator not in NOISE_GENERATORS:
+    raise ValueError(
+        f'noise_generator={noise_generator!r}; valid: '
+        f'{list(NOISE_GENERATORS)}.')
+  if jnp.dtype(noise_dtype) not in (jnp.dtype(jnp.float32),
+                                    jnp.dtype(jnp.bfloat16)):
+    raise ValueError(
+        f'noise_dtype={noise_dtype!r}; valid: float32 or bfloat16.')
+  impl = NOISE_GENERATORS[noise_generator]
+
   # Leaf shapes seen at init, per tree structure (static, trace time): the
   # gradients must have them.
   init_shapes = {}
@@ -515,7 +540,7 @@ def ogm_ge(
     ones = jnp.ones((len(names),), jnp.float32)
     return OGMGEState(
         count=jnp.zeros([], jnp.int32),
-        key=jax.random.key_data(jax.random.key(seed)),
+        key=jax.random.key_data(jax.random.key(seed, impl=impl)),
         coefficients=ones,
         ratios=ones,
         active=jnp.zeros([], jnp.bool_),
@@ -528,7 +553,7 @@ def ogm_ge(
       total = sum(
           g.size for g, m in zip(leaves, plan, strict=True) if m is not None
       )
-      normal = jax.random.normal(key, (total,), jnp.float32)
+      normal = jax.random.normal(key, (total,), noise_dtype)
     out = []
     offset = 0
     for g, m in zip(leaves, plan, strict=True):
@@ -540,7 +565,8 @@ def ogm_ge(
       if noise:
         ddof = 1 if g.size > 1 else 0
         sigma = jnp.std(g32, ddof=ddof) + NOISE_EPS
-        z = normal[offset:offset + g.size].reshape(g.shape)
+        z = normal[offset:offset + g.size].reshape(g.shape).astype(
+            jnp.float32)
         offset += g.size
         new = new + sigma * z
       out.append(new.astype(g.dtype))
@@ -577,7 +603,8 @@ def ogm_ge(
       active &= state.count >= start
     if end is not None:
       active &= state.count < end
-    key, step_key = jax.random.split(jax.random.wrap_key_data(state.key))
+    key, step_key = jax.random.split(
+        jax.random.wrap_key_data(state.key, impl=impl))
 
     leaves = treedef.flatten_up_to(grads)
     leaves = jax.lax.cond(
