@@ -15,6 +15,7 @@ import scipy.io.wavfile
 import tensorflow_datasets as tfds
 
 from experiments import runs
+from gblend_jax import data
 from gblend_jax.data import audio_visual as av
 from gblend_jax.datasets.vggsound import vggsound_dataset_builder as vggsound
 from gblend_jax.training import metric_writer
@@ -23,6 +24,8 @@ from tests import train_utils
 from tests.datasets import av_fakes
 
 ROWS = av_fakes.VGGSOUND_ROWS
+_AV_OGM = os.path.join(train_utils.REPO, 'experiments', 'configs',
+                       'av_ogm.py')
 # First appearance in the train rows (OGM-GE's class_dict).
 CLASSES = ['waterfall burbling', 'playing tennis', 'bird chirping, tweeting']
 
@@ -224,9 +227,7 @@ def test_ogm_ge_trains_on_the_copy_with_the_official_config(tmp_path):
           for i in range(12)]
   rows += [(f'test{i:07d}', '0', CLASSES[i], 'test') for i in range(3)]
   av_fakes.write_vggsound_copy(_root(tmp_path), rows)
-  config = runs.load_config(
-      os.path.join(train_utils.REPO, 'experiments', 'configs', 'av_ogm.py'),
-      'dataset=vggsound,runlocal')
+  config = runs.load_config(_AV_OGM, 'dataset=vggsound,runlocal')
   assert config.modulation.alpha == 0.1  # OGM-GE's VGGSound α.
   config.data.data_dir = str(tmp_path / 'tfds')
   config.data.manual_dir = str(tmp_path / 'manual')
@@ -249,3 +250,28 @@ def test_ogm_ge_trains_on_the_copy_with_the_official_config(tmp_path):
       rho = row[f'ogm/ratio/{m}']
       expected = 1 - np.tanh(0.1 * rho) if rho > 1 else 1.0
       assert row[f'ogm/coefficient/{m}'] == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_config_has_ogm_ges_vggsound_settings(tmp_path):
+  config = runs.load_config(_AV_OGM, 'dataset=vggsound')
+  train.check_config(config)
+  assert (config.data.name, config.data.builder_config) == (
+      'vggsound', 'official')
+  assert config.modulation.method == 'ogm_ge'
+  assert config.modulation.alpha == 0.1
+  assert (config.modulation.start_epoch, config.modulation.end_epoch) == (
+      0.0, 51.0)  # Epochs 0..50 inclusive.
+  assert (config.optimizer.name, config.optimizer.learning_rate,
+          config.optimizer.momentum, config.optimizer.weight_decay) == (
+              'sgd', 1e-3, 0.9, 1e-4)
+  assert tuple(config.optimizer.boundaries_epochs) == (70,)
+  assert (config.num_epochs, config.data.batch_size) == (100, 64)
+  assert runs.load_config(
+      _AV_OGM, 'dataset=vggsound,alpha=0.3').modulation.alpha == 0.3
+  assert runs.load_config(_AV_OGM, 'dataset=crema_d').modulation.alpha == 0.8
+  builder = data.get_builder('vggsound', data_dir=str(tmp_path),
+                             builder_config='official')
+  features = builder.info.features  # Nothing prepared.
+  assert features['label'].num_classes == 309
+  assert features['audio'].shape == (129, 626)
+  assert features['visual'].shape == (3, 224, 224, 3)
