@@ -117,9 +117,10 @@ def _rows(workdir) -> list[dict[str, float]]:
 
 
 @pytest.mark.slow
-def test_two_processes_launched_with_the_flags_match_one(data_dir, tmp_path):
-  # One process first, without the flags: it also prepares the data set.
-  _finish([_launch(data_dir, tmp_path / 'one')])
+def test_two_processes_launched_with_the_flags_match_one(tmp_path):
+  # A fresh data directory: process 0 prepares the data set, process 1
+  # waits for it and reads the same copy.
+  data_dir = tmp_path / 'tfds'
   port = _free_port()
   logs = _finish([
       _launch(data_dir, tmp_path / 'two',
@@ -129,6 +130,8 @@ def test_two_processes_launched_with_the_flags_match_one(data_dir, tmp_path):
       for p in range(2)])
   for p, log in enumerate(logs):
     assert f'Process {p} of 2; 1 local of 2 devices.' in log
+  assert os.listdir(data_dir / 'synthetic_multimodal' / 'tiny') == ['1.0.0']
+  _finish([_launch(data_dir, tmp_path / 'one')])  # No flags: one process.
   one, two = _rows(tmp_path / 'one'), _rows(tmp_path / 'two')
   assert [r['step'] for r in two] == [r['step'] for r in one]
   assert any('test/fused/accuracy' in r for r in one)

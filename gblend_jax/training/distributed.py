@@ -17,6 +17,8 @@ Two ways in, as ``experiments.main`` offers them:
 * detected: ``distributed=True`` alone. On Cloud TPU, SLURM, Open MPI (and
   the other cluster environments JAX knows) JAX reads the three from the
   environment; any of them given as well overrides what it finds.
+
+The trainer calls `prepare_on_chief_first` before it loads the data set.
 """
 
 import dataclasses
@@ -24,7 +26,11 @@ import re
 from collections.abc import Sequence
 
 import jax
+import ml_collections
 from absl import logging
+from jax.experimental import multihost_utils
+
+from gblend_jax import data
 
 # host:port, the host a name, an IPv4 address or a bracketed IPv6 address.
 _ADDRESS = re.compile(r'^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(\d{1,5})$')
@@ -150,3 +156,26 @@ def initialize(args: DistributedArgs | None) -> None:
   logging.info('Process %d of %d; %d local of %d devices.',
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
+
+
+def prepare_on_chief_first(data_config: ml_collections.ConfigDict) -> None:
+  """In a multi-process run, process 0 prepares the data set before the rest.
+
+  Every process then finds it prepared (a data directory all hosts share)
+  or prepares its own copy (a host-local one), so that no two processes
+  build into one folder. Nothing happens in a one-process run or when the
+  data set is already prepared.
+
+  Args:
+    data_config: ``config.data`` (`gblend_jax.data.default_data_config`).
+  """
+  if jax.process_count() == 1:
+    return
+  if jax.process_index() == 0:
+    data.prepare(data.get_builder(
+        data_config.name, data_dir=data_config.data_dir,
+        builder_config=data_config.builder_config),
+        manual_dir=data_config.manual_dir)
+  # If process 0 fails, the others stop here once JAX's coordination
+  # service misses its heartbeat.
+  multihost_utils.sync_global_devices('gblend_jax: data set prepared')
