@@ -151,14 +151,24 @@ def test_two_processes_launched_with_the_flags_match_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_launcher_names_a_bad_flag_before_jax_starts(tmp_path):
+@pytest.mark.parametrize('flag, message', [
+    ('--process_id=1',
+     '--process_id without --coordinator_address, --num_processes'),
+    ('--distributed',
+     '--distributed: JAX found no cluster environment to detect the '
+     'processes from'),
+])
+def test_launcher_names_a_bad_flag_before_training(tmp_path, flag, message):
+  # No cluster environment for JAX to detect.
+  env = {k: v for k, v in _env().items()
+         if not k.startswith(('SLURM_', 'OMPI_', 'PMI_', 'JAX_COORDINATOR',
+                              'TPU_', 'MEGASCALE_'))}
   completed = subprocess.run(
       [sys.executable, '-m', 'experiments.main',
        '--config', 'experiments/configs/synthetic_fusion.py:builder=tiny',
-       '--workdir', str(tmp_path / 'run'), '--process_id=1'],
-      cwd=train_utils.REPO, env=_env(), capture_output=True, text=True,
+       '--workdir', str(tmp_path / 'run'), flag],
+      cwd=train_utils.REPO, env=env, capture_output=True, text=True,
       timeout=300)
   assert completed.returncode != 0
-  assert ('--process_id without --coordinator_address, --num_processes'
-          in completed.stderr), completed.stderr[-2000:]
+  assert message in completed.stderr, completed.stderr[-2000:]
   assert not os.path.exists(tmp_path / 'run')  # Stopped before anything.
