@@ -182,11 +182,15 @@ def _truncate(path, keep):
     file.write(data[:keep])
 
 
-def test_a_truncated_wav_file_is_named(tmp_path):
+@pytest.mark.parametrize('keep, message', [
+    (5000, 'truncated wav file'),  # Of 16044 bytes; the header says 16000.
+    (30, 'not a readable wav file'),  # Inside the header.
+])
+def test_a_truncated_wav_file_is_named(tmp_path, keep, message):
   av_fakes.write_vggsound_copy(_root(tmp_path))
   audio_path, _ = av_fakes.vggsound_paths(_root(tmp_path), ROWS[3])
-  _truncate(audio_path, 5000)  # Of 16044 bytes; the header says 16000.
-  _expect_error(tmp_path, ValueError, f'{audio_path}: truncated wav file')
+  _truncate(audio_path, keep)
+  _expect_error(tmp_path, ValueError, f'{audio_path}: {message}')
 
 
 def test_a_truncated_frame_is_named(tmp_path):

@@ -44,6 +44,7 @@ Departures from the official code, each for a stated reason:
 
 import dataclasses
 import os
+import struct
 import warnings
 from collections.abc import Iterator
 
@@ -131,7 +132,7 @@ def read_complete_wav(path: str) -> tuple[np.ndarray, int]:
     warnings.simplefilter('always', scipy.io.wavfile.WavFileWarning)
     try:
       result = av.read_wav(path)
-    except Exception as error:  # struct.error, ValueError, EOFError.
+    except (ValueError, EOFError, struct.error) as error:
       raise ValueError(f'{path}: not a readable wav file ({error}).') from None
   for warning in caught:
     message = str(warning.message)
