@@ -2,7 +2,7 @@
 
 Every ``python`` block of README.md runs as written (each in a namespace of
 its own) and its results are checked against hand-worked values; the
-multi-host script runs as a one-process ``jax.distributed`` job. The shell
+multi-host command runs as a one-process ``jax.distributed`` job. The shell
 commands are checked for what can be checked without training: every
 ``--config FILE:ARGS`` builds with its ``--config.KEY=VALUE`` overrides,
 every ``python -m`` module exists, every ``make`` target is in the Makefile,
@@ -75,7 +75,6 @@ def _is_script(block: str) -> bool:
 
 PYTHON_BLOCKS = code_blocks(_readme(), 'python')
 SNIPPETS = [b for b in PYTHON_BLOCKS if not _is_script(b)]
-SCRIPTS = [b for b in PYTHON_BLOCKS if _is_script(b)]
 SHELL_COMMANDS = [c for b in code_blocks(_readme(), 'sh')
                   for c in shell_commands(b)]
 
@@ -103,7 +102,7 @@ def run_snippet(block: str) -> tuple[dict, str]:
 
 def test_readme_has_the_blocks_this_file_checks():
   assert len(SNIPPETS) == 6, [b.splitlines()[0] for b in SNIPPETS]
-  assert len(SCRIPTS) == 1
+  assert len(PYTHON_BLOCKS) == len(SNIPPETS)  # No scripts to save first.
   # Each snippet is self-contained: it imports what it uses.
   for block in PYTHON_BLOCKS:
     assert block.lstrip().startswith(('import', '"""')), block[:80]
@@ -199,29 +198,46 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_multihost_script_runs_as_a_one_process_job(data_dir, tmp_path):
-  (script,) = SCRIPTS
-  path = tmp_path / 'train_multihost.py'
-  path.write_text(script)
+def test_multihost_command_runs_as_a_one_process_job(data_dir, tmp_path):
+  (command,) = [c for c in SHELL_COMMANDS
+                if any(w.startswith('--coordinator_address=') for w in c)]
+  assert command[:3] == ['python', '-m', 'experiments.main']
+  assert '--num_processes=2' in command and '--process_id=0' in command
+  # The README's command, as one process of one on localhost, on the tiny
+  # builder config of the same experiment.
+  workdir = tmp_path / 'run'
+  replace = {
+      '--coordinator_address': f'127.0.0.1:{_free_port()}',
+      '--num_processes': '1', '--workdir': str(workdir),
+      '--config': command[command.index('--config') + 1].replace(
+          ':', ':builder=tiny,'),
+  }
+  args = []
+  words = iter(command[1:])
+  for word in words:
+    key, sep, _ = word.partition('=')
+    if key in replace:
+      args.append(f'{key}={replace[key]}')
+      if not sep:
+        next(words)
+    else:
+      args.append(word)
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=train_utils.REPO,
              JAX_COMPILATION_CACHE_DIR=conftest.JAX_CACHE)
   env.pop('XLA_FLAGS', None)
-  workdir = tmp_path / 'run'
   completed = subprocess.run(
-      [sys.executable, str(path), f'localhost:{_free_port()}', '1', '0',
-       'experiments/configs/synthetic_fusion.py:builder=tiny,runlocal',
-       str(workdir), f'data.data_dir={data_dir}', 'data.batch_size=16',
-       'num_train_steps=2'],
+      [sys.executable, *args, f'--config.data.data_dir={data_dir}',
+       '--config.data.batch_size=16', '--config.num_train_steps=2'],
       cwd=train_utils.REPO, env=env, capture_output=True, text=True,
       timeout=300,
   )
   assert completed.returncode == 0, completed.stderr[-3000:]
+  assert 'Process 0 of 1; 1 local of 1 devices.' in completed.stderr
   with open(workdir / 'results.json') as f:
     results = json.load(f)
   assert results['step'] == 2
   accuracy = results['final']['test/fused/accuracy']
-  assert completed.stdout.strip().splitlines()[-1] == (
-      f'test accuracy {accuracy}')
+  assert f'fused test accuracy {accuracy:.4f}' in completed.stderr
 
 
 def _config_commands() -> list[tuple[str, str | None, list[str]]]:

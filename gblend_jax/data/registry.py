@@ -27,6 +27,7 @@ DATASETS = {
         'kinetics_sounds',
         'mfeat',
         'synthetic_multimodal',
+        'vggsound',
     )
 }
 DATA_DIR_ENV = 'GBLEND_DATA_DIR'

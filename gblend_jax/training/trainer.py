@@ -31,6 +31,7 @@ from gblend_jax import metrics as metrics_lib
 from gblend_jax import models
 from gblend_jax.training import checkpointing
 from gblend_jax.training import config_checks
+from gblend_jax.training import distributed
 from gblend_jax.training import methods as methods_lib
 from gblend_jax.training import metric_writer
 from gblend_jax.training import program as program_lib
@@ -233,6 +234,7 @@ def _train_and_evaluate(
   config_changes = workdir_lib.check_resume_config(config, workdir)
 
   # ---- Data.
+  distributed.prepare_on_chief_first(config.data)
   splits = data.load_dataset(config.data)
   global_batch = config.data.batch_size
   if global_batch % jax.device_count():

@@ -1,4 +1,5 @@
-"""Tiny fake copies of CREMA-D, Kinetics-Sounds and AVE in their layouts.
+"""Tiny fake copies of CREMA-D, Kinetics-Sounds, AVE and VGGSound in their
+layouts.
 
 Clip ``i`` of a copy holds a tone in STFT bin ``20 + 3 i`` and frames whose
 red level is ``25 i`` and green level ``20 k`` for frame k, so that every
@@ -89,3 +90,52 @@ def write_copy(root, layout):
     with open(os.path.join(root, builder.SPLIT_FILES[split]), 'w',
               encoding='utf-8-sig' if layout.bom else 'utf-8') as file:
       file.write('\n'.join(lines) + '\n')
+
+
+# VGGSound: one headerless CSV for both splits, per-split folders. Clip i
+# (in CSV order) holds a tone in STFT bin 10 + 3 i of n_fft 256 at 16 kHz
+# and 10 frames whose red level is 25 i and green level 20 k for frame k.
+VGGSOUND_ROWS = (
+    ('--0PQM4-hqg', '30', 'waterfall burbling', 'train'),
+    ('--56QUhyDQM', '185', 'playing tennis', 'train'),
+    ('-0BIyqJj9ZU', '30', 'waterfall burbling', 'train'),
+    ('-0jeONf82dE', '21', 'bird chirping, tweeting', 'train'),
+    ('---g-f_I2yQ', '1', 'playing tennis', 'test'),
+    ('-1D8_aLlV-A', '0', 'bird chirping, tweeting', 'test'),
+)
+VGGSOUND_FRAMES = tuple(f'{25 * k:05d}.jpg' for k in range(10))
+
+
+def vggsound_paths(root, row, name=None):
+  """``(wav file, frame folder)`` of a CSV row in the VGGSound layout."""
+  youtube_id, start, _, split = row
+  name = name or f'{youtube_id}_{start}'
+  return (os.path.join(root, f'{split}-audios', f'{split}-set',
+                       name + '.wav'),
+          os.path.join(root, f'{split}-videos', f'{split}-set-img',
+                       'Image-01-FPS', name + '.mp4'))
+
+
+def write_vggsound_copy(root, rows=VGGSOUND_ROWS, *, padded=False):
+  """Writes ``rows``' clips and ``vggsound.csv`` into ``root``.
+
+  Args:
+    root: the copy's folder.
+    rows: ``(youtube_id, start_seconds, label, split)`` per clip.
+    padded: name the files ``<id>_<start:06d>`` instead of as the CSV.
+  """
+  for index, row in enumerate(rows):
+    name = f'{row[0]}_{int(row[1]):06d}' if padded else None
+    audio_path, frames_dir = vggsound_paths(root, row, name)
+    os.makedirs(os.path.dirname(audio_path), exist_ok=True)
+    time = np.arange(8000) / 16000  # 0.5 s at 16 kHz, int16 as ffmpeg's.
+    tone = 0.5 * np.sin(2 * np.pi * (10 + 3 * index) * 16000 / 256 * time)
+    scipy.io.wavfile.write(audio_path, 16000, (tone * 2**15).astype(np.int16))
+    os.makedirs(frames_dir)
+    for k, frame in enumerate(VGGSOUND_FRAMES):
+      Image.new('RGB', (24, 16), (25 * index % 256, 20 * k, 90)).save(
+          os.path.join(frames_dir, frame))
+  lines = [','.join(f'"{cell}"' if ',' in cell else cell for cell in row)
+           for row in rows]
+  with open(os.path.join(root, 'vggsound.csv'), 'w') as file:
+    file.write('\n'.join(lines) + '\n')
