@@ -244,3 +244,17 @@ def test_each_step_leaves_the_other_encoders_optimizer_state_alone():
       adam.mu['shared_head']['w'],
       0.9 * 0.1 * grads[0]['shared_head']['w']
       + 0.1 * grads[1]['shared_head']['w'], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_benchmark_times_mlas_step_on_its_shared_head_model():
+  from experiments import benchmark  # pylint: disable=g-import-not-at-top
+  setting = benchmark.mfeat_setting(tiny=True)
+  config = benchmark.method_config(setting, 'mla')
+  assert config.model.shared_head and config.mla.enabled
+  assert not setting.model.shared_head  # The setting itself is untouched.
+  timed = benchmark.method_steps(setting, ['naive', 'mla'])
+  # Two forward and backward passes (one per modality) against one.
+  assert timed['mla'].flops > 1.5 * timed['naive'].flops
+  timed['mla'].run()
+  timed['mla'].sync()

@@ -1,13 +1,16 @@
 """MLA through the one trainer: its steps against an independent loop, its
 test-time prediction, and its config refusals."""
 
+import dataclasses
 import itertools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import runs
 from gblend_jax import data
 from gblend_jax import models
 from gblend_jax.training import checkpointing
@@ -15,7 +18,10 @@ from gblend_jax.training import metric_writer
 from gblend_jax.training import steps as steps_lib
 from gblend_jax.training import trainer as train
 from tests import train_utils
+from tests.datasets import av_fakes
 
+AV_CONFIG = os.path.join(train_utils.REPO, 'experiments', 'configs',
+                         'av_ogm.py')
 LR, MOMENTUM, STEPS = 0.1, 0.9, 3
 
 
@@ -172,3 +178,49 @@ def test_mla_needs_several_modalities(data_dir, tmp_path):
   with pytest.raises(ValueError, match=r'config\.mla\.enabled=True needs '
                      r'several modalities'):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
+@pytest.mark.slow
+def test_av_ogm_mla_runlocal_trains_on_a_fake_crema_d_copy(tmp_path):
+  # 24 training and 6 test clips in CREMA-D's layout: 4 and 1 per emotion.
+  crema = av_fakes.LAYOUTS['crema_d']
+  emotions = crema.builder.CLASS_NAMES
+  clips = {
+      'train': [(f'10{a:02d}_DFA_{emotions[c]}_XX', c)
+                for c in range(6) for a in range(4)],
+      'test': [(f'1090_DFA_{emotions[c]}_XX', c) for c in range(6)],
+  }
+  layout = dataclasses.replace(crema, clips=clips)
+  av_fakes.write_copy(tmp_path / 'manual' / crema.builder.FOLDER, layout)
+  config = runs.load_config(AV_CONFIG, 'dataset=crema_d,method=mla,runlocal')
+  assert (config.optimizer.name, config.optimizer.learning_rate,
+          config.optimizer.momentum, config.optimizer.weight_decay) == (
+              'sgd', 1e-3, 0.9, 1e-4)
+  config.data.data_dir = str(tmp_path / 'tfds')
+  config.data.manual_dir = str(tmp_path / 'manual')
+  config.data.holdout_fraction = 0.25  # One clip per emotion.
+  config.num_train_steps = 4
+  config.log_every_steps = 1
+  workdir = str(tmp_path / 'run')
+  results = train.train_and_evaluate(config, workdir)
+  final = results['final']
+  assert not any(k.startswith('test/unimodal_') for k in final)
+  rows = [r for r in metric_writer.read_metrics(workdir)
+          if 'train_step/audio/loss' in r]
+  assert len(rows) == 4
+  assert all(np.isfinite(r['train_step/loss']) for r in rows)
+  state = checkpointing.Checkpointer(workdir).restore_raw(best=False)
+  # Two modality steps per batch: P was updated 2 * 4 - 1 times (not on
+  # the run's first step), and is a unit-norm d x d matrix.
+  d = state['params']['shared_head']['output']['kernel'].shape[0]
+  leaves = jax.tree_util.tree_leaves_with_path(state['opt_state'])
+  (projection,) = [v for _, v in leaves if np.shape(v) == (d, d)]
+  counts = [v for p, v in leaves if 'count' in jax.tree_util.keystr(p)]
+  assert 8 in [int(c) for c in counts]
+  np.testing.assert_allclose(np.linalg.norm(projection), 1.0, rtol=1e-5)
+  # Each ResNet's BatchNorm statistics moved (its step's forward pass).
+  for m in ('audio', 'visual'):
+    means = [v for p, v in jax.tree_util.tree_leaves_with_path(
+        state['batch_stats'][f'encoder_{m}'])
+             if 'mean' in jax.tree_util.keystr(p)]
+    assert any(np.abs(v).max() > 0 for v in means), m
