@@ -160,8 +160,8 @@ def head_gradient_projection(
     ...              batches_per_epoch=10)
     >>> _, state = tx.update(params, state, **extra)  # First step: as is.
     >>> updates, state = tx.update(params, state, **extra)
-    >>> updates['kernel'].round(4).tolist()[0]
-    [0.0476, 0.0476, 0.0476]
+    >>> [f'{v:.4f}' for v in updates['kernel'][0]]
+    ['0.0476', '0.0476', '0.0476']
   """
   if mode not in MODES:
     raise ValueError(f'Unknown projection mode={mode!r}; valid: {MODES}.')

@@ -1,5 +1,7 @@
 """MLA's library pieces against the spec's worked examples and by hand."""
 
+import doctest
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -258,3 +260,8 @@ def test_benchmark_times_mlas_step_on_its_shared_head_model():
   assert timed['mla'].flops > 1.5 * timed['naive'].flops
   timed['mla'].run()
   timed['mla'].sync()
+
+
+@pytest.mark.parametrize('module', [mla.fusion, mla.projection])
+def test_docstring_examples_run(module):
+  assert doctest.testmod(module).failed == 0
