@@ -16,7 +16,8 @@ Sections:
      G-Blend via per-loss gradients (`gradient_blend`, fixed weights);
      gradient-space G-Blend (re-estimated every step, and at the config
      default period `blend.estimate_every_steps`: gradient_default); OGM;
-     OGM-GE; each / naive, on the UCI mfeat MLP
+     OGM-GE; MLA (one step per modality, on its shared-head model); each /
+     naive, on the UCI mfeat MLP
      and on OGM-GE's audio-visual ResNet-18 pair at CREMA-D shapes.
   2. offline / online G-Blend (Algorithm 1), amortised per epoch.
   3. scaling with batch size and number of modalities.
@@ -61,7 +62,7 @@ MFEAT_SHAPES = {'fac': (216,), 'fou': (76,), 'kar': (64,), 'mor': (6,),
 CREMA_D_SHAPES = {'audio': (257, 188), 'visual': (1, 224, 224, 3)}
 CREMA_D_CLASSES = 6
 METHODS = ('naive', 'gblend_fixed', 'gblend_per_loss', 'gradient_every_1',
-           'gradient_default', 'ogm', 'ogm_ge')
+           'gradient_default', 'ogm', 'ogm_ge', 'mla')
 # Gradient-space G-Blend's re-estimation period of the trainer's config.
 DEFAULT_PERIOD = config_lib.default_config().blend.estimate_every_steps
 # One thread each, as the PyTorch comparison was measured.
@@ -271,6 +272,11 @@ def method_config(setting: Setting, method: str) -> ml_collections.ConfigDict:
   elif method in ('ogm', 'ogm_ge'):
     config.modulation.update(method=method, alpha=0.8,
                              modulated=setting.modulated)
+  elif method == 'mla':
+    # MLA's own model: one head shared by the modalities.
+    config.model = ml_collections.ConfigDict(setting.model.to_dict())
+    config.model.update(shared_head=True, modality_heads=True)
+    config.mla.enabled = True
   return config
 
 
@@ -304,16 +310,21 @@ def method_steps(setting: Setting, methods: Sequence[str],
 
   def timed(method):
     config = method_config(setting, method)
+    method_model = model
+    if config.model is not setting.model:  # MLA's shared head.
+      method_model = models.build_model(
+          config.model, modalities=setting.shapes,
+          num_classes=setting.num_classes)
     run = methods_lib.RunInfo(
-        config=config, model=model, modalities=setting.shapes, heads=heads,
-        steps_per_epoch=100, total_steps=10_000)
+        config=config, model=method_model, modalities=setting.shapes,
+        heads=heads, steps_per_epoch=100, total_steps=10_000)
     active = methods_lib.enabled_methods(run)
     program = program_lib.build_program(run, active)
     state = program.init(jax.random.PRNGKey(seed))
     if config.blend.mode == 'fixed':
       return _stepper(program.train_step(), state, batch, {
           'head_weights': jnp.asarray(config.blend.weights, jnp.float32)})
-    if config.blend.mode == 'none':  # Naive, OGM, OGM-GE.
+    if config.blend.mode == 'none':  # Naive, OGM, OGM-GE, MLA.
       return _stepper(program.train_step(), state, batch, weights)
     every = config.blend.estimate_every_steps
     with_holdout = {**weights, 'holdout_batch': holdout}

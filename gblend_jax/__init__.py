@@ -10,6 +10,8 @@ into the trainer):
                          `unimodal_logits`
   gblend_jax.longtail    long-tail tricks: losses, samplers, mixup, CAM
   gblend_jax.mmpareto    MMPareto: `mmpareto_update`, `mmpareto`
+  gblend_jax.mla         MLA: `head_gradient_projection`,
+                         `alternating_updates`, `entropy_weighted_fusion`
   gblend_jax.training    the trainer, steps, checkpoints, optimisers, metrics
   gblend_jax.models      encoders, fusion modules, heads, `build_model`
   gblend_jax.data        data sets, held-out splits, grain input pipelines
@@ -30,6 +32,9 @@ from gblend_jax.blending.blend import gradient_blend
 from gblend_jax.blending.cheap_path import BlendGrads
 from gblend_jax.blending.cheap_path import gradient_blend_grads
 from gblend_jax.blending.cheap_path import is_estimate_step
+from gblend_jax.mla.alternating import alternating_updates
+from gblend_jax.mla.fusion import entropy_weighted_fusion
+from gblend_jax.mla.projection import head_gradient_projection
 from gblend_jax.mmpareto.transform import mmpareto
 from gblend_jax.mmpareto.transform import mmpareto_update
 from gblend_jax.modulation.ogm import ogm_coefficients
@@ -40,10 +45,13 @@ from gblend_jax.modulation.unimodal import unimodal_logits
 
 __all__ = (
     'BlendGrads',
+    'alternating_updates',
     'blend_weights',
     'default_config',
+    'entropy_weighted_fusion',
     'gradient_blend',
     'gradient_blend_grads',
+    'head_gradient_projection',
     'is_estimate_step',
     'mmpareto',
     'mmpareto_update',

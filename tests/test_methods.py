@@ -19,7 +19,7 @@ from tests import train_utils
 def test_every_registered_method_owns_its_config_block():
   classes = methods.method_classes()
   assert [c.block for c in classes] == ['blend', 'modulation', 'longtail',
-                                        'mmpareto']
+                                        'mmpareto', 'mla']
   config = config_lib.default_config()
   for cls in classes:
     assert config[cls.block].to_dict() == cls.default_config().to_dict()
@@ -47,6 +47,18 @@ def test_every_registered_method_owns_its_config_block():
     ({'modulation.method': 'ogm', 'longtail.mixup': 'input'},
      r'config\.longtail \(mixup\) cannot be combined with '
      r'config\.modulation \(modality_scores\)'),
+    ({'mla.enabled': True, 'model.shared_head': True,
+      'mmpareto.enabled': True},
+     r'config\.mla \(alternating_steps\) cannot be combined with '
+     r'config\.mmpareto \(per_loss_gradients\)'),
+    ({'mla.enabled': True, 'model.shared_head': True, 'blend.mode': 'fixed',
+      'blend.weights': (0.2, 0.3, 0.5)},
+     r'config\.blend \(head_weights\) cannot be combined with '
+     r'config\.mla \(alternating_steps\)'),
+    ({'mla.enabled': True, 'model.shared_head': True,
+      'longtail.loss': 'focal'},
+     r'config\.longtail \(objective\) .* config\.mla '
+     r'\(alternating_steps\)'),
 ])
 def test_incompatible_pairs_are_refused_naming_both_blocks(overrides,
                                                            message):
@@ -63,6 +75,8 @@ def test_incompatible_pairs_are_refused_naming_both_blocks(overrides,
     {'modulation.method': 'ogm', 'longtail.loss': 'cs_ce'},
     {'blend.mode': 'gradient', 'longtail.shot_metrics': True},
     {'mmpareto.enabled': True, 'longtail.shot_metrics': True},
+    {'mla.enabled': True, 'model.shared_head': True,
+     'longtail.sampler': 'sqrt'},
 ])
 def test_compatible_pairs_pass(overrides):
   config = config_lib.default_config()
@@ -79,7 +93,8 @@ def test_every_incompatible_pair_names_a_feature_some_method_uses():
                                         'gradient')]
   probes += [{'modulation.method': 'ogm'}, {'longtail.loss': 'focal'},
              {'longtail.mixup': 'input'}, {'longtail.sampler': 'sqrt'},
-             {'mmpareto.enabled': True}]
+             {'mmpareto.enabled': True},
+             {'mla.enabled': True, 'model.shared_head': True}]
   for overrides in probes:
     config = config_lib.default_config()
     config.update_from_flattened_dict(overrides)
@@ -186,6 +201,17 @@ def test_compose_hooks_merges_update_args_and_refuses_two_objectives():
      r'config\.mmpareto\.gamma=0\.0 must be > 0'),
     ({'mmpareto.enabled': True, 'model.modality_heads': False},
      r'config\.mmpareto\.enabled=True .*config\.model\.modality_heads=True'),
+    ({'mla.projection': 'owm'},
+     r"config\.mla\.projection='owm' must be one of"),
+    ({'mla.enabled': True},
+     r'config\.mla\.enabled=True .*set config\.model\.shared_head=True'),
+    ({'model.shared_head': True, 'model.modality_heads': False},
+     r'config\.model\.modality_heads=False must be True with '
+     r'model\.shared_head=True'),
+    ({'model.shared_head': True, 'model.fusion': 'se_gate'},
+     r"config\.model\.fusion='se_gate' must be a late fusion"),
+    ({'model.shared_head_fusion_weights': (0.5, -0.1)},
+     r'config\.model\.shared_head_fusion_weights=\(0\.5, -0\.1\) must be'),
 ])
 def test_new_method_keys_are_checked_before_training(overrides, message):
   config = config_lib.default_config()

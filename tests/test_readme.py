@@ -101,7 +101,7 @@ def run_snippet(block: str) -> tuple[dict, str]:
 
 
 def test_readme_has_the_blocks_this_file_checks():
-  assert len(SNIPPETS) == 6, [b.splitlines()[0] for b in SNIPPETS]
+  assert len(SNIPPETS) == 7, [b.splitlines()[0] for b in SNIPPETS]
   assert len(PYTHON_BLOCKS) == len(SNIPPETS)  # No scripts to save first.
   # Each snippet is self-contained: it imports what it uses.
   for block in PYTHON_BLOCKS:
@@ -169,6 +169,26 @@ def test_ogm_ge_example_scales_the_dominant_encoder():
       namespace['updates']['fused_head']['output']['kernel'],
       -1e-3 * namespace['grads']['fused_head']['output']['kernel'],
       rtol=1e-5, atol=1e-9)
+
+
+def test_mla_example_takes_one_step_per_modality_and_fuses():
+  namespace, out = run_snippet(_snippet('alternating_updates('))
+  assert out.splitlines() == ['(2, 3) 4']
+  params = namespace['params']
+  logits = [np.asarray(namespace['features_and_logits'](params, m)[1])
+            for m in 'ab']
+  # λ_m = softmax_m(-H_m) per example, by hand.
+  entropy = []
+  for o in logits:
+    p = np.exp(o) / np.exp(o).sum(1, keepdims=True)
+    entropy.append(-(p * np.log(p)).sum(1))
+  weights = np.exp(-np.array(entropy)) / np.exp(-np.array(entropy)).sum(0)
+  np.testing.assert_allclose(
+      namespace['fused'], weights[0][:, None] * logits[0]
+      + weights[1][:, None] * logits[1], rtol=1e-5)
+  # Both encoders trained, each on its own steps.
+  assert not np.allclose(params['encoder_a'], np.eye(2))
+  assert not np.allclose(params['encoder_b'], -np.eye(2))
 
 
 def test_longtail_example_counts_losses_and_samplers():

@@ -48,6 +48,11 @@ CASES = {
                   'longtail.mixup': 'input',
                   'longtail.mixup_off_last_epochs': 1,
                   'longtail.shot_metrics': True}, 15, 8),
+    # P and its step count are optimiser state; momentum of each encoder
+    # must come back as its own step left it.
+    'mla': ({'mla.enabled': True, 'model.shared_head': True,
+             'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.05},
+            20, 8),
 }
 
 

@@ -299,6 +299,7 @@ class Blending(methods.Method):
   @classmethod
   def features(cls, config: ml_collections.ConfigDict) -> frozenset[str]:
     return frozenset({
+        'fixed': {'head_weights'},
         'gradient': {'per_loss_gradients'},
         'offline': {'model_copies'},
         'online': {'model_copies'},

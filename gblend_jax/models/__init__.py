@@ -4,6 +4,7 @@ from gblend_jax.models.builder import FUSIONS
 from gblend_jax.models.builder import MID_FUSIONS
 from gblend_jax.models.builder import build_model
 from gblend_jax.models.builder import default_model_config
+from gblend_jax.models.builder import has_unimodal_shares
 from gblend_jax.models.encoders import ENCODERS
 from gblend_jax.models.encoders import MLPEncoder
 from gblend_jax.models.encoders import build_encoder
@@ -52,4 +53,5 @@ __all__ = [
     'build_encoder',
     'build_model',
     'default_model_config',
+    'has_unimodal_shares',
 ]

@@ -63,6 +63,16 @@ def default_model_config() -> ml_collections.ConfigDict:
       GPUs (parameters, optimiser state and BatchNorm statistics stay
       float32; the model's logits and features come back in float32, so
       losses and method statistics are float32).
+    shared_head: One linear head shared by all modalities in place of the
+      fusion, the fused head and the modality heads (MLA, Zhang et al.,
+      CVPR 2024; `MultiModalClassifier`): each modality's logits are
+      ``h(z_m)``, the fused logits their per-sample entropy-weighted
+      fusion. Needs ``modality_heads=True`` (the trainer's per-modality
+      heads), encoders of one feature width, no mid fusion, no
+      ``normalized_heads``.
+    shared_head_fusion_weights: With ``shared_head``, fixed fusion weights
+      ``Σ_m a_m h(z_m)``, one per modality (MLA's code: 0.55, 0.45); empty:
+      the entropy weights.
   """
   resnet = dict(num_filters=64, small_inputs=False)
   return ml_collections.ConfigDict(
@@ -86,6 +96,8 @@ def default_model_config() -> ml_collections.ConfigDict:
           modality_heads=True,
           normalized_heads=False,
           dtype='float32',
+          shared_head=False,
+          shared_head_fusion_weights=(),
       )
   )
 
@@ -218,5 +230,15 @@ def build_model(
       modality_heads=model_config.modality_heads,
       normalized_modality_heads=normalized,
       dtype=dtype,
+      shared_head=bool(model_config.get('shared_head', False)),
+      shared_head_fusion_weights=tuple(
+          model_config.get('shared_head_fusion_weights', ())),
   )
+
+
+def has_unimodal_shares(model_config: ml_collections.ConfigDict) -> bool:
+  """Whether the fused logits split into per-modality shares (late fusion
+  into a fused head; `gblend_jax.modulation.unimodal`)."""
+  return (model_config.fusion not in MID_FUSIONS
+          and not model_config.get('shared_head', False))
 

@@ -4,7 +4,8 @@ One encoder per modality, a fusion module, a fused head and (optionally) one
 linear head per modality, so that k modalities give k + 1 logits: what a
 gradient blend of k + 1 losses consumes. Submodule names are fixed because
 the trainer copies pre-trained parameters by name: ``encoder_<m>``,
-``head_<m>``, ``fusion``, ``fused_head``.
+``head_<m>``, ``fusion``, ``fused_head``; with ``shared_head`` one head,
+``shared_head``, classifies every modality (MLA, Zhang et al., CVPR 2024).
 """
 
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gblend_jax.mla import fusion as mla_fusion
 from gblend_jax.models.heads import ClassifierHead
 from gblend_jax.models.mid_fusion import MidFusion
 
@@ -47,6 +49,15 @@ class MultiModalClassifier(nn.Module):
       logits and features are returned in float32 whatever it is, so that
       losses, softmax and every method's statistics (blend gains, OGM
       scores, prototypes) are float32.
+    shared_head: One linear head ``shared_head`` applied to each
+      modality's features in place of the fusion, the fused head and the
+      per-modality heads (MLA's model): ``logits[m] = h(z_m)``, and
+      ``logits['fused']`` is their per-sample entropy-weighted fusion
+      (`gblend_jax.mla.entropy_weighted_fusion`), or ``Σ_m a_m h(z_m)``
+      with ``shared_head_fusion_weights`` ``a``. Every encoder must give
+      features of the same width.
+    shared_head_fusion_weights: Fixed fusion weights, one per modality
+      (MLA's code: 0.55, 0.45); empty: entropy weights.
 
   Call ``model.apply(variables, inputs, train=...)`` with ``inputs`` mapping
   every modality to its batch (extra keys are ignored). Returns
@@ -63,6 +74,8 @@ class MultiModalClassifier(nn.Module):
   modality_heads: bool = True
   normalized_modality_heads: bool = False
   dtype: Any = jnp.float32
+  shared_head: bool = False
+  shared_head_fusion_weights: tuple[float, ...] = ()
 
   def _encoder(self, index: int, modality: str) -> nn.Module:
     if isinstance(self.encoders, Mapping):
@@ -99,6 +112,8 @@ class MultiModalClassifier(nn.Module):
         m: self._encoder(i, m)(inputs[m], train=train)
         for i, m in enumerate(self.modalities)
     }
+    if self.shared_head:
+      return self._shared_head(encoded, train=train)
     # Module attributes are bound under their attribute names: 'fusion' and
     # 'fused_head'.
     if isinstance(self.fusion, MidFusion):
@@ -114,6 +129,29 @@ class MultiModalClassifier(nn.Module):
         logits[m] = modality_head(features[m], train=train)
     return _float32({'logits': logits,
                      'features': {**features, FUSED: fused}})
+
+  def _shared_head(self, encoded: Mapping[str, Array], *, train: bool):
+    widths = {m: z.shape[-1] for m, z in encoded.items()}
+    if len(set(widths.values())) != 1:
+      raise ValueError(
+          'config.model.shared_head=True classifies every modality with one '
+          f'head; the encoders give features of widths {widths}.')
+    weights = self.shared_head_fusion_weights
+    if weights and len(weights) != len(self.modalities):
+      raise ValueError(
+          f'config.model.shared_head_fusion_weights={tuple(weights)} needs '
+          f'one weight per modality {list(self.modalities)}.')
+    head = ClassifierHead(self.num_classes, dtype=self.dtype,
+                          name='shared_head')
+    logits = _float32({m: head(encoded[m], train=train)
+                       for m in self.modalities})
+    per_modality = [logits[m] for m in self.modalities]
+    if weights:
+      fused = sum(a * o for a, o in zip(weights, per_modality, strict=True))
+    else:
+      fused = mla_fusion.entropy_weighted_fusion(per_modality)
+    return {'logits': {FUSED: fused, **logits},
+            'features': _float32(dict(encoded))}
 
   def classify_features(
       self, features: Mapping[str, Array], *, train: bool
@@ -137,6 +175,10 @@ class MultiModalClassifier(nn.Module):
       ValueError: for mid fusion, whose fusion point lies inside the
         encoders, so per-modality encoder features do not determine it.
     """
+    if self.shared_head:
+      raise ValueError(
+          'classify_features needs a fused head; this model has a shared '
+          'head (model.shared_head=True), whose logits are per modality.')
     if isinstance(self.fusion, MidFusion):
       raise ValueError(
           'classify_features needs late fusion; this model fuses in the '

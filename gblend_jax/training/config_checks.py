@@ -117,6 +117,22 @@ def _check_model(block: ml_collections.ConfigDict) -> None:
       require(all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
                    for v in values), key, value,
                'made of integers >= 1 (a layer needs a unit)')
+  if block.get('shared_head', False):
+    # MLA's shared head replaces the fusion and every other head.
+    require(block.modality_heads, 'model.modality_heads', block.modality_heads,
+            'True with model.shared_head=True (each modality\'s logits are '
+            'the shared head\'s, trained as the modality heads)')
+    require(block.fusion in ('concat', 'sum', 'film', 'gated'),
+            'model.fusion', block.fusion,
+            'a late fusion with model.shared_head=True (mid fusion has no '
+            'per-modality features to classify)')
+    require(not block.normalized_heads, 'model.normalized_heads',
+            block.normalized_heads,
+            'False with model.shared_head=True (its head is linear)')
+  weights = tuple(block.get('shared_head_fusion_weights', ()))
+  require(all(finite_at_least(w, 0) for w in weights),
+          'model.shared_head_fusion_weights', weights,
+          'numbers >= 0, one per modality (empty: entropy weights)')
 
 
 def check_against_data(

@@ -56,6 +56,7 @@ METHOD_MODULES = (
     'gblend_jax.modulation.method',
     'gblend_jax.longtail.method',
     'gblend_jax.mmpareto.method',
+    'gblend_jax.mla.method',
 )
 
 # Pairs of method features that cannot be combined, with the reason. Each
@@ -95,6 +96,30 @@ INCOMPATIBLE: dict[frozenset[str], str] = {
         "modality's share of the logits; with mixup the inputs are mixed and "
         'no single true class exists'
     ),
+    frozenset({'alternating_steps', 'per_loss_gradients'}): (
+        "MLA takes one optimiser step per modality's own loss; "
+        'gradient-space G-Blend and MMPareto combine the per-loss gradients '
+        'of one step, which MLA never forms'
+    ),
+    frozenset({'alternating_steps', 'gradient_transform'}): (
+        "OGM-GE scales each encoder's gradient of the fused loss by the "
+        "modalities' scores of the same step; MLA trains no fused loss and "
+        'updates one modality at a time'
+    ),
+    frozenset({'alternating_steps', 'model_copies'}): (
+        "Algorithm 1 (blend.mode='offline'/'online') estimates weights of "
+        'the per-head losses of one step; MLA trains each modality in turn '
+        'and would ignore them'
+    ),
+    frozenset({'alternating_steps', 'head_weights'}): (
+        "fixed G-Blend weights weight the per-head losses of one step; MLA "
+        'trains each modality in turn and would ignore them'
+    ),
+    frozenset({'alternating_steps', 'objective'}): (
+        "MLA's steps train each modality's cross-entropy through the shared "
+        'head; a long-tail loss, DRW or mixup replaces that objective, a '
+        'combination neither paper defines'
+    ),
 }
 
 
@@ -115,12 +140,19 @@ class StepHooks:
       metrics)``: keyword arguments for ``tx.update`` from this step's
       forward pass (OGM-GE's scores), and metrics to log.
     opt_state_metrics: ``opt_state -> metrics`` read after the update.
+    update_steps: ``(tx, loss_vector, state, args, **variant) -> (params,
+      opt_state, gradients, report)``: an update rule that applies the
+      optimiser itself, several times per batch if it needs
+      (`gblend_jax.training.steps.UpdateSteps`; MLA's alternating
+      unimodal steps). It replaces the update rule, the update arguments
+      and the step's one ``tx.update``. At most one method provides it.
   """
 
   objective: Callable[..., Any] | None = None
   update_rule: Callable[..., Any] | None = None
   update_args: Callable[..., Any] | None = None
   opt_state_metrics: Callable[[optax.OptState], dict] | None = None
+  update_steps: Callable[..., Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -364,7 +396,7 @@ def compose_hooks(methods: Sequence[Method]) -> StepHooks:
   """
   hooks = [(type(m).block, m.step_hooks()) for m in methods]
   single = {}
-  for field in ('objective', 'update_rule'):
+  for field in ('objective', 'update_rule', 'update_steps'):
     owners = [(b, getattr(h, field)) for b, h in hooks
               if getattr(h, field) is not None]
     if len(owners) > 1:
@@ -396,6 +428,7 @@ def compose_hooks(methods: Sequence[Method]) -> StepHooks:
       update_rule=single['update_rule'],
       update_args=merged_update_args if update_args else None,
       opt_state_metrics=merged_state_metrics if state_metrics else None,
+      update_steps=single['update_steps'],
   )
 
 

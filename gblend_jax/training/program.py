@@ -103,7 +103,7 @@ def build_program(
         heads, skip=skip_nonfinite_steps)
 
   modalities = tuple(run.modalities)
-  late_fusion = config.model.fusion not in models.MID_FUSIONS
+  late_fusion = models.has_unimodal_shares(config.model)
   eval_step = steps.make_eval_step(
       run.model, modalities if late_fusion and len(modalities) > 1 else ())
   init = functools.partial(steps.TrainState.create, run.model, tx,

@@ -70,6 +70,11 @@ class Gradients:
 # 'loss' and 'grad_norm' after the update (the blend of the updated weights
 # for gradient-space G-Blend).
 UpdateRule = Callable[..., tuple[Gradients, Callable[..., tuple[Any, Any]]]]
+# (tx, loss_vector, state, args, **variant) -> (params, opt_state, Gradients,
+# report): an update rule that also applies ``tx`` itself, as often as it
+# needs (MLA's one optimiser step per modality, `gblend_jax.mla.method`);
+# it replaces the update rule and the step's one ``tx.update``.
+UpdateSteps = Callable[..., tuple[Any, Any, Gradients, Callable[..., Any]]]
 
 
 @flax.struct.dataclass
@@ -269,7 +274,8 @@ def make_train_step(
       ``update_args(params, batch_stats, outputs, batch)`` gives extra
       ``tx.update`` arguments from this step's forward pass (OGM-GE's
       scores) and metrics; ``opt_state_metrics(opt_state)`` is read after
-      the update.
+      the update; ``update_steps`` replaces the update rule and the one
+      ``tx.update`` (`UpdateSteps`: several optimiser steps per batch).
     **variant: static keyword arguments of the update rule (e.g.
       ``estimate=True``), fixed at compile time.
 
@@ -282,22 +288,27 @@ def make_train_step(
   rule = getattr(hooks, 'update_rule', None) or weighted_sum_rule
   update_args = getattr(hooks, 'update_args', None)
   opt_state_metrics = getattr(hooks, 'opt_state_metrics', None)
+  update_steps = getattr(hooks, 'update_steps', None)
 
   def train_step(state: TrainState, batch, args: Mapping[str, Any]):
     loss_vector = training_losses(
         model, state, batch, heads, objective, args.get('loss_args')
     )
-    gradients, report = rule(loss_vector, state, args, **variant)
     extra_args, extra_metrics = {}, {}
-    if update_args is not None:
-      extra_args, extra_metrics = update_args(
-          state.params, state.batch_stats, gradients.outputs, batch
+    if update_steps is not None:
+      params, opt_state, gradients, report = update_steps(
+          tx, loss_vector, state, args, **variant)
+    else:
+      gradients, report = rule(loss_vector, state, args, **variant)
+      if update_args is not None:
+        extra_args, extra_metrics = update_args(
+            state.params, state.batch_stats, gradients.outputs, batch
+        )
+      updates, opt_state = tx.update(
+          gradients.grads, state.opt_state, state.params,
+          **gradients.update_kwargs, **extra_args,
       )
-    updates, opt_state = tx.update(
-        gradients.grads, state.opt_state, state.params,
-        **gradients.update_kwargs, **extra_args,
-    )
-    params = optax.apply_updates(state.params, updates)
+      params = optax.apply_updates(state.params, updates)
     total, logged_grads = report(opt_state)
     step_metrics = _step_metrics(
         total, gradients.per_head, gradients.outputs['logits'],

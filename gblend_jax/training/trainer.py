@@ -281,7 +281,7 @@ def _train_and_evaluate(
   config_checks.check_best_metric(config.best_metric, (
       *heads, *config_checks.unimodal_heads(
           tuple(splits.modalities),
-          config.model.fusion not in models.MID_FUSIONS)))
+          models.has_unimodal_shares(config.model))))
   run = methods_lib.RunInfo(
       config=config, model=model, modalities=splits.modalities, heads=heads,
       steps_per_epoch=steps_per_epoch, total_steps=total_steps,

@@ -46,9 +46,12 @@ def test_default_config_has_every_key():
       'modality_heads',
       'normalized_heads',
       'dtype',
+      'shared_head',
+      'shared_head_fusion_weights',
   }
   assert not config.normalized_heads
   assert config.dtype == 'float32'
+  assert not config.shared_head and not config.shared_head_fusion_weights
   assert config.encoder.name == 'mlp'
   assert config.fusion == 'concat'
   assert tuple(config.fused_head.hidden_sizes) == (256, 256)
