@@ -127,8 +127,14 @@ def agm_interceptor(
     # The padded passes apply an unbound copy to the same (traced)
     # variables: flax cannot re-enter the compact call being intercepted.
     # Batch statistics are the ones this call just updated, as in the
-    # authors' code (eval-mode passes after the training-mode one).
+    # authors' code (eval-mode passes after the training-mode one), and
+    # constants there (PyTorch's running statistics are buffers; flax's
+    # update would carry the batch mean's gradient).
     module, variables = context.module.unbind()
+    variables = dict(variables)
+    if 'batch_stats' in variables:
+      variables['batch_stats'] = jax.lax.stop_gradient(
+          variables['batch_stats'])
 
     def padded_logits(inputs):
       return module.apply(variables, inputs, train=False)['logits'][

@@ -143,6 +143,69 @@ def test_step_gradient_is_the_kappa_weighted_sum_of_response_jacobians():
                          rtol=1e-3)
 
 
+def test_padded_passes_use_the_updated_batch_statistics_as_constants():
+  # A BatchNorm encoder: f(a,v) in training mode updates the running
+  # statistics; the padded passes read them in evaluation mode, as the
+  # authors' eval() after the training-mode pass does, and no gradient
+  # flows through them (PyTorch's running statistics are buffers).
+  shapes = {'strong': (4, 4, 1), 'weak': (3,)}
+  config = config_lib.default_config()
+  config.model.encoders = {'strong': {'name': 'cifar_resnet', 'depth': 8,
+                                      'width': 2}}
+  config.model.encoder.mlp.hidden_sizes = (4,)
+  config.model.fused_head.hidden_sizes = ()
+  config.model.modality_heads = False
+  config.optimizer.update(name='sgd', learning_rate=1.0, momentum=0.0,
+                          weight_decay=0.0)
+  config.agm.update(enabled=True, cap=10.0)
+  model = models.build_model(config.model, modalities=shapes, num_classes=3)
+  run = methods.RunInfo(config=config, model=model, modalities=shapes,
+                        heads=('fused',), steps_per_epoch=4, total_steps=8)
+  rng = np.random.default_rng(1)
+  batch = {'strong': jnp.asarray(rng.normal(size=(6, 4, 4, 1)), jnp.float32),
+           'weak': jnp.asarray(rng.normal(size=(6, 3)), jnp.float32),
+           'label': jnp.array([0, 1, 2, 0, 1, 2], jnp.int32)}
+  active = methods.enabled_methods(run)
+  program = program_lib.build_program(run, active)
+  state = program.init(jax.random.PRNGKey(3))
+  params = jax.tree.map(np.asarray, state.params)
+  stats = jax.tree.map(np.asarray, state.batch_stats)
+  args = {'head_weights': jnp.ones((1,)), **active[0].step_args(0, state)}
+  new_state, metrics = program.train_step()(state, batch, args)
+  kappa = np.array([metrics['agm/coefficient/strong'],
+                    metrics['agm/coefficient/weak']])
+
+  def responses(p):
+    out, updated = model.apply(
+        {'params': p, 'batch_stats': stats}, batch, train=True,
+        mutable=['batch_stats'])
+    frozen = jax.lax.stop_gradient(updated['batch_stats'])
+
+    def f(strong_on, weak_on):
+      x = {'strong': batch['strong'] * strong_on,
+           'weak': batch['weak'] * weak_on}
+      return model.apply({'params': p, 'batch_stats': frozen}, x,
+                         train=False)['logits']['fused']
+
+    full = out['logits']['fused']
+    pad_weak, pad_strong = f(1, 0), f(0, 1)
+    return (0.5 * (full - pad_strong + pad_weak),
+            0.5 * (full - pad_weak + pad_strong)), updated['batch_stats']
+
+  (m_s, m_w), vjp, updated = jax.vjp(responses, params, has_aux=True)
+  d_out = jax.grad(_cross_entropy)(m_s + m_w, batch['label'])
+  expected = vjp((kappa[0] * d_out, kappa[1] * d_out))[0]
+  delta = jax.tree.map(lambda new, old: old - np.asarray(new),
+                       new_state.params, params)
+  jax.tree.map(lambda g, e: np.testing.assert_allclose(
+      g, e, rtol=2e-3, atol=2e-6), delta, expected)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-7),
+               new_state.batch_stats, updated)
+  assert metrics['agm/score/strong'] == pytest.approx(
+      float(_cross_entropy(m_s, batch['label'])), rel=1e-5)
+
+
 def test_before_the_window_kappa_is_one_and_the_gradient_plain():
   run = _run_info(hidden=(), start_epoch=1.0)  # Opens at step 4.
   batch = _batch()
