@@ -236,7 +236,10 @@ class AGM(methods.Method):
   def step_args(self, step: int, state: Any) -> dict[str, Any]:
     active = self.active(step)
     if active not in self._active:
-      put = getattr(getattr(self, 'services', None), 'put', jnp.asarray)
+      # The trainer's replicated placement; the benchmark calls this
+      # without starting the method.
+      services = getattr(self, 'services', None)
+      put = services.put if services is not None else jnp.asarray
       self._active[active] = put(np.asarray(active))
     statistics = find_agm_state(state.opt_state)
     # Copies: the step donates the state, so its buffers cannot also be
