@@ -62,7 +62,7 @@ MFEAT_SHAPES = {'fac': (216,), 'fou': (76,), 'kar': (64,), 'mor': (6,),
 CREMA_D_SHAPES = {'audio': (257, 188), 'visual': (1, 224, 224, 3)}
 CREMA_D_CLASSES = 6
 METHODS = ('naive', 'gblend_fixed', 'gblend_per_loss', 'gradient_every_1',
-           'gradient_default', 'ogm', 'ogm_ge', 'mla')
+           'gradient_default', 'ogm', 'ogm_ge', 'mla', 'agm')
 # Gradient-space G-Blend's re-estimation period of the trainer's config.
 DEFAULT_PERIOD = config_lib.default_config().blend.estimate_every_steps
 # One thread each, as the issue's PyTorch comparison was measured.
@@ -277,6 +277,8 @@ def method_config(setting: Setting, method: str) -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict(setting.model.to_dict())
     config.model.update(shared_head=True, modality_heads=True)
     config.mla.enabled = True
+  elif method == 'agm':  # The authors' CREMA-D values, clip included.
+    config.agm.update(enabled=True, alpha=1.0, cap=10.0, clip_threshold=1.0)
   return config
 
 
@@ -324,6 +326,9 @@ def method_steps(setting: Setting, methods: Sequence[str],
     if config.blend.mode == 'fixed':
       return _stepper(program.train_step(), state, batch, {
           'head_weights': jnp.asarray(config.blend.weights, jnp.float32)})
+    if config.agm.enabled:  # Its running scores, copied from the state.
+      return _stepper(program.train_step(), state, batch,
+                      {**weights, **active[0].step_args(0, state)})
     if config.blend.mode == 'none':  # Naive, OGM, OGM-GE, MLA.
       return _stepper(program.train_step(), state, batch, weights)
     every = config.blend.estimate_every_steps
@@ -759,7 +764,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--methods', default=','.join(METHODS))
   parser.add_argument('--av_methods',
                       default='naive,gblend_fixed,gradient_every_1,'
-                              'gradient_default,ogm,ogm_ge')
+                              'gradient_default,ogm,ogm_ge,agm')
   parser.add_argument('--scaling_methods',
                       default='naive,gblend_fixed,gradient_every_1')
   parser.add_argument('--batch_sizes', default='16,64,256')

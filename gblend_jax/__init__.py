@@ -12,6 +12,7 @@ into the trainer):
   gblend_jax.mmpareto    MMPareto: `mmpareto_update`, `mmpareto`
   gblend_jax.mla         MLA: `head_gradient_projection`,
                          `alternating_updates`, `entropy_weighted_fusion`
+  gblend_jax.agm         AGM: `agm_coefficients`, `mono_modal_responses`
   gblend_jax.training    the trainer, steps, checkpoints, optimisers, metrics
   gblend_jax.models      encoders, fusion modules, heads, `build_model`
   gblend_jax.data        data sets, held-out splits, grain input pipelines
@@ -26,6 +27,8 @@ and numpy only; the flax.nnx helpers (`nnx_gradient_blend_grads`,
 (ml_collections, tfds, grain, orbax), on first use.
 """
 
+from gblend_jax.agm.agm import agm_coefficients
+from gblend_jax.agm.agm import mono_modal_responses
 from gblend_jax.blending import ogr
 from gblend_jax.blending.blend import blend_weights
 from gblend_jax.blending.blend import gradient_blend
@@ -46,6 +49,7 @@ from gblend_jax.modulation.unimodal import unimodal_logits
 __all__ = (
     'BlendGrads',
     'alternating_updates',
+    'agm_coefficients',
     'blend_weights',
     'default_config',
     'entropy_weighted_fusion',
@@ -55,6 +59,7 @@ __all__ = (
     'is_estimate_step',
     'mmpareto',
     'mmpareto_update',
+    'mono_modal_responses',
     'nnx_gradient_blend_grads',
     'nnx_per_loss_grads',
     'ogm_coefficients',

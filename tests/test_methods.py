@@ -19,7 +19,7 @@ from tests import train_utils
 def test_every_registered_method_owns_its_config_block():
   classes = methods.method_classes()
   assert [c.block for c in classes] == ['blend', 'modulation', 'longtail',
-                                        'mmpareto', 'mla']
+                                        'mmpareto', 'mla', 'agm']
   config = config_lib.default_config()
   for cls in classes:
     assert config[cls.block].to_dict() == cls.default_config().to_dict()
@@ -59,6 +59,18 @@ def test_every_registered_method_owns_its_config_block():
       'longtail.loss': 'focal'},
      r'config\.longtail \(objective\) .* config\.mla '
      r'\(alternating_steps\)'),
+    ({'agm.enabled': True, 'modulation.method': 'ogm_ge'},
+     r'config\.agm \(shapley_modulation\) cannot be combined with '
+     r'config\.modulation \(gradient_transform\)'),
+    ({'agm.enabled': True, 'mmpareto.enabled': True},
+     r'config\.agm \(shapley_modulation\) .* config\.mmpareto '
+     r'\(per_loss_gradients\)'),
+    ({'agm.enabled': True, 'longtail.mixup': 'input'},
+     r'config\.agm \(shapley_modulation\) .* config\.longtail '
+     r'\(objective\)'),
+    ({'agm.enabled': True, 'blend.mode': 'offline'},
+     r'config\.agm \(shapley_modulation\) .* config\.blend '
+     r'\(model_copies\)'),
 ])
 def test_incompatible_pairs_are_refused_naming_both_blocks(overrides,
                                                            message):
@@ -77,6 +89,9 @@ def test_incompatible_pairs_are_refused_naming_both_blocks(overrides,
     {'mmpareto.enabled': True, 'longtail.shot_metrics': True},
     {'mla.enabled': True, 'model.shared_head': True,
      'longtail.sampler': 'sqrt'},
+    {'agm.enabled': True, 'blend.mode': 'fixed',
+     'blend.weights': (0.2, 0.3, 0.5)},
+    {'agm.enabled': True, 'longtail.sampler': 'sqrt'},
 ])
 def test_compatible_pairs_pass(overrides):
   config = config_lib.default_config()
@@ -94,7 +109,8 @@ def test_every_incompatible_pair_names_a_feature_some_method_uses():
   probes += [{'modulation.method': 'ogm'}, {'longtail.loss': 'focal'},
              {'longtail.mixup': 'input'}, {'longtail.sampler': 'sqrt'},
              {'mmpareto.enabled': True},
-             {'mla.enabled': True, 'model.shared_head': True}]
+             {'mla.enabled': True, 'model.shared_head': True},
+             {'agm.enabled': True}]
   for overrides in probes:
     config = config_lib.default_config()
     config.update_from_flattened_dict(overrides)

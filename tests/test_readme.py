@@ -191,6 +191,43 @@ def test_mla_example_takes_one_step_per_modality_and_fuses():
   assert not np.allclose(params['encoder_b'], -np.eye(2))
 
 
+def test_agm_example_scales_by_its_first_step_coefficients():
+  namespace, out = run_snippet(_snippet('agm_coefficients('))
+  scores = np.asarray(namespace['scores'])
+  kappa = np.asarray(namespace['kappa'])
+  # Two modalities, S = 0 at the first step: η = 1, r_a = exp(s_v - s_a).
+  ratios = np.exp([scores[1] - scores[0], scores[0] - scores[1]])
+  np.testing.assert_allclose(kappa, np.exp(1.0 - ratios), rtol=1e-5)
+  assert not np.allclose(kappa, 1.0, atol=1e-4)
+  running = namespace['optax'].tree.get(namespace['opt_state'],
+                                        'running_scores')
+  np.testing.assert_allclose(running, scores, rtol=1e-6)
+  assert f'{kappa[0]:.4f}' in out
+  # Biases start at 0, so φ_m(0) = 0: the linear case, where each view's
+  # rows of the fused kernel get κ_m times the plain fused loss's gradient.
+  model = namespace['model']
+
+  def plain(p):
+    logits = model.apply({'params': p}, namespace['inputs'],
+                         train=False)['logits']['fused']
+    return namespace['optax'].softmax_cross_entropy_with_integer_labels(
+        logits, namespace['labels']).mean()
+
+  start = namespace['model'].init(namespace['jax'].random.key(0),
+                                  namespace['inputs'], train=False)['params']
+  plain_grads = namespace['jax'].grad(plain)(start)
+  agm_grads = namespace['grads']
+  kernel = 'fused_head', 'output', 'kernel'
+  get = lambda t: t[kernel[0]][kernel[1]][kernel[2]]  # noqa: E731
+  width = get(plain_grads).shape[0] // 2  # Two encoders of equal width.
+  np.testing.assert_allclose(get(agm_grads)[:width],
+                             kappa[0] * get(plain_grads)[:width],
+                             rtol=1e-4, atol=1e-8)
+  np.testing.assert_allclose(get(agm_grads)[width:],
+                             kappa[1] * get(plain_grads)[width:],
+                             rtol=1e-4, atol=1e-8)
+
+
 def test_longtail_example_counts_losses_and_samplers():
   namespace, out = run_snippet(_snippet('longtail import'))
   assert [int(100 * 10 ** (-c / 3)) for c in range(4)] == [100, 46, 21, 10]

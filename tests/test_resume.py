@@ -41,6 +41,12 @@ CASES = {
                 'optimizer.learning_rate': 0.05,
                 'modulation.method': 'ogm_ge',
                 'modulation.modulated': 'matrices'}, 12, 4),
+    # AGM's running scores and last κ are optimiser state; its window
+    # opens at step 5, and the stop falls inside it.
+    'agm': ({'model.modality_heads': False, 'agm.enabled': True,
+             'agm.cap': 10.0, 'agm.clip_threshold': 1.0,
+             'agm.start_epoch': 1.0,
+             'model.fused_head.input_dropout_rate': 0.3}, 12, 6),
     # DRW and DRS switch at epoch 1, mixup stops for the last epoch: a
     # stop after the switches, mid-epoch.
     'longtail': ({'longtail.loss': 'focal', 'longtail.drw_epoch': 1,

@@ -57,6 +57,7 @@ METHOD_MODULES = (
     'gblend_jax.longtail.method',
     'gblend_jax.mmpareto.method',
     'gblend_jax.mla.method',
+    'gblend_jax.agm.method',
 )
 
 # Pairs of method features that cannot be combined, with the reason. Each
@@ -119,6 +120,26 @@ INCOMPATIBLE: dict[frozenset[str], str] = {
         "MLA's steps train each modality's cross-entropy through the shared "
         'head; a long-tail loss, DRW or mixup replaces that objective, a '
         'combination neither paper defines'
+    ),
+    frozenset({'shapley_modulation', 'gradient_transform'}): (
+        'AGM scales each modality\'s gradient inside the loss graph and '
+        'OGM-GE scales the encoders\' gradients after it: each modality '
+        'would be modulated twice, by two rules neither paper combines'
+    ),
+    frozenset({'shapley_modulation', 'per_loss_gradients'}): (
+        'gradient-space G-Blend and MMPareto combine per-head cross-entropy '
+        "gradients; AGM's fused loss carries its own per-modality scale, "
+        'which their rules would mix with the other heads'
+    ),
+    frozenset({'shapley_modulation', 'objective'}): (
+        "AGM's objective is the cross-entropy of its modulated fused "
+        'logits; a long-tail loss, DRW or mixup replaces the objective, and '
+        'a step has one'
+    ),
+    frozenset({'shapley_modulation', 'model_copies'}): (
+        "Algorithm 1 (blend.mode='offline'/'online') trains each head's "
+        'model copy with plain cross-entropy; with AGM the estimates would '
+        'measure another objective than the one trained'
     ),
 }
 
