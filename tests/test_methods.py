@@ -59,6 +59,9 @@ def test_every_registered_method_owns_its_config_block():
       'longtail.loss': 'focal'},
      r'config\.longtail \(objective\) .* config\.mla '
      r'\(alternating_steps\)'),
+    ({'agm.enabled': True, 'mla.enabled': True, 'model.shared_head': True},
+     r'config\.agm \(shapley_modulation\) cannot be combined with '
+     r'config\.mla \(alternating_steps\)'),
     ({'agm.enabled': True, 'modulation.method': 'ogm_ge'},
      r'config\.agm \(shapley_modulation\) cannot be combined with '
      r'config\.modulation \(gradient_transform\)'),

@@ -191,6 +191,7 @@ class MultiModalClassifier(nn.Module):
 def _float32(tree: Any) -> Any:
   """Casts the floating arrays of `tree` to float32 (the model's outputs
   under a lower computation dtype)."""
-  return jax.tree.map(
-      lambda x: x.astype(jnp.float32)
-      if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+  if isinstance(tree, Mapping):  # Keeps the keys' order (tree.map sorts).
+    return {k: _float32(v) for k, v in tree.items()}
+  return (tree.astype(jnp.float32)
+          if jnp.issubdtype(tree.dtype, jnp.floating) else tree)

@@ -121,6 +121,10 @@ INCOMPATIBLE: dict[frozenset[str], str] = {
         'head; a long-tail loss, DRW or mixup replaces that objective, a '
         'combination neither paper defines'
     ),
+    frozenset({'alternating_steps', 'shapley_modulation'}): (
+        "AGM modulates each modality's share of the fused loss; MLA trains "
+        'no fused loss, one modality at a time through a shared head'
+    ),
     frozenset({'shapley_modulation', 'gradient_transform'}): (
         'AGM scales each modality\'s gradient inside the loss graph and '
         'OGM-GE scales the encoders\' gradients after it: each modality '
