@@ -57,6 +57,7 @@ METHOD_MODULES = (
     'gblend_jax.longtail.method',
     'gblend_jax.mmpareto.method',
     'gblend_jax.mla.method',
+    'gblend_jax.pmr.method',
 )
 
 # Pairs of method features that cannot be combined, with the reason. Each
@@ -119,6 +120,21 @@ INCOMPATIBLE: dict[frozenset[str], str] = {
         "MLA's steps train each modality's cross-entropy through the shared "
         'head; a long-tail loss, DRW or mixup replaces that objective, a '
         'combination neither paper defines'
+    ),
+    frozenset({'alternating_steps', 'prototype_loss'}): (
+        "MLA replaces the step's update with one optimiser step per "
+        "modality's loss; PMR adds its prototypical loss to the one backward "
+        'pass of the fused loss, which MLA never forms'
+    ),
+    frozenset({'prototype_loss', 'per_loss_gradients'}): (
+        "PMR adds its prototypical loss to one backward pass of the step's "
+        'weighted loss; gradient-space G-Blend and MMPareto take one '
+        'gradient per head loss, where that term has no place'
+    ),
+    frozenset({'prototype_loss', 'mixup'}): (
+        "PMR's prototypes, ratio and prototypical loss need each example's "
+        'true class; with mixup the inputs are mixed and no single true '
+        'class exists'
     ),
 }
 
