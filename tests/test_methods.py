@@ -19,7 +19,7 @@ from tests import train_utils
 def test_every_registered_method_owns_its_config_block():
   classes = methods.method_classes()
   assert [c.block for c in classes] == ['blend', 'modulation', 'longtail',
-                                        'mmpareto', 'mla']
+                                        'mmpareto', 'mla', 'pmr']
   config = config_lib.default_config()
   for cls in classes:
     assert config[cls.block].to_dict() == cls.default_config().to_dict()
@@ -59,6 +59,15 @@ def test_every_registered_method_owns_its_config_block():
       'longtail.loss': 'focal'},
      r'config\.longtail \(objective\) .* config\.mla '
      r'\(alternating_steps\)'),
+    ({'mmpareto.enabled': True, 'pmr.enabled': True},
+     r'config\.mmpareto \(per_loss_gradients\) cannot be combined with '
+     r'config\.pmr \(prototype_loss\)'),
+    ({'pmr.enabled': True, 'longtail.mixup': 'manifold'},
+     r'config\.longtail \(mixup\) cannot be combined with '
+     r'config\.pmr \(prototype_loss\)'),
+    ({'mla.enabled': True, 'model.shared_head': True, 'pmr.enabled': True},
+     r'config\.mla \(alternating_steps\) cannot be combined with '
+     r'config\.pmr \(prototype_loss\)'),
 ])
 def test_incompatible_pairs_are_refused_naming_both_blocks(overrides,
                                                            message):
@@ -77,6 +86,8 @@ def test_incompatible_pairs_are_refused_naming_both_blocks(overrides,
     {'mmpareto.enabled': True, 'longtail.shot_metrics': True},
     {'mla.enabled': True, 'model.shared_head': True,
      'longtail.sampler': 'sqrt'},
+    {'pmr.enabled': True, 'modulation.method': 'ogm_ge'},
+    {'pmr.enabled': True, 'longtail.loss': 'focal'},
 ])
 def test_compatible_pairs_pass(overrides):
   config = config_lib.default_config()
@@ -94,7 +105,8 @@ def test_every_incompatible_pair_names_a_feature_some_method_uses():
   probes += [{'modulation.method': 'ogm'}, {'longtail.loss': 'focal'},
              {'longtail.mixup': 'input'}, {'longtail.sampler': 'sqrt'},
              {'mmpareto.enabled': True},
-             {'mla.enabled': True, 'model.shared_head': True}]
+             {'mla.enabled': True, 'model.shared_head': True},
+             {'pmr.enabled': True}]
   for overrides in probes:
     config = config_lib.default_config()
     config.update_from_flattened_dict(overrides)

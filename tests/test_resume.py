@@ -41,6 +41,10 @@ CASES = {
                 'optimizer.learning_rate': 0.05,
                 'modulation.method': 'ogm_ge',
                 'modulation.modulated': 'matrices'}, 12, 4),
+    # Prototype passes at steps 0, 5, 10, 15, the last two smoothed with
+    # the previous prototypes: a stop in epoch 1 resumes from the
+    # checkpointed ones.
+    'pmr': ({'pmr.enabled': True, 'pmr.momentum': 0.5}, 20, 8),
     # DRW and DRS switch at epoch 1, mixup stops for the last epoch: a
     # stop after the switches, mid-epoch.
     'longtail': ({'longtail.loss': 'focal', 'longtail.drw_epoch': 1,
