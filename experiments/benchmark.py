@@ -62,7 +62,7 @@ MFEAT_SHAPES = {'fac': (216,), 'fou': (76,), 'kar': (64,), 'mor': (6,),
 CREMA_D_SHAPES = {'audio': (257, 188), 'visual': (1, 224, 224, 3)}
 CREMA_D_CLASSES = 6
 METHODS = ('naive', 'gblend_fixed', 'gblend_per_loss', 'gradient_every_1',
-           'gradient_default', 'ogm', 'ogm_ge', 'mla')
+           'gradient_default', 'ogm', 'ogm_ge', 'mla', 'pmr')
 # Gradient-space G-Blend's re-estimation period of the trainer's config.
 DEFAULT_PERIOD = config_lib.default_config().blend.estimate_every_steps
 # One thread each, as the PyTorch comparison was measured.
@@ -277,6 +277,8 @@ def method_config(setting: Setting, method: str) -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict(setting.model.to_dict())
     config.model.update(shared_head=True, modality_heads=True)
     config.mla.enabled = True
+  elif method == 'pmr':
+    config.pmr.update(enabled=True, alpha=2.0)
   return config
 
 
@@ -324,8 +326,11 @@ def method_steps(setting: Setting, methods: Sequence[str],
     if config.blend.mode == 'fixed':
       return _stepper(program.train_step(), state, batch, {
           'head_weights': jnp.asarray(config.blend.weights, jnp.float32)})
-    if config.blend.mode == 'none':  # Naive, OGM, OGM-GE, MLA.
-      return _stepper(program.train_step(), state, batch, weights)
+    if config.blend.mode == 'none':  # Naive, OGM, OGM-GE, MLA, PMR.
+      args = dict(weights)
+      for method_ in active:  # PMR's prototypes and window flag.
+        args.update(method_.step_args(0, state))
+      return _stepper(program.train_step(), state, batch, args)
     every = config.blend.estimate_every_steps
     with_holdout = {**weights, 'holdout_batch': holdout}
     if every == 0:  # Fixed weights through per-loss gradients.
@@ -658,7 +663,9 @@ def methods_section(plan: Sequence[tuple[Setting, Sequence[str]]], args,
            'gradient_every_1: gradient-space G-Blend re-estimated every '
            'step; gradient_default: every `blend.estimate_every_steps` = '
            f'{DEFAULT_PERIOD} steps (the config default), a period timed as '
-           'a whole and divided by its steps.', '',
+           'a whole and divided by its steps. pmr: the step with the '
+           'prototypical loss; its prototype pass (a forward pass over a '
+           'tenth of the epoch, once per epoch) is not in the step time.', '',
            *METHOD_HEADER]
   measured = {}
   for setting, methods in plan:
