@@ -115,7 +115,8 @@ class PMR(methods.Method):
     self.num_classes = run.model.num_classes
     self.epoch = -1  # The epoch whose prototypes `self.protos` are.
     self.protos = self._zero_prototypes()
-    self._placed = None
+    self._placed = None  # The prototypes on the devices.
+    self._flags = None  # The window flag on the devices: {open: 0. or 1.}.
     self.services = None
 
   def _zero_prototypes(self) -> dict[str, np.ndarray]:
@@ -142,11 +143,13 @@ class PMR(methods.Method):
 
   def step_args(self, step: int, state: Any) -> dict[str, Any]:
     del state
+    put = self.services.put if self.services else jax.device_put
     if self._placed is None:
-      put = self.services.put if self.services else jax.device_put
-      self._placed = put({m: jnp.asarray(p) for m, p in self.protos.items()})
+      self._placed = put(self.protos)
+    if self._flags is None:
+      self._flags = {a: put(np.float32(a)) for a in (False, True)}
     return {'pmr': {'prototypes': self._placed,
-                    'active': np.float32(self._active(step))}}
+                    'active': self._flags[self._active(step)]}}
 
   # ---- The prototype pass.
 
