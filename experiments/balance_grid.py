@@ -43,6 +43,7 @@ ROWS = (
     ('gradient', 'mfeat_gblend.py'),
     ('ogm_ge', 'mfeat_ogm.py'),
     ('mmpareto', 'mfeat_gblend.py'),
+    ('pmr', 'mfeat_gblend.py'),
 )
 
 INTRO = """\
@@ -56,7 +57,7 @@ space; OGM-GE (Peng et al., CVPR 2022) on its own model (`mfeat_ogm.py`: a
 linear fused head, SGD); then the newer methods on the G-Blend model (MLP
 encoders, a linear head per view, the fused head; Adam lr 1e-3, 60 epochs)
 with their authors' hyper-parameters (`experiments/configs/mfeat_gblend.py`
-says each): MMPareto (Wei & Hu, ICML 2024).
+says each): MMPareto (Wei & Hu, ICML 2024); PMR (Fan et al., CVPR 2023).
 
 Columns: the fused model's top-1 test and train accuracy (%), mean ± std
 over {seeds} seeds; the weights G-Blend found; one run's wall time on this

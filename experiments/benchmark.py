@@ -62,7 +62,7 @@ MFEAT_SHAPES = {'fac': (216,), 'fou': (76,), 'kar': (64,), 'mor': (6,),
 CREMA_D_SHAPES = {'audio': (257, 188), 'visual': (1, 224, 224, 3)}
 CREMA_D_CLASSES = 6
 METHODS = ('naive', 'gblend_fixed', 'gblend_per_loss', 'gradient_every_1',
-           'gradient_default', 'ogm', 'ogm_ge', 'mla', 'agm')
+           'gradient_default', 'ogm', 'ogm_ge', 'mla', 'agm', 'pmr')
 # Gradient-space G-Blend's re-estimation period of the trainer's config.
 DEFAULT_PERIOD = config_lib.default_config().blend.estimate_every_steps
 # One thread each, as the issue's PyTorch comparison was measured.
@@ -279,6 +279,8 @@ def method_config(setting: Setting, method: str) -> ml_collections.ConfigDict:
     config.mla.enabled = True
   elif method == 'agm':  # The authors' CREMA-D values, clip included.
     config.agm.update(enabled=True, alpha=1.0, cap=10.0, clip_threshold=1.0)
+  elif method == 'pmr':
+    config.pmr.update(enabled=True, alpha=2.0)
   return config
 
 
@@ -326,11 +328,11 @@ def method_steps(setting: Setting, methods: Sequence[str],
     if config.blend.mode == 'fixed':
       return _stepper(program.train_step(), state, batch, {
           'head_weights': jnp.asarray(config.blend.weights, jnp.float32)})
-    if config.agm.enabled:  # Its running scores, copied from the state.
-      return _stepper(program.train_step(), state, batch,
-                      {**weights, **active[0].step_args(0, state)})
-    if config.blend.mode == 'none':  # Naive, OGM, OGM-GE, MLA.
-      return _stepper(program.train_step(), state, batch, weights)
+    if config.blend.mode == 'none':  # Naive, OGM, OGM-GE, MLA, AGM, PMR.
+      args = dict(weights)
+      for method_ in active:  # AGM's running scores, PMR's prototypes.
+        args.update(method_.step_args(0, state))
+      return _stepper(program.train_step(), state, batch, args)
     every = config.blend.estimate_every_steps
     with_holdout = {**weights, 'holdout_batch': holdout}
     if every == 0:  # Fixed weights through per-loss gradients.
@@ -663,7 +665,9 @@ def methods_section(plan: Sequence[tuple[Setting, Sequence[str]]], args,
            'gradient_every_1: gradient-space G-Blend re-estimated every '
            'step; gradient_default: every `blend.estimate_every_steps` = '
            f'{DEFAULT_PERIOD} steps (the config default), a period timed as '
-           'a whole and divided by its steps.', '',
+           'a whole and divided by its steps. pmr: the step with the '
+           'prototypical loss; its prototype pass (a forward pass over a '
+           'tenth of the epoch, once per epoch) is not in the step time.', '',
            *METHOD_HEADER]
   measured = {}
   for setting, methods in plan:

@@ -13,6 +13,8 @@ into the trainer):
   gblend_jax.mla         MLA: `head_gradient_projection`,
                          `alternating_updates`, `entropy_weighted_fusion`
   gblend_jax.agm         AGM: `agm_coefficients`, `mono_modal_responses`
+  gblend_jax.pmr         PMR: `pmr_prototypes`, `pmr_update_prototypes`,
+                         `pmr_logits`, `pmr_loss`, `pmr_coefficients`
   gblend_jax.training    the trainer, steps, checkpoints, optimisers, metrics
   gblend_jax.models      encoders, fusion modules, heads, `build_model`
   gblend_jax.data        data sets, held-out splits, grain input pipelines
@@ -45,6 +47,14 @@ from gblend_jax.modulation.ogm import ogm_ge
 from gblend_jax.modulation.ogm import ogm_ratios
 from gblend_jax.modulation.ogm import ogm_scores
 from gblend_jax.modulation.unimodal import unimodal_logits
+from gblend_jax.pmr.prototypes import class_prototypes as pmr_prototypes
+from gblend_jax.pmr.prototypes import class_sums as pmr_class_sums
+from gblend_jax.pmr.prototypes import pmr_coefficients
+from gblend_jax.pmr.prototypes import prototype_logits as pmr_logits
+from gblend_jax.pmr.prototypes import prototype_loss as pmr_loss
+from gblend_jax.pmr.prototypes import prototype_scores as pmr_scores
+from gblend_jax.pmr.prototypes import rebalance_loss as pmr_rebalance_loss
+from gblend_jax.pmr.prototypes import update_prototypes as pmr_update_prototypes
 
 __all__ = (
     'BlendGrads',
@@ -68,6 +78,14 @@ __all__ = (
     'ogm_scores',
     'ogr',
     'opt_state_value',
+    'pmr_class_sums',
+    'pmr_coefficients',
+    'pmr_logits',
+    'pmr_loss',
+    'pmr_prototypes',
+    'pmr_rebalance_loss',
+    'pmr_scores',
+    'pmr_update_prototypes',
     'train_and_evaluate',
     'unimodal_logits',
 )

@@ -112,3 +112,13 @@ def _method_sections(text, header):
     if rows is not None:
       sections.append(rows)
   return sections
+
+
+def test_pmr_step_is_timed_with_its_step_arguments():
+  setting = benchmark.mfeat_setting(('kar', 'pix'), batch_size=4)
+  timed = benchmark.method_steps(setting, ['naive', 'pmr'])
+  assert set(timed) == {'naive', 'pmr'}
+  timed['pmr'].run()
+  timed['pmr'].sync()
+  # The prototype distances and the extra backward are compiled in.
+  assert timed['pmr'].flops > timed['naive'].flops > 0

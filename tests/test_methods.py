@@ -19,7 +19,7 @@ from tests import train_utils
 def test_every_registered_method_owns_its_config_block():
   classes = methods.method_classes()
   assert [c.block for c in classes] == ['blend', 'modulation', 'longtail',
-                                        'mmpareto', 'mla', 'agm']
+                                        'mmpareto', 'mla', 'agm', 'pmr']
   config = config_lib.default_config()
   for cls in classes:
     assert config[cls.block].to_dict() == cls.default_config().to_dict()
@@ -74,6 +74,15 @@ def test_every_registered_method_owns_its_config_block():
     ({'agm.enabled': True, 'blend.mode': 'offline'},
      r'config\.agm \(shapley_modulation\) .* config\.blend '
      r'\(model_copies\)'),
+    ({'mmpareto.enabled': True, 'pmr.enabled': True},
+     r'config\.mmpareto \(per_loss_gradients\) cannot be combined with '
+     r'config\.pmr \(prototype_loss\)'),
+    ({'pmr.enabled': True, 'longtail.mixup': 'manifold'},
+     r'config\.longtail \(mixup\) cannot be combined with '
+     r'config\.pmr \(prototype_loss\)'),
+    ({'mla.enabled': True, 'model.shared_head': True, 'pmr.enabled': True},
+     r'config\.mla \(alternating_steps\) cannot be combined with '
+     r'config\.pmr \(prototype_loss\)'),
 ])
 def test_incompatible_pairs_are_refused_naming_both_blocks(overrides,
                                                            message):
@@ -95,6 +104,8 @@ def test_incompatible_pairs_are_refused_naming_both_blocks(overrides,
     {'agm.enabled': True, 'blend.mode': 'fixed',
      'blend.weights': (0.2, 0.3, 0.5)},
     {'agm.enabled': True, 'longtail.sampler': 'sqrt'},
+    {'pmr.enabled': True, 'modulation.method': 'ogm_ge'},
+    {'pmr.enabled': True, 'longtail.loss': 'focal'},
 ])
 def test_compatible_pairs_pass(overrides):
   config = config_lib.default_config()
@@ -113,7 +124,7 @@ def test_every_incompatible_pair_names_a_feature_some_method_uses():
              {'longtail.mixup': 'input'}, {'longtail.sampler': 'sqrt'},
              {'mmpareto.enabled': True},
              {'mla.enabled': True, 'model.shared_head': True},
-             {'agm.enabled': True}]
+             {'agm.enabled': True}, {'pmr.enabled': True}]
   for overrides in probes:
     config = config_lib.default_config()
     config.update_from_flattened_dict(overrides)

@@ -228,6 +228,39 @@ def test_agm_example_scales_by_its_first_step_coefficients():
                              rtol=1e-4, atol=1e-8)
 
 
+def test_pmr_example_gives_the_slower_modality_the_prototypical_loss():
+  namespace, out = run_snippet(_snippet('pmr_rebalance_loss'))
+  gblend_jax, jax = namespace['gblend_jax'], namespace['jax']
+  aux = namespace['aux']
+  # The audio carries the label: ρ > 1, so α = 2 goes to the visual PCE.
+  assert float(aux['ratio']) > 1
+  np.testing.assert_array_equal(aux['coefficients'], [0.0, 2.0])
+  assert out.split()[0] == str(aux['ratio'])
+  # μ = 0.2 against zero prototypes: 0.8 of the class means.
+  np.testing.assert_allclose(namespace['protos']['audio'],
+                             0.8 * namespace['new']['audio'], rtol=1e-6)
+  # The PCE's gradient reaches the visual encoder only: the audio encoder
+  # and the fused head get the fused loss's gradient alone.
+  plain = jax.grad(namespace['loss_fn'], has_aux=True)(
+      namespace['params'], 1e-30)[0]
+  grads = namespace['grads']
+  for name in ('encoder_audio', 'fused_head'):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-7),
+                 grads[name], plain[name])
+  visual = jax.tree.leaves(jax.tree.map(
+      lambda a, b: float(np.abs(a - b).max()), grads['encoder_visual'],
+      plain['encoder_visual']))
+  assert max(visual) > 1e-4
+  term = 2.0 * gblend_jax.pmr_loss(
+      namespace['model'].apply({'params': namespace['params']},
+                               namespace['inputs'],
+                               train=False)['features']['visual'],
+      namespace['labels'], namespace['protos']['visual'])
+  assert float(namespace['loss_fn'](namespace['params'], 2.0)[0]) == (
+      pytest.approx(float(namespace['loss_fn'](namespace['params'], 1e-30)[0]
+                          + term), rel=1e-6))
+
+
 def test_longtail_example_counts_losses_and_samplers():
   namespace, out = run_snippet(_snippet('longtail import'))
   assert [int(100 * 10 ** (-c / 3)) for c in range(4)] == [100, 46, 21, 10]

@@ -47,6 +47,10 @@ CASES = {
              'agm.cap': 10.0, 'agm.clip_threshold': 1.0,
              'agm.start_epoch': 1.0,
              'model.fused_head.input_dropout_rate': 0.3}, 12, 6),
+    # Prototype passes at steps 0, 5, 10, 15, the last two smoothed with
+    # the previous prototypes: a stop in epoch 1 resumes from the
+    # checkpointed ones.
+    'pmr': ({'pmr.enabled': True, 'pmr.momentum': 0.5}, 20, 8),
     # DRW and DRS switch at epoch 1, mixup stops for the last epoch: a
     # stop after the switches, mid-epoch.
     'longtail': ({'longtail.loss': 'focal', 'longtail.drw_epoch': 1,

@@ -33,6 +33,15 @@ which losses train the model:
                        stay. The fused head has two hidden layers here, so
                        the clip watches its output layer (their fusion has
                        only that one).
+  pmr                  PMR (Fan et al., CVPR 2023): the fused loss plus the
+                       prototypical cross-entropy of the slower view, with
+                       the authors' CREMA-D values α = 2.0 and μ = 0.0.
+                       Adapted to this setting: the window is the first 33
+                       of 60 epochs (their 0-70 of 130, inclusive, scaled),
+                       and each prototype pass reads the whole training
+                       split (prototype_fraction=1): their tenth of an
+                       epoch is one batch of 32 here, about 3 examples per
+                       class, where a class is often missing.
 
   python -m experiments.main \
       --config experiments/configs/mfeat_gblend.py:views=kar+pix,method=online \
@@ -64,7 +73,7 @@ from experiments.configs import common
 from experiments.configs import mfeat_fusion
 
 METHODS = ('single_a', 'single_b', 'naive', 'offline', 'online', 'gradient',
-           'gradient_every_step', 'mmpareto', 'mla', 'agm')
+           'gradient_every_step', 'mmpareto', 'mla', 'agm', 'pmr')
 
 # The settings of the G-Blend and balancing tables:
 # (view pair, config arguments, what the setting is).
@@ -109,6 +118,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.blend.estimate_every_steps = 1
   if method == 'mmpareto':
     config.mmpareto.enabled = True
+  if method == 'pmr':
+    config.pmr.update(enabled=True, alpha=2.0, momentum=0.0,
+                      start_epoch=0.0, end_epoch=33.0, prototype_fraction=1.0)
   # Algorithm 1: each head's model trains for 10 epochs from the initial
   # model (offline); super-epochs of 5 epochs after 5 warm-up epochs
   # (online; the paper's super-epoch length).

@@ -58,6 +58,7 @@ METHOD_MODULES = (
     'gblend_jax.mmpareto.method',
     'gblend_jax.mla.method',
     'gblend_jax.agm.method',
+    'gblend_jax.pmr.method',
 )
 
 # Pairs of method features that cannot be combined, with the reason. Each
@@ -144,6 +145,21 @@ INCOMPATIBLE: dict[frozenset[str], str] = {
         "Algorithm 1 (blend.mode='offline'/'online') trains each head's "
         'model copy with plain cross-entropy; with AGM the estimates would '
         'measure another objective than the one trained'
+    ),
+    frozenset({'alternating_steps', 'prototype_loss'}): (
+        "MLA replaces the step's update with one optimiser step per "
+        "modality's loss; PMR adds its prototypical loss to the one backward "
+        'pass of the fused loss, which MLA never forms'
+    ),
+    frozenset({'prototype_loss', 'per_loss_gradients'}): (
+        "PMR adds its prototypical loss to one backward pass of the step's "
+        'weighted loss; gradient-space G-Blend and MMPareto take one '
+        'gradient per head loss, where that term has no place'
+    ),
+    frozenset({'prototype_loss', 'mixup'}): (
+        "PMR's prototypes, ratio and prototypical loss need each example's "
+        'true class; with mixup the inputs are mixed and no single true '
+        'class exists'
     ),
 }
 

@@ -65,7 +65,8 @@ class Gradients:
   update_kwargs: Any
 
 
-# (loss_vector, state, args, **variant) -> (Gradients, report), where
+# (loss_vector, state, args, **variant) -> (Gradients, report), where args
+# are the step's arrays with the batch's labels under 'label', and
 # report(opt_state) -> (total loss, gradient) gives what the step logs as
 # 'loss' and 'grad_norm' after the update (the blend of the updated weights
 # for gradient-space G-Blend).
@@ -299,7 +300,9 @@ def make_train_step(
       params, opt_state, gradients, report = update_steps(
           tx, loss_vector, state, args, **variant)
     else:
-      gradients, report = rule(loss_vector, state, args, **variant)
+      # The rule also sees the batch's labels (PMR's prototypical loss).
+      gradients, report = rule(loss_vector, state,
+                               {**args, 'label': batch['label']}, **variant)
       if update_args is not None:
         extra_args, extra_metrics = update_args(
             state.params, state.batch_stats, gradients.outputs, batch
