@@ -101,7 +101,7 @@ def run_snippet(block: str) -> tuple[dict, str]:
 
 
 def test_readme_has_the_blocks_this_file_checks():
-  assert len(SNIPPETS) == 8, [b.splitlines()[0] for b in SNIPPETS]
+  assert len(SNIPPETS) == 9, [b.splitlines()[0] for b in SNIPPETS]
   assert len(PYTHON_BLOCKS) == len(SNIPPETS)  # No scripts to save first.
   # Each snippet is self-contained: it imports what it uses.
   for block in PYTHON_BLOCKS:
