@@ -56,6 +56,7 @@ METHOD_MODULES = (
     'gblend_jax.modulation.method',
     'gblend_jax.longtail.method',
     'gblend_jax.mmpareto.method',
+    'gblend_jax.reconboost.method',
 )
 
 # Pairs of method features that cannot be combined, with the reason. Each
@@ -94,6 +95,25 @@ INCOMPATIBLE: dict[frozenset[str], str] = {
         "OGM-GE's scores are the true-class probabilities of each "
         "modality's share of the logits; with mixup the inputs are mixed and "
         'no single true class exists'
+    ),
+    frozenset({'staged_training', 'per_loss_gradients'}): (
+        'ReconBoost trains one loss per phase (a learner, then the '
+        'ensemble); gradient-space G-Blend and MMPareto combine every '
+        "head's loss in each step"
+    ),
+    frozenset({'staged_training', 'gradient_transform'}): (
+        'ReconBoost trains one learner at a time and re-initialises the '
+        "optimiser's state per phase; OGM-GE modulates the encoders of a "
+        'joint step against each other'
+    ),
+    frozenset({'staged_training', 'model_copies'}): (
+        "Algorithm 1 (blend.mode='offline'/'online') estimates weights of a "
+        "jointly trained model's heads; ReconBoost trains no head weights"
+    ),
+    frozenset({'staged_training', 'objective'}): (
+        "ReconBoost's phases have their own losses (the reconcilement loss, "
+        "the ensemble's cross-entropy); a long-tail loss, DRW or mixup "
+        'replaces the objective'
     ),
 }
 
