@@ -16,9 +16,10 @@ Stage ``s`` (official ``train.py``, ``schedule.py``):
 
 Each phase starts from a fresh optimiser state (`schedule.fresh_opt_state`,
 returned by `before_step` at the phase's first step; the learning rate
-keeps the run's global schedule). A learner joins the ensemble after its
-first phase 1 (a pre-trained encoder, ``config.init_encoders``, joins from
-the start, as the authors' ``--use_pretrain``); membership lives in the
+keeps the run's global schedule). A learner joins the ensemble when its
+first stage begins (`schedule.StageSchedule.members`; a pre-trained
+encoder, ``config.init_encoders``, joins from the start, as the authors'
+``--use_pretrain``); membership lives in the
 model's ``batch_stats`` (``members``), set by `before_step`. Both are in
 the checkpointed train state, so a resumed run, mid-stage or at a phase
 boundary, repeats the straight run.

@@ -73,12 +73,17 @@ class StageSchedule:
 
   def members(self, step: int) -> tuple[float, ...]:
     """Which learners the ensemble holds at step ``step`` (0/1 per
-    modality): the pre-trained ones, and every one whose phase 1 has run
-    (``DynamicNet.add`` after phase 1, ``train.py:L366``)."""
-    phase = self.phase(step)
-    # Stages whose phase 1 is over: this one's too during phase 2.
-    done = phase.stage + (phase.name == RECTIFY)
-    trained = set(self.modalities[:min(done, len(self.modalities))])
+    modality): the pre-trained ones, and every one whose stage has begun.
+
+    The authors add a learner after its first phase 1
+    (``DynamicNet.add``, ``train.py:L366``); phase 1 never reads the
+    ensemble's entry of its own learner (``F_{−m}`` leaves it out), so
+    counting it from the start of that phase changes no update, and the
+    ensemble evaluated at the end of phase 1 is the authors' ensemble of
+    that moment.
+    """
+    stage = self.phase(step).stage
+    trained = set(self.modalities[:min(stage + 1, len(self.modalities))])
     return tuple(float(m in trained or m in self.pretrained)
                  for m in self.modalities)
 
