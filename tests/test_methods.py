@@ -19,7 +19,7 @@ from tests import train_utils
 def test_every_registered_method_owns_its_config_block():
   classes = methods.method_classes()
   assert [c.block for c in classes] == ['blend', 'modulation', 'longtail',
-                                        'mmpareto']
+                                        'mmpareto', 'reconboost']
   config = config_lib.default_config()
   for cls in classes:
     assert config[cls.block].to_dict() == cls.default_config().to_dict()
@@ -79,7 +79,7 @@ def test_every_incompatible_pair_names_a_feature_some_method_uses():
                                         'gradient')]
   probes += [{'modulation.method': 'ogm'}, {'longtail.loss': 'focal'},
              {'longtail.mixup': 'input'}, {'longtail.sampler': 'sqrt'},
-             {'mmpareto.enabled': True}]
+             {'mmpareto.enabled': True}, {'reconboost.enabled': True}]
   for overrides in probes:
     config = config_lib.default_config()
     config.update_from_flattened_dict(overrides)
