@@ -112,3 +112,14 @@ def _method_sections(text, header):
     if rows is not None:
       sections.append(rows)
   return sections
+
+
+def test_reconboost_is_timed_over_its_phases():
+  setting = benchmark.mfeat_setting(tiny=True)
+  timed = benchmark.method_steps(setting, ['naive', 'reconboost'])
+  # One call runs a stage per view: kar, rectify, pix, rectify.
+  assert timed['reconboost'].steps_per_run == 4
+  assert timed['naive'].steps_per_run == 1
+  assert timed['reconboost'].flops > 0
+  timed['reconboost'].run()
+  timed['reconboost'].sync()
