@@ -10,6 +10,8 @@ into the trainer):
                          `unimodal_logits`
   gblend_jax.longtail    long-tail tricks: losses, samplers, mixup, CAM
   gblend_jax.mmpareto    MMPareto: `mmpareto_update`, `mmpareto`
+  gblend_jax.reconboost  ReconBoost: `reconcilement_loss`, `StageSchedule`,
+                         `fresh_opt_state`
   gblend_jax.training    the trainer, steps, checkpoints, optimisers, metrics
   gblend_jax.models      encoders, fusion modules, heads, `build_model`
   gblend_jax.data        data sets, held-out splits, grain input pipelines
@@ -37,6 +39,7 @@ from gblend_jax.modulation.ogm import ogm_ge
 from gblend_jax.modulation.ogm import ogm_ratios
 from gblend_jax.modulation.ogm import ogm_scores
 from gblend_jax.modulation.unimodal import unimodal_logits
+from gblend_jax.reconboost.boosting import reconcilement_loss
 
 __all__ = (
     'BlendGrads',
@@ -55,6 +58,7 @@ __all__ = (
     'ogm_scores',
     'ogr',
     'opt_state_value',
+    'reconcilement_loss',
     'train_and_evaluate',
     'unimodal_logits',
 )
