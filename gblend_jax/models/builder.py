@@ -188,7 +188,7 @@ def build_model(
     _check_rank(name, m, tuple(modalities[m]))
   head = model_config.fused_head
   normalized = bool(model_config.get('normalized_heads', False))
-  if model_config.fusion in ENSEMBLE_FUSIONS:
+  if model_config.fusion in ENSEMBLE_FUSIONS and len(names) > 1:
     return ensemble.SharedHeadEnsemble(
         modalities=names,
         encoders=tuple(build_encoder(name, **kwargs) for name, kwargs in specs),
