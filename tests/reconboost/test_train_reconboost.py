@@ -105,22 +105,29 @@ def test_av_ogm_reconboost_runlocal_trains_on_a_fake_crema_d_copy(tmp_path):
   config.data.data_dir = str(tmp_path / 'tfds')
   config.data.manual_dir = str(tmp_path / 'manual')
   config.data.holdout_fraction = 0.25  # One clip per emotion.
-  # 18 training clips, batch 8: 3 steps per epoch; phases of 2 steps
-  # (0.5 epoch rounds to 2): audio, rectify, visual.
-  config.num_train_steps = 6
+  # 18 training clips, batch 8: 2 full batches an epoch; phases of
+  # 0.5 epoch are one step: audio, rectify, visual, rectify.
+  config.num_train_steps = 4
   config.log_every_steps = 1
-  config.eval_every_epochs = 2.0
+  config.eval_every_epochs = 1.0
   results = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert results['reconboost']['members'] == ['audio', 'visual']
   rows = [r for r in metric_writer.read_metrics(str(tmp_path / 'run'))
           if 'train_step/loss' in r]
-  assert len(rows) == 6
+  assert len(rows) == 4
   assert all(np.isfinite(r['train_step/loss']) for r in rows)
-  # Each phase's loss is the step's loss: audio's learner, then the
-  # ensemble, then visual's learner; beta trains in the rectification only.
-  for r, head in zip(rows, ['audio'] * 2 + ['fused'] * 2 + ['visual'] * 2,
+  # Each phase's loss is the step's loss: audio's learner, the ensemble,
+  # visual's learner, the ensemble.
+  for r, head in zip(rows, ['audio', 'fused', 'visual', 'fused'],
                      strict=True):
     assert r['train_step/loss'] == r[f'train_step/{head}/loss']
+  # In the first rectification the ensemble is beta * f_audio with beta =
+  # 1, and the ensemble of the others is empty (q_y = 1): the learner's
+  # logged loss is (w1 - w2) / C = 4/6 of the ensemble's cross-entropy.
+  np.testing.assert_allclose(rows[1]['train_step/audio/loss'],
+                             4 / 6 * rows[1]['train_step/fused/loss'],
+                             rtol=1e-5)
+  # beta (logged before each step's update) trains in rectifications only.
   betas = [r['reconboost/beta'] for r in rows]
-  assert betas[0] == betas[1] == betas[2] == 1.0
-  assert betas[4] == betas[5] != 1.0
+  assert betas[0] == betas[1] == 1.0
+  assert betas[2] == betas[3] != 1.0
