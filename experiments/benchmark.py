@@ -51,6 +51,8 @@ from gblend_jax import config as config_lib
 from gblend_jax import data
 from gblend_jax import models
 from gblend_jax.blending import estimation as blend_estimation
+from gblend_jax.reconboost import method as reconboost_method
+from gblend_jax.reconboost import schedule as reconboost_schedule
 from gblend_jax.training import methods as methods_lib
 from gblend_jax.training import program as program_lib
 from gblend_jax.training import steps
@@ -62,7 +64,8 @@ MFEAT_SHAPES = {'fac': (216,), 'fou': (76,), 'kar': (64,), 'mor': (6,),
 CREMA_D_SHAPES = {'audio': (257, 188), 'visual': (1, 224, 224, 3)}
 CREMA_D_CLASSES = 6
 METHODS = ('naive', 'gblend_fixed', 'gblend_per_loss', 'gradient_every_1',
-           'gradient_default', 'ogm', 'ogm_ge', 'mla', 'agm', 'pmr')
+           'gradient_default', 'ogm', 'ogm_ge', 'mla', 'agm', 'pmr',
+           'reconboost')
 # Gradient-space G-Blend's re-estimation period of the trainer's config.
 DEFAULT_PERIOD = config_lib.default_config().blend.estimate_every_steps
 # One thread each, as the issue's PyTorch comparison was measured.
@@ -281,7 +284,46 @@ def method_config(setting: Setting, method: str) -> ml_collections.ConfigDict:
     config.agm.update(enabled=True, alpha=1.0, cap=10.0, clip_threshold=1.0)
   elif method == 'pmr':
     config.pmr.update(enabled=True, alpha=2.0)
+  elif method == 'reconboost':
+    # Its own model: the learners share one head (model.fusion='ensemble'),
+    # of the fused head's layers; phases of equal length, as the authors'.
+    config.model = ml_collections.ConfigDict(setting.model.to_dict())
+    config.model.fusion = 'ensemble'
+    config.model.modality_heads = True
+    config.optimizer = ml_collections.ConfigDict(setting.optimizer.to_dict())
+    config.optimizer.weight_decay = 0.0
+    config.reconboost.enabled = True
   return config
+
+
+def _phase_stepper(jitted, state, batch, args) -> TimedStep:
+  """ReconBoost as the trainer runs it: each phase's step in turn.
+
+  Args:
+    jitted: ``[step of each phase]`` in stage order (each learner's, then
+      the rectification), jitted.
+    state: the initial state (donated).
+    batch: the training batch.
+    args: the arguments of every step.
+
+  Returns:
+    The step whose ``run`` is one call of each phase's step; ``flops`` is
+    their average (the authors' phases are equally long, 4 + 4 epochs).
+  """
+  compiled = [j.lower(state, batch, args).compile() for j in jitted]
+  flops = float(np.mean([compiled_flops(c) for c in compiled]))
+  box = {'state': state, 'out': None}
+
+  def run():
+    for step in compiled:
+      box['state'], box['out'] = step(box['state'], batch, args)
+
+  def sync():
+    jax.block_until_ready((box['state'], box['out']))
+
+  run()  # Warm up every executable.
+  sync()
+  return TimedStep(run, sync, flops, steps_per_run=len(compiled))
 
 
 def method_steps(setting: Setting, methods: Sequence[str],
@@ -314,6 +356,8 @@ def method_steps(setting: Setting, methods: Sequence[str],
 
   def timed(method):
     config = method_config(setting, method)
+    if config.reconboost.enabled:
+      return _reconboost_step(setting, config, batch, seed)
     method_model = model
     if config.model is not setting.model:  # MLA's shared head.
       method_model = models.build_model(
@@ -344,6 +388,27 @@ def method_steps(setting: Setting, methods: Sequence[str],
         state, batch, {True: with_holdout, False: weights}, every)
 
   return {m: timed(m) for m in methods}
+
+
+def _reconboost_step(setting: Setting, config: ml_collections.ConfigDict,
+                     batch, seed: int) -> TimedStep:
+  """ReconBoost's steps (`_phase_stepper`) on its shared-head model."""
+  model = models.build_model(config.model, modalities=setting.shapes,
+                             num_classes=setting.num_classes)
+  run = methods_lib.RunInfo(
+      config=config, model=model, modalities=setting.shapes,
+      heads=steps.head_order(tuple(setting.shapes), True),
+      steps_per_epoch=100, total_steps=10_000)
+  (method,) = methods_lib.enabled_methods(run)
+  program = program_lib.build_program(run, [method])
+  state = program.init(jax.random.PRNGKey(seed))
+  args = {'head_weights': jnp.zeros(len(run.heads), jnp.float32),
+          **method.step_args(0, state)}
+  # A stage per learner, each of a learner phase and a rectification.
+  phases = [p for m in setting.shapes for p in (m, reconboost_schedule.RECTIFY)]
+  return _phase_stepper(
+      [program.train_step(((reconboost_method.PHASE_ARG, p),))
+       for p in phases], state, batch, args)
 
 
 def _seconds_of(step: TimedStep, calls: int) -> float:

@@ -15,6 +15,8 @@ into the trainer):
   gblend_jax.agm         AGM: `agm_coefficients`, `mono_modal_responses`
   gblend_jax.pmr         PMR: `pmr_prototypes`, `pmr_update_prototypes`,
                          `pmr_logits`, `pmr_loss`, `pmr_coefficients`
+  gblend_jax.reconboost  ReconBoost: `reconcilement_loss`, `StageSchedule`,
+                         `fresh_opt_state`
   gblend_jax.training    the trainer, steps, checkpoints, optimisers, metrics
   gblend_jax.models      encoders, fusion modules, heads, `build_model`
   gblend_jax.data        data sets, held-out splits, grain input pipelines
@@ -55,6 +57,7 @@ from gblend_jax.pmr.prototypes import prototype_loss as pmr_loss
 from gblend_jax.pmr.prototypes import prototype_scores as pmr_scores
 from gblend_jax.pmr.prototypes import rebalance_loss as pmr_rebalance_loss
 from gblend_jax.pmr.prototypes import update_prototypes as pmr_update_prototypes
+from gblend_jax.reconboost.boosting import reconcilement_loss
 
 __all__ = (
     'BlendGrads',
@@ -86,6 +89,7 @@ __all__ = (
     'pmr_rebalance_loss',
     'pmr_scores',
     'pmr_update_prototypes',
+    'reconcilement_loss',
     'train_and_evaluate',
     'unimodal_logits',
 )

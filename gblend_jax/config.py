@@ -20,8 +20,9 @@ def default_config() -> ml_collections.ConfigDict:
   adds its block: ``blend`` (G-Blend, `gblend_jax.blending.method`),
   ``modulation`` (OGM-GE, `gblend_jax.modulation.method`) and ``longtail``
   (the bag of tricks, `gblend_jax.longtail.method`; the long-tailed training
-  split itself is ``data.longtail``) and ``mmpareto`` (MMPareto,
-  `gblend_jax.mmpareto.method`).
+  split itself is ``data.longtail``), ``mmpareto`` (MMPareto,
+  `gblend_jax.mmpareto.method`) and ``reconboost`` (ReconBoost,
+  `gblend_jax.reconboost.method`).
   """
   config = ml_collections.ConfigDict()
   config.data = data.default_data_config()

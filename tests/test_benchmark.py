@@ -122,3 +122,14 @@ def test_pmr_step_is_timed_with_its_step_arguments():
   timed['pmr'].sync()
   # The prototype distances and the extra backward are compiled in.
   assert timed['pmr'].flops > timed['naive'].flops > 0
+
+
+def test_reconboost_is_timed_over_its_phases():
+  setting = benchmark.mfeat_setting(tiny=True)
+  timed = benchmark.method_steps(setting, ['naive', 'reconboost'])
+  # One call runs a stage per view: kar, rectify, pix, rectify.
+  assert timed['reconboost'].steps_per_run == 4
+  assert timed['naive'].steps_per_run == 1
+  assert timed['reconboost'].flops > 0
+  timed['reconboost'].run()
+  timed['reconboost'].sync()

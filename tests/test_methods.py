@@ -19,7 +19,8 @@ from tests import train_utils
 def test_every_registered_method_owns_its_config_block():
   classes = methods.method_classes()
   assert [c.block for c in classes] == ['blend', 'modulation', 'longtail',
-                                        'mmpareto', 'mla', 'agm', 'pmr']
+                                        'mmpareto', 'mla', 'agm', 'pmr',
+                                        'reconboost']
   config = config_lib.default_config()
   for cls in classes:
     assert config[cls.block].to_dict() == cls.default_config().to_dict()
@@ -59,6 +60,14 @@ def test_every_registered_method_owns_its_config_block():
       'longtail.loss': 'focal'},
      r'config\.longtail \(objective\) .* config\.mla '
      r'\(alternating_steps\)'),
+    ({'reconboost.enabled': True, 'model.fusion': 'ensemble',
+      'agm.enabled': True},
+     r'config\.agm \(shapley_modulation\) cannot be combined with '
+     r'config\.reconboost \(staged_training\)'),
+    ({'reconboost.enabled': True, 'model.fusion': 'ensemble',
+      'pmr.enabled': True},
+     r'config\.pmr \(prototype_loss\) cannot be combined with '
+     r'config\.reconboost \(staged_training\)'),
     ({'agm.enabled': True, 'mla.enabled': True, 'model.shared_head': True},
      r'config\.agm \(shapley_modulation\) cannot be combined with '
      r'config\.mla \(alternating_steps\)'),
@@ -124,7 +133,8 @@ def test_every_incompatible_pair_names_a_feature_some_method_uses():
              {'longtail.mixup': 'input'}, {'longtail.sampler': 'sqrt'},
              {'mmpareto.enabled': True},
              {'mla.enabled': True, 'model.shared_head': True},
-             {'agm.enabled': True}, {'pmr.enabled': True}]
+             {'agm.enabled': True}, {'pmr.enabled': True},
+             {'reconboost.enabled': True}]
   for overrides in probes:
     config = config_lib.default_config()
     config.update_from_flattened_dict(overrides)

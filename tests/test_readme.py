@@ -101,7 +101,7 @@ def run_snippet(block: str) -> tuple[dict, str]:
 
 
 def test_readme_has_the_blocks_this_file_checks():
-  assert len(SNIPPETS) == 9, [b.splitlines()[0] for b in SNIPPETS]
+  assert len(SNIPPETS) == 10, [b.splitlines()[0] for b in SNIPPETS]
   assert len(PYTHON_BLOCKS) == len(SNIPPETS)  # No scripts to save first.
   # Each snippet is self-contained: it imports what it uses.
   for block in PYTHON_BLOCKS:
@@ -279,6 +279,22 @@ def test_longtail_example_counts_losses_and_samplers():
   # Class-balanced draws: 64 of them, every class about a quarter.
   drawn = np.bincount(namespace['labels'][namespace['batch']], minlength=4)
   assert drawn.sum() == 64 and drawn.min() >= 6
+
+
+def test_reconboost_example_trains_one_learner_per_phase():
+  namespace, out = run_snippet(_snippet('reconboost.StageSchedule('))
+  # Steps 0-1 audio, 2-3 rectify, 4-5 visual, 6-7 rectify: both joined.
+  assert out.splitlines() == ['rectify [1. 1.]']
+  params = namespace['params']
+  # beta trains in the rectifications only; it moved from 1.
+  assert float(params['beta']) != 1.0
+  # A phase 1 step changes no parameter but the learner's and the head's.
+  grads = namespace['grad_fn'](params, namespace['batch_stats'], 'visual')
+  np.testing.assert_array_equal(grads['beta'], 0.0)
+  for leaf in namespace['jax'].tree.leaves(grads['encoder_audio']):
+    np.testing.assert_array_equal(leaf, 0.0)
+  assert any(np.any(leaf != 0) for leaf in
+             namespace['jax'].tree.leaves(grads['encoder_visual']))
 
 
 def _free_port() -> int:

@@ -18,6 +18,10 @@ from tests import train_utils
 # Timing columns differ between any two runs.
 TIMING = ('train_step/steps_per_second',)
 
+RECONBOOST = {'model.fusion': 'ensemble', 'model.fused_head.hidden_sizes': (8,),
+              'reconboost.enabled': True, 'reconboost.learner_epochs': 1.0,
+              'reconboost.rectify_epochs': 1.0}
+
 # name -> (config overrides, steps, the step the first invocation stops
 # after). 5 steps per epoch; progress lines every 2 steps, so a stop after
 # an even step leaves the same lines as a straight run.
@@ -63,6 +67,11 @@ CASES = {
     'mla': ({'mla.enabled': True, 'model.shared_head': True,
              'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.05},
             20, 8),
+    # Phases of one epoch: stopped in stage 0's rectification (mid-phase)
+    # and at the stage boundary (the fresh optimiser state and the new
+    # learner come right after the resume).
+    'reconboost': (RECONBOOST, 20, 8),
+    'reconboost_boundary': (RECONBOOST, 20, 10),
 }
 
 

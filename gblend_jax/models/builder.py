@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from gblend_jax.models import ensemble
 from gblend_jax.models import fusion as late
 from gblend_jax.models import mid_fusion as mid
 from gblend_jax.models.encoders import ENCODERS
@@ -16,7 +17,9 @@ from gblend_jax.models.multimodal import MultiModalClassifier
 
 LATE_FUSIONS = ('concat', 'sum', 'film', 'gated')
 MID_FUSIONS = ('mid_concat', 'se_gate', 'nl_gate')
-FUSIONS = LATE_FUSIONS + MID_FUSIONS
+# The learners' sum with one shared head (ReconBoost's model).
+ENSEMBLE_FUSIONS = ('ensemble',)
+FUSIONS = LATE_FUSIONS + MID_FUSIONS + ENSEMBLE_FUSIONS
 # Computation dtypes of ``model.dtype`` (parameters stay float32).
 DTYPES = ('float32', 'bfloat16')
 
@@ -41,7 +44,12 @@ def default_model_config() -> ml_collections.ConfigDict:
       'cifar_resnet', 'depth': 20}}``: an optional ``name`` and arguments
       that replace those of the ``encoder.<name>`` block.
     fusion: One of ``FUSIONS``: late ``concat | sum | film | gated`` or mid
-      ``mid_concat | se_gate | nl_gate`` (mid fusion needs MLP encoders).
+      ``mid_concat | se_gate | nl_gate`` (mid fusion needs MLP encoders), or
+      ``ensemble``: ``β Σ_m H(z_m)`` with the fused head's layers as one
+      head ``H`` shared by the modalities (`ensemble.SharedHeadEnsemble`,
+      ReconBoost's model; encoders of one output width).
+    ensemble_beta: The initial β of ``ensemble`` (ReconBoost's
+      ``boost_rate``, 1.0).
     fusion_dim: Projection width of ``sum``, ``film`` and ``gated``.
     mid_fusion_layer: For mid fusion, the number of MLP hidden layers below
       the fusion point (0 fuses the flattened inputs); the remaining layers
@@ -90,6 +98,7 @@ def default_model_config() -> ml_collections.ConfigDict:
           fusion='concat',
           fusion_dim=256,
           mid_fusion_layer=1,
+          ensemble_beta=1.0,
           fused_head=dict(
               hidden_sizes=(256, 256), dropout_rate=0.0, input_dropout_rate=0.0
           ),
@@ -170,7 +179,7 @@ def build_model(
     *,
     modalities: Mapping[str, tuple[int, ...]],
     num_classes: int,
-) -> MultiModalClassifier:
+) -> MultiModalClassifier | ensemble.SharedHeadEnsemble:
   """Builds the classifier described by ``model_config``.
 
   With a single modality the fusion is the identity (``ConcatFusion``) and
@@ -206,14 +215,33 @@ def build_model(
   specs = [_encoder_spec(model_config, m) for m in names]
   for m, (name, _) in zip(names, specs, strict=True):
     _check_rank(name, m, tuple(modalities[m]))
+  head = model_config.fused_head
+  normalized = bool(model_config.get('normalized_heads', False))
+  if model_config.fusion in ENSEMBLE_FUSIONS and len(names) > 1:
+    if dtype != jnp.float32:
+      raise ValueError(
+          f'config.model.dtype={dtype_name!r} is not supported with '
+          "config.model.fusion='ensemble' yet; use 'float32'.")
+    return ensemble.SharedHeadEnsemble(
+        modalities=names,
+        encoders=tuple(build_encoder(name, **kwargs) for name, kwargs in specs),
+        head=ClassifierHead(
+            num_classes,
+            hidden_sizes=tuple(head.hidden_sizes),
+            dropout_rate=head.dropout_rate,
+            input_dropout_rate=head.input_dropout_rate,
+            normalized=normalized,
+        ),
+        num_classes=num_classes,
+        modality_heads=model_config.modality_heads,
+        beta_init=model_config.ensemble_beta,
+    )
   if model_config.fusion in MID_FUSIONS and len(names) > 1:
     encoders, fusion = _mid_fusion(model_config, specs, names, dtype)
   else:
     encoders = [build_encoder(name, dtype=dtype, **kwargs)
                 for name, kwargs in specs]
     fusion = _late_fusion(model_config, names, dtype)
-  head = model_config.fused_head
-  normalized = bool(model_config.get('normalized_heads', False))
   return MultiModalClassifier(
       modalities=names,
       encoders=tuple(encoders),

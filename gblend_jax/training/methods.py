@@ -59,6 +59,7 @@ METHOD_MODULES = (
     'gblend_jax.mla.method',
     'gblend_jax.agm.method',
     'gblend_jax.pmr.method',
+    'gblend_jax.reconboost.method',
 )
 
 # Pairs of method features that cannot be combined, with the reason. Each
@@ -160,6 +161,37 @@ INCOMPATIBLE: dict[frozenset[str], str] = {
         "PMR's prototypes, ratio and prototypical loss need each example's "
         'true class; with mixup the inputs are mixed and no single true '
         'class exists'
+    ),
+    frozenset({'staged_training', 'alternating_steps'}): (
+        'ReconBoost and MLA both train the modalities in turn, each by its '
+        'own schedule and loss: one would undo the other'
+    ),
+    frozenset({'staged_training', 'shapley_modulation'}): (
+        "ReconBoost's phases train a learner or the ensemble with their own "
+        "losses; AGM's modulated fused loss has no place in them"
+    ),
+    frozenset({'staged_training', 'prototype_loss'}): (
+        "ReconBoost's phases train a learner or the ensemble with their own "
+        "losses; PMR's prototypical term has no place in them"
+    ),
+    frozenset({'staged_training', 'per_loss_gradients'}): (
+        'ReconBoost trains one loss per phase (a learner, then the '
+        'ensemble); gradient-space G-Blend and MMPareto combine every '
+        "head's loss in each step"
+    ),
+    frozenset({'staged_training', 'gradient_transform'}): (
+        'ReconBoost trains one learner at a time and re-initialises the '
+        "optimiser's state per phase; OGM-GE modulates the encoders of a "
+        'joint step against each other'
+    ),
+    frozenset({'staged_training', 'model_copies'}): (
+        "Algorithm 1 (blend.mode='offline'/'online') estimates weights of a "
+        "jointly trained model's heads; ReconBoost trains no head weights"
+    ),
+    frozenset({'staged_training', 'objective'}): (
+        "ReconBoost's phases have their own losses (the reconcilement loss, "
+        "the ensemble's cross-entropy); a long-tail loss, DRW or mixup "
+        'replaces the objective'
     ),
 }
 

@@ -42,6 +42,7 @@ def test_default_config_has_every_key():
       'fusion',
       'fusion_dim',
       'mid_fusion_layer',
+      'ensemble_beta',
       'fused_head',
       'modality_heads',
       'normalized_heads',
@@ -55,6 +56,7 @@ def test_default_config_has_every_key():
   assert config.encoder.name == 'mlp'
   assert config.fusion == 'concat'
   assert tuple(config.fused_head.hidden_sizes) == (256, 256)
+  assert config.ensemble_beta == 1.0  # ReconBoost's boost_rate.
 
 
 @pytest.mark.parametrize(
@@ -90,8 +92,10 @@ def test_every_fusion_builds_logits_and_features(fusion, fused_dim, audio_dim):
 
 
 def test_fusion_names_are_all_tested():
+  # 'ensemble' (ReconBoost's model): tests/reconboost/test_ensemble_model.py.
   assert set(FUSIONS) == {
-      'concat', 'sum', 'film', 'gated', 'mid_concat', 'se_gate', 'nl_gate'
+      'concat', 'sum', 'film', 'gated', 'mid_concat', 'se_gate', 'nl_gate',
+      'ensemble'
   }
 
 
