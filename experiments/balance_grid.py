@@ -43,7 +43,10 @@ ROWS = (
     ('gradient', 'mfeat_gblend.py'),
     ('ogm_ge', 'mfeat_ogm.py'),
     ('mmpareto', 'mfeat_gblend.py'),
+    ('agm', 'mfeat_gblend.py'),
     ('pmr', 'mfeat_gblend.py'),
+    ('mla', 'mfeat_gblend.py'),
+    ('reconboost', 'mfeat_gblend.py'),
 )
 
 INTRO = """\
@@ -57,7 +60,10 @@ space; OGM-GE (Peng et al., CVPR 2022) on its own model (`mfeat_ogm.py`: a
 linear fused head, SGD); then the newer methods on the G-Blend model (MLP
 encoders, a linear head per view, the fused head; Adam lr 1e-3, 60 epochs)
 with their authors' hyper-parameters (`experiments/configs/mfeat_gblend.py`
-says each): MMPareto (Wei & Hu, ICML 2024); PMR (Fan et al., CVPR 2023).
+says each): MMPareto (Wei & Hu, ICML 2024), AGM (Li et al., ICCV 2023),
+PMR (Fan et al., CVPR 2023), MLA (Zhang et al., CVPR 2024; its own
+shared-head model) and ReconBoost (Hua et al., ICML 2024; its own
+shared-head ensemble).
 
 Columns: the fused model's top-1 test and train accuracy (%), mean ± std
 over {seeds} seeds; the weights G-Blend found; one run's wall time on this
