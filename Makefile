@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 
 export GBLEND_DATA_DIR := $(DATA_DIR)
 
-.PHONY: setup data fashion-mnist demo demo-views test test-fast lint clean gblend ogm longtail bench
+.PHONY: setup data fashion-mnist demo demo-views test test-fast lint clean gblend ogm balance longtail bench
 
 setup: $(STAMP)
 
@@ -97,6 +97,12 @@ gblend: setup data
 # pairs (strong + weak), 5 seeds; writes experiments/results/ogm_ge_mfeat.md.
 ogm: setup data
 	$(PY) -m experiments.ogm_grid --seeds 5 --workdir workdirs/ogm_mfeat
+
+# Every multi-modal balancing method (G-Blend, OGM-GE, MMPareto, AGM, PMR,
+# MLA, ReconBoost) on the G-Blend view pairs, 5 seeds; writes
+# experiments/results/balance_mfeat.md.
+balance: setup data
+	$(PY) -m experiments.balance_grid --seeds 5 --workdir workdirs/balance_mfeat
 
 # The bag of tricks on Fashion-MNIST-LT (IF 100 and 50): the CE baseline, the
 # best recipe of each family (chosen on held-out data), the known-bad pair
