@@ -325,9 +325,12 @@ class StreamedSource:
     try:
       image = decode_image(bytes(np.asarray(data).item()))
     except OSError as error:
+      example_id = self.ids[index]
+      if isinstance(example_id, bytes):
+        example_id = example_id.decode(errors='replace')
       raise ValueError(
-          f'{self.where}, example {index} (id {self.ids[index]!r}): the '
-          f'stored image does not decode ({error}).') from error
+          f'{self.where}, example {index} (id {example_id}): the stored '
+          f'image does not decode ({error}).') from error
     if rng is None:
       return test_transform(image, size)
     return train_transform(image, size, rng)
