@@ -50,8 +50,10 @@ STREAMING_MODES = ('auto', 'always', 'never')
 # data.streaming='auto' streams: 2 GiB, a few times what the in-memory path
 # holds with its copies, on any laptop.
 IN_MEMORY_LIMIT_MB = 2048.0
-# Records read per call during the checking and statistics passes.
+# Records read per call during the checking pass, and the float32 bytes
+# of the examples read per call during the statistics passes.
 CHUNK = 512
+STATS_CHUNK_BYTES = 32 * 2**20
 # Test transform: resize the shorter side to S / CROP_FRACTION (256 for
 # S = 224), then the centred S x S crop (the ImageNet convention).
 CROP_FRACTION = 0.875
@@ -474,7 +476,7 @@ def _check_records(records: Any, *, where: str, num_classes: int,
 
 
 def feature_statistics(
-    source: Any, modalities: Sequence[str], *, chunk: int = CHUNK
+    source: Any, modalities: Sequence[str], *, chunk: int | None = None
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """Per-feature mean and std of ``source``, in two streamed passes.
 
@@ -487,19 +489,24 @@ def feature_statistics(
   Args:
     source: Examples with ``take(indices)``.
     modalities: Features to describe.
-    chunk: Examples per read.
+    chunk: Examples per read; None: ``STATS_CHUNK_BYTES`` of float32
+      examples (the same for both paths, so they agree to the bit).
 
   Returns:
     Modality name to float32 ``(mean, std)`` of its example shape.
   """
   count = len(source)
+  if chunk is None:
+    example = source.take(np.array([0]))
+    size = sum(example[m][0].size for m in modalities) * 4
+    chunk = max(STATS_CHUNK_BYTES // max(size, 1), 1)
   batches = [np.arange(s, min(s + chunk, count))
              for s in range(0, count, chunk)]
   sums = {}
   for indices in batches:
     batch = source.take(indices)
     for name in modalities:
-      total = batch[name].astype(np.float64).sum(axis=0)
+      total = batch[name].sum(axis=0, dtype=np.float64)
       sums[name] = sums[name] + total if name in sums else total
   means = {name: sums[name] / count for name in modalities}
   squares = {}
