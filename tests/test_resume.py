@@ -48,6 +48,11 @@ CASES = {
                   'longtail.mixup': 'input',
                   'longtail.mixup_off_last_epochs': 1,
                   'longtail.shot_metrics': True}, 15, 8),
+    # Streamed from the prepared files by a grain worker process, with
+    # re-pairing and standardisation on indices.
+    'streaming': ({'data.streaming': 'always', 'data.workers': 1,
+                   'data.standardize': True,
+                   'data.mismatched_modalities': {'weak': 0.3}}, 12, 6),
 }
 
 
