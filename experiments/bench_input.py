@@ -203,13 +203,14 @@ def in_memory_rate(*, batch_size: int, batches: int) -> float:
   return batches * batch_size / (time.perf_counter() - start)
 
 
-def input_section(*, tiny: bool = False,
+def input_section(*, tiny: bool = False, memory: bool = True,
                   consumed: dict[str, float] | None = None,
                   folder: str | None = None) -> list[str]:
   """The markdown section: throughput, then the peak RSS at N and 5N.
 
   Args:
     tiny: Few images and batches (a smoke run).
+    memory: Whether to measure the peak RSS (two short training runs).
     consumed: Training examples/s to compare against (name -> rate).
     folder: Scratch folder (default: a temporary one).
 
@@ -226,7 +227,7 @@ def input_section(*, tiny: bool = False,
     n = 10 if tiny else 50
     peaks = {count: peak_rss_mb(os.path.join(folder, f'peak{count}'), count,
                                 steps=2)
-             for count in (n, 5 * n)}
+             for count in ((n, 5 * n) if memory else ())}
   cores = os.cpu_count()
   lines = [
       '## Streaming input (ImageNet-shaped JPEGs)', '',
@@ -248,7 +249,10 @@ def input_section(*, tiny: bool = False,
       '', f'Host cores a GPU needs: a step rate of R examples/s needs about '
       f'R / {per_worker:.0f} worker cores at this rate per core (e.g. R = '
       f'2000 images/s, a ResNet-50 on one recent GPU, needs about '
-      f'{2000 / per_worker:.0f} cores; R is not measured here).', '',
+      f'{2000 / per_worker:.0f} cores; R is not measured here).', '']
+  if not peaks:
+    return lines
+  lines += [
       'Peak RSS of `imagenet_lt.py:size=full,runlocal` (2 steps, '
       'data.workers=0) on fake copies of N and 5N training images:', '',
       '| training images | peak RSS (MB) |', '|---:|---:|']
