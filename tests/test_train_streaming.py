@@ -27,7 +27,7 @@ def test_same_config_trains_the_same_both_ways(data_dir, tmp_path):
     # Every data stage that the streamed path does on indices.
     config.data.standardize = True
     config.data.mismatched_modalities = {'weak': 0.3}
-    config.data.train_examples_per_class = 40
+    config.data.train_examples_per_class = 25
     config.data.streaming = mode
     config.data.workers = workers  # One grain worker process.
     workdir = str(tmp_path / mode)
