@@ -42,6 +42,25 @@ def test_same_config_trains_the_same_both_ways(data_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_resumes_on_the_other_path(data_dir, tmp_path, monkeypatch):
+  config = train_utils.tiny_synthetic_config(data_dir, steps=12)
+  config.data.standardize = True
+  straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
+  workdir = str(tmp_path / 'switched')
+  with monkeypatch.context() as patch:
+    patch.setattr(train, '_StopRequest', train_utils.stop_request_at(6))
+    assert train.train_and_evaluate(config, workdir) == {
+        'interrupted_at_step': 6}
+  # In memory until step 6, then streamed by a grain worker: a neutral
+  # change, the same run.
+  config.data.streaming = 'always'
+  config.data.workers = 1
+  resumed = train.train_and_evaluate(config, workdir)
+  assert _rows(workdir) == _rows(str(tmp_path / 'straight'))
+  assert resumed['final'] == straight['final']
+
+
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_the_data_set(tmp_path):
   # N = 200 and 5N = 1000 fake ImageNet-LT images in the builder's layout,
   # config full (JPEG bytes), 2 steps of imagenet_lt.py:size=full,runlocal.
