@@ -5,8 +5,9 @@ files under ``train/<wnid>/`` and ``val/<wnid>/``), prepared with the
 ``full`` config (the JPEG bytes), then read as training reads them
 (`gblend_jax.data.train_iterator`: decode, random-resized-crop 224, flip).
 
-  python -m experiments.bench_input --out /tmp/bench_input   # both parts
-  python -m experiments.bench_input --tiny                   # seconds
+  python -m experiments.bench_input \
+      --output experiments/results/streaming_input_cpu.md    # both parts
+  python -m experiments.bench_input --tiny                   # a smoke run
 
 ``make bench`` (`experiments.benchmark`) adds ``input_section``'s table to
 its report; ``tests/test_streaming_memory.py`` checks ``peak_rss_mb``.
@@ -299,7 +300,11 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument('--batch_size', type=int, default=32)
   parser.add_argument('--batches', type=int, default=8)
   parser.add_argument('--tiny', action='store_true')
-  parser.add_argument('--out', default='')
+  parser.add_argument('--scratch', default='',
+                      help='Folder for the fake data (default: temporary).')
+  parser.add_argument('--output', default='',
+                      help='Markdown file to write the section to.')
+  argv = list(sys.argv[1:] if argv is None else argv)
   args = parser.parse_args(argv)
   if args.worker == 'prepare':
     result = _prepare_worker(args.folder, args.train_per_class)
@@ -309,7 +314,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     result = _rates_worker(args.folder, args.batch_size, args.batches,
                            args.tiny)
   else:
-    print('\n'.join(input_section(tiny=args.tiny, folder=args.out or None)))
+    body = '\n'.join(input_section(tiny=args.tiny,
+                                   folder=args.scratch or None))
+    if args.output:
+      from experiments import runs  # pylint: disable=g-import-not-at-top
+      body = runs.write_report(args.output, body, 'experiments.bench_input',
+                               argv)
+    print(body)
     return
   print(json.dumps(result))
 

@@ -270,3 +270,20 @@ def test_undecodable_stored_image_names_the_example(tmp_path):
       r'split test, example 1 \(id val/n0.*\): the stored image does not '
       'decode')):
     broken.take(np.array([1]))
+
+
+def test_inaturalist_full_streams_the_listed_images(tmp_path):
+  listed = fakes.write_fake_inaturalist(tmp_path / 'manual')
+  config = _imagenet_lt_config(tmp_path)
+  config.name = 'inaturalist2018'
+  splits = pipeline.load_dataset(config)
+  assert isinstance(splits.test, streaming.StreamedSource)
+  test = _all(splits.test)
+  # The 18 x 30 portrait images, resized to 256 x 427 and centre-cropped.
+  assert test['image'].shape == (len(listed['val']), 224, 224, 3)
+  expected = {image_id: category for image_id, _, category in listed['val']}
+  for example_id, label, image in zip(test['id'], test['label'],
+                                      test['image'], strict=True):
+    assert label == expected[int(example_id)]
+    np.testing.assert_allclose(image.reshape(-1, 3).mean(0),
+                               fakes.CLASS_COLOURS[label], atol=6)
