@@ -3,6 +3,7 @@ its peak memory does not grow with the data set."""
 
 import json
 import os
+import re
 
 import pytest
 
@@ -17,6 +18,16 @@ TIMING = ('train_step/steps_per_second',)
 def _rows(workdir):
   return [{k: v for k, v in row.items() if k not in TIMING}
           for row in metric_writer.read_metrics(workdir)]
+
+
+@pytest.mark.parametrize('key, value', [
+    ('data.streaming', 'yes'), ('data.workers', -3),
+    ('data.in_memory_limit_mb', float('nan'))])
+def test_bad_streaming_values_stop_before_training(data_dir, key, value):
+  config = train_utils.tiny_synthetic_config(data_dir, steps=1)
+  config.update_from_flattened_dict({key: value})
+  with pytest.raises(ValueError, match=re.escape(f'{key}=')):
+    train.check_config(config)
 
 
 @pytest.mark.slow
