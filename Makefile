@@ -112,7 +112,8 @@ longtail: setup fashion-mnist
 
 # What each method costs (step time, FLOP/s, scaling, input pipeline), the
 # variants alternated in one process; writes
-# experiments/results/benchmark_<platform>.md (about 15 minutes on 2 cores).
+# experiments/results/benchmark_<platform>.md (about 25 minutes on 2 cores,
+# 10 of them the streaming input section: --no-input skips it).
 # BENCH_ARGS='--torch_python .venv-torch/bin/python' adds the optional
 # PyTorch reference (torch==2.13.0 in a venv of its own, never in .venv).
 bench: setup data

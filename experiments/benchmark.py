@@ -22,7 +22,12 @@ Sections:
   2. offline / online G-Blend (Algorithm 1), amortised per epoch.
   3. scaling with batch size and number of modalities.
   4. achieved FLOP/s (XLA cost analysis / time) / measured matmul rate.
-  5. the grain input pipeline alone against what training consumes.
+  5. the grain input pipeline alone against what training consumes; the
+     streaming path (`experiments.bench_input`): ImageNet-shaped JPEGs,
+     decode + random-resized-crop 224 + flip, in process, one worker and
+     all cores, beside the naive step rates of the ResNet-18 pair and of
+     ResNet-50 at 224 x 224 (``--resnet50_batch``), and the peak RSS of a
+     short streamed run on N and 5N fake ImageNet-LT images.
   6. optional: JAX against PyTorch, one thread each, on the ResNet-18 pair
      and CIFAR ResNet-32, under each XLA flag set of ``--xla_attempts``.
 """
@@ -44,6 +49,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from experiments import bench_input
 from experiments import runs
 from experiments.configs import av_ogm
 from experiments.configs import mfeat_gblend
@@ -145,6 +151,23 @@ def av_setting(batch_size: int = 4, tiny: bool = False) -> Setting:
   return Setting(
       name=f'AV ResNet-18 pair, batch {batch_size}', model=config.model,
       optimizer=config.optimizer, shapes=shapes, num_classes=CREMA_D_CLASSES,
+      batch_size=batch_size, modulated='conv_kernels')
+
+
+def resnet50_setting(batch_size: int = 2, tiny: bool = False) -> Setting:
+  """ResNet-50 on 224 x 224 images, 1000 classes (the iNaturalist 2018
+  config's model; ``tiny``: 4 filters, 32 x 32)."""
+  from experiments.configs import inat2018  # pylint: disable=g-import-not-at-top
+
+  config = inat2018.get_config('size=full')
+  side = 224
+  if tiny:
+    config.model.encoder.resnet50.num_filters = 4
+    side = 32
+  return Setting(
+      name=f'ResNet-50 {side}x{side}, batch {batch_size}',
+      model=config.model, optimizer=config.optimizer,
+      shapes={'image': (side, side, 3)}, num_classes=1000,
       batch_size=batch_size, modulated='conv_kernels')
 
 
@@ -830,6 +853,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                            'fast steps).')
   parser.add_argument('--av_batch', type=int, default=2,
                       help='Batch of the ResNet-18 pair (0: skip it).')
+  parser.add_argument('--resnet50_batch', type=int, default=2,
+                      help='Batch of the ResNet-50 naive step (0: skip).')
+  parser.add_argument('--input', action=argparse.BooleanOptionalAction,
+                      default=True,
+                      help='The streaming input section (subprocesses).')
   parser.add_argument('--methods', default=','.join(METHODS))
   parser.add_argument('--av_methods',
                       default='naive,gblend_fixed,gradient_every_1,'
@@ -893,6 +921,9 @@ def main(argv: Sequence[str] | None = None) -> str:
   plan = [(mfeat, args.methods)]
   if args.av_batch:
     plan.append((av_setting(args.av_batch, args.tiny), args.av_methods))
+  if args.resnet50_batch:
+    plan.append((resnet50_setting(args.resnet50_batch, args.tiny),
+                 ['naive']))
   sections, measured = methods_section(plan, args, peak)
   consumed = {s.name: (s.batch_size, s.batch_size / measured[s.name]['naive'])
               for s, _ in plan}
@@ -901,7 +932,14 @@ def main(argv: Sequence[str] | None = None) -> str:
   sections += amortised_section(args, mfeat, measured[mfeat.name]['naive'],
                                 splits)
   sections += scaling_section(args, peak)
-  sections += pipeline_section(args, consumed, splits)
+  sections += pipeline_section(
+      args, {name: value for name, value in consumed.items()
+             if not name.startswith('ResNet-50')}, splits)
+  if args.input:
+    sections += bench_input.input_section(
+        tiny=args.tiny, memory=not args.tiny,
+        consumed={name: rate for name, (_, rate) in consumed.items()
+                  if not name.startswith('mfeat')})
   if args.compare:
     sections += comparison_section(args)
   platform = jax.devices()[0].platform

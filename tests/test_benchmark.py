@@ -1,5 +1,6 @@
 """The benchmark: its bookkeeping by hand, and a smoke run of its table."""
 
+import os
 import types
 
 import jax
@@ -74,7 +75,8 @@ def _tables(text):
 def test_smoke_run_writes_the_table(tmp_path, data_dir, mfeat_manual_dir):
   output = tmp_path / 'bench.md'
   text = benchmark.main(['--tiny', '--methods', 'naive,gblend_fixed,ogm_ge',
-                         '--av_batch', '0', '--no-compare',
+                         '--av_batch', '0', '--resnet50_batch', '0',
+                         '--no-compare',
                          '--data_dir', data_dir,
                          '--manual_dir', mfeat_manual_dir,
                          '--output', str(output)])
@@ -98,6 +100,13 @@ def test_smoke_run_writes_the_table(tmp_path, data_dir, mfeat_manual_dir):
       ('mfeat MLP kar+pix, batch 32', 'gblend_fixed')]
   amortised = tables[('method', '× naive per epoch', 'how')]
   assert [r[0] for r in amortised] == ['offline', 'online']
+  streamed = tables[('path', 'workers', 'examples/s',
+                     'examples/s per worker')]
+  assert [r[:2] for r in streamed] == [
+      ['streamed, in process', '0'], ['streamed, one worker', '1'],
+      ['streamed, all cores', str(os.cpu_count())],
+      ['in memory (stored 224 crops, float32)', '0']]
+  assert all(float(r[2]) > 0 for r in streamed)
   assert all(float(r[1]) > 1 for r in amortised)
   pipeline = tables[('data set', 'batch', 'pipeline examples/s',
                      'training examples/s', 'pipeline / training')]

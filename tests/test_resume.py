@@ -72,6 +72,11 @@ CASES = {
     # learner come right after the resume).
     'reconboost': (RECONBOOST, 20, 8),
     'reconboost_boundary': (RECONBOOST, 20, 10),
+    # Streamed from the prepared files by a grain worker process, with
+    # re-pairing and standardisation on indices.
+    'streaming': ({'data.streaming': 'always', 'data.workers': 1,
+                   'data.standardize': True,
+                   'data.mismatched_modalities': {'weak': 0.3}}, 12, 6),
 }
 
 

@@ -24,23 +24,29 @@ recipes switch at epoch 60 (the second step) and mixup stops for the last
 10 epochs (after the last step): our choices, as SPEC gives only CIFAR's.
 
 Augmentation: Inception-style random resized crop (area 8 % to 100 %,
-ratio 3/4 to 4/3) resized back to S x S, flip p = 1/2
-(``random_resized_crop_flip``); test images are the stored centre crops.
-The paper trains on 224 x 224 crops of the full images and tests on the
-224 centre crop of images resized to 256; here both are S x S crops of the
-stored S x S centre crop, with S = ``size``.
+ratio 3/4 to 4/3), flip p = 1/2 (``random_resized_crop_flip``). With
+``size=full`` (the paper's setting) the builder stores the JPEG files
+themselves and the pipeline streams them: random-resized-crop 224 of the
+full image for training, resize 256 and centre crop 224 for held-out and
+test images (``gblend_jax.data.streaming``). With ``size=S`` the crops are
+resized back to S x S from the stored S x S centre crop, and test images
+are the stored centre crops.
 
 Arguments (comma-separated):
   recipe=R          one of longtail_recipes.RECIPES (default ce), listed in
                     experiments/configs/longtail_recipes.py (with the loss
                     forms each uses where the official code's differ).
-  size=32|64|128|256  the stored image size S (``data.builder_config``
-                    ``sS``; default 64). The pipeline holds the training
-                    split in memory as float32: about 5.7 GB at 64, 23 GB
-                    at 128, 91 GB at 256. ResNet-10 keeps its ImageNet stem
-                    at 128 and 256 and uses the small-input stem (3 x 3
-                    stride 1, no max-pool) at 32 and 64.
-  runlocal          a few steps of an 8-filter ResNet-10 at S = 32.
+  size=32|64|128|256|full  the stored image size S (``data.builder_config``
+                    ``sS``; default 64), or ``full``: the image files
+                    themselves, 224 x 224 crops. As float32 the training
+                    split is about 5.7 GB at 64, 23 GB at 128, 91 GB at
+                    256: above ``data.in_memory_limit_mb`` (2 GB) it is
+                    streamed from the prepared files, as ``full`` always
+                    is. ResNet-10 keeps its ImageNet stem at 128, 256 and
+                    full and uses the small-input stem (3 x 3 stride 1, no
+                    max-pool) at 32 and 64.
+  runlocal          a few steps of an 8-filter ResNet-10 at S = 32 (at
+                    224 x 224 crops of the files with ``size=full``).
 """
 
 import ml_collections
@@ -50,7 +56,7 @@ from experiments.configs import longtail_recipes
 from gblend_jax import config as config_lib
 
 RECIPES = longtail_recipes.RECIPES
-SIZES = ('32', '64', '128', '256')
+SIZES = ('32', '64', '128', '256', 'full')
 # SPEC §3 (iNaturalist 2018); ImageNet-LT uses the same.
 SCHEDULE = longtail_recipes.Schedule(
     epochs=90, warmup_epochs=0, boundaries_epochs=(30, 60, 80),
@@ -79,11 +85,12 @@ def imagenet_size_config(
   """
   args = common.parse_arg(arg, recipe='ce', size='64', runlocal=False)
   longtail_recipes.check_choices(args, {'recipe': RECIPES, 'size': SIZES})
-  size = int(args['size'])
+  full = args['size'] == 'full'
+  size = 224 if full else int(args['size'])
 
   config = config_lib.default_config()
   config.data.name = dataset
-  config.data.builder_config = f's{size}'
+  config.data.builder_config = 'full' if full else f's{size}'
   config.data.modalities = ('image',)
   config.data.holdout_fraction = HOLDOUT_FRACTION
   config.data.standardize = True
@@ -106,7 +113,7 @@ def imagenet_size_config(
   if args['runlocal']:
     longtail_recipes.shrink_for_runlocal(config)
     config.num_train_steps = 4
-    config.data.builder_config = 's32'
+    config.data.builder_config = 'full' if full else 's32'
     config.data.batch_size = 16
     config.data.eval_batch_size = 256
     config.model.encoder[encoder].small_inputs = True

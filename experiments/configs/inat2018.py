@@ -25,10 +25,14 @@ Arguments (comma-separated):
   recipe=R          one of longtail_recipes.RECIPES (default ce), listed in
                     experiments/configs/longtail_recipes.py (with the loss
                     forms each uses where the official code's differ).
-  size=32|64|128|256  the stored image size S (default 64). The training
-                    split is held in memory as float32: about 5.4 GB at 32,
-                    21 GB at 64, 86 GB at 128, 344 GB at 256.
-  runlocal          a few steps of an 8-filter ResNet-50 at S = 32.
+  size=32|64|128|256|full  the stored image size S (default 64), or
+                    ``full``: the JPEG files themselves, 224 x 224 crops
+                    (the paper's). As float32 the training split is about
+                    5.4 GB at 32, 21 GB at 64, 86 GB at 128, 344 GB at
+                    256: every size is streamed from the
+                    prepared files (``data.in_memory_limit_mb``).
+  runlocal          a few steps of an 8-filter ResNet-50 at S = 32 (224
+                    crops of the files with ``size=full``).
 """
 
 import ml_collections

@@ -20,6 +20,9 @@ from gblend_jax.data.registry import get_builder
 from gblend_jax.data.registry import prepare
 from gblend_jax.data.splits import check_disjoint
 from gblend_jax.data.splits import stratified_holdout
+from gblend_jax.data.streaming import StreamedSource
+from gblend_jax.data.streaming import feature_statistics
+from gblend_jax.data.streaming import use_streaming
 
 __all__ = [
     'DATASETS',
@@ -28,11 +31,13 @@ __all__ = [
     'IndexSubset',
     'SelectedFeatures',
     'Source',
+    'StreamedSource',
     'check_disjoint',
     'check_examples',
     'default_data_config',
     'default_data_dir',
     'eval_batches',
+    'feature_statistics',
     'gather',
     'get_builder',
     'load_dataset',
@@ -42,4 +47,5 @@ __all__ = [
     'steps_per_epoch',
     'stratified_holdout',
     'train_iterator',
+    'use_streaming',
 ]

@@ -171,6 +171,13 @@ class ShuffledEpochs:
   def __len__(self) -> int:
     return self.num_examples
 
+  def __getstate__(self) -> dict[str, int]:
+    # Pickled into grain's worker processes: no lock, no cache.
+    return {'num_examples': self.num_examples, 'seed': self.seed}
+
+  def __setstate__(self, state: dict[str, int]) -> None:
+    self.__init__(state['num_examples'], state['seed'])
+
   def epoch_indices(self, epoch: int) -> np.ndarray:
     """Epoch ``epoch``'s permutation (int64 ``[n]``; read-only, cached).
 

@@ -2,15 +2,19 @@
 
 ``load_dataset`` prepares a TFDS builder from ``data/``, carves a stratified
 held-out split out of ``train``, checks every example once, and returns
-random-access sources. ``train_iterator`` shuffles and batches a source for
-ever (a new permutation each epoch) with a checkpointable position;
-``eval_batches`` covers a source once in padded, masked batches.
+random-access sources: in memory (``ArraySource``) for small data sets,
+read from the prepared files by index (`gblend_jax.data.streaming`) for
+large ones. ``train_iterator`` shuffles and batches a source for ever (a new
+permutation each epoch) with a checkpointable position, in grain worker
+processes for a streamed source; ``eval_batches`` covers a source once in
+padded, masked batches.
 """
 
 import dataclasses
 import functools
 import glob
 import os
+from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -25,6 +29,7 @@ from gblend_jax.data import augment
 from gblend_jax.data import batching
 from gblend_jax.data import registry
 from gblend_jax.data import splits
+from gblend_jax.data import streaming
 from gblend_jax.longtail import profiles
 
 Example = dict[str, np.ndarray]
@@ -40,21 +45,27 @@ class Source(Protocol):
   def __getitem__(self, index: int) -> Any: ...
 
 
-def gather(source: Source, indices: np.ndarray) -> Example:
+def gather(source: Source, indices: np.ndarray,
+           rng: np.random.Generator | None = None) -> Example:
   """The examples at ``indices`` stacked into one batch.
 
-  Sources with a ``take(indices)`` method (``ArraySource``, ``IndexSubset``)
-  gather the whole batch with one fancy index; others are read one example
-  at a time.
+  Sources with a ``take(indices)`` method (``ArraySource``, ``IndexSubset``,
+  `streaming.StreamedSource`) gather the whole batch at once; others are
+  read one example at a time.
 
   Args:
     source: Examples (dicts of numpy arrays).
     indices: ``[n]`` integer positions.
+    rng: For a training batch of a source that transforms examples as it
+      reads them (encoded images of a ``StreamedSource``): the draws of
+      that transform. None: the test transform.
 
   Returns:
     A dict of ``[n, ...]`` arrays.
   """
   indices = np.asarray(indices, np.int64)
+  if rng is not None and hasattr(source, 'take'):
+    return source.take(indices, rng)
   if hasattr(source, 'take'):
     return source.take(indices)
   examples = [source[int(i)] for i in indices]
@@ -97,8 +108,14 @@ class IndexSubset:
   def __getitem__(self, index: int) -> Any:
     return self.source[int(self.indices[index])]
 
-  def take(self, indices: np.ndarray) -> Example:
-    return gather(self.source, self.indices[indices])
+  @property
+  def labels(self) -> np.ndarray | None:
+    labels = getattr(self.source, 'labels', None)
+    return None if labels is None else labels[self.indices]
+
+  def take(self, indices: np.ndarray,
+           rng: np.random.Generator | None = None) -> Example:
+    return gather(self.source, self.indices[indices], rng)
 
 
 class SelectedFeatures:
@@ -194,6 +211,17 @@ def default_data_config() -> ml_collections.ConfigDict:
       'augment_pad': 4,  # P of pad_crop_flip: zeros on each side.
       # Modalities to augment; (): every [H, W] or [H, W, C] modality.
       'augment_modalities': (),
+      # Stream examples from the prepared files instead of holding the
+      # splits in memory as float32: 'auto' streams when the requested
+      # modalities of train + test exceed in_memory_limit_mb as float32, or
+      # are encoded images (see gblend_jax.data.streaming); 'always' or
+      # 'never' force a path. Both paths give the same batches.
+      'streaming': 'auto',
+      'in_memory_limit_mb': 2048.0,
+      # Grain worker processes that read, decode and augment the batches of
+      # a streamed training split (-1: the host's cores but one; 0: grain
+      # threads in this process, read_threads of them).
+      'workers': -1,
       # Grain threads that gather (and augment) training batches ahead of
       # the step, and how many batches they may hold. Grain's own default
       # (16 threads, 500 batches) thrashes a small host and can hold
@@ -247,24 +275,35 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> DatasetSplits:
         f'Unknown modalities {unknown} for data set {name}; available: '
         f'{list(available)}.'
     )
-  modalities = {m: tuple(features[m].shape) for m in requested}
+  images = streaming.encoded_images(builder)
+  modalities = {m: ((images[m], images[m], 3) if m in images
+                    else tuple(features[m].shape)) for m in requested}
   num_classes = features['label'].num_classes
 
-  key = (builder.data_dir, name, requested)
-  if key not in _READ_CACHE:
-    _READ_CACHE.clear()  # Keep one data set's splits at most.
-    _READ_CACHE[key] = {}
-  read = _READ_CACHE[key]
-  for split in ('train', 'test'):
-    if split not in read:
-      read[split] = _read_prepared_split(
-          builder, split, name=name, num_classes=num_classes,
-          modalities=modalities, requested=requested)
-  train_labels = read['train'].arrays['label']
+  if streaming.use_streaming(data_config, builder, modalities):
+    read = {split: _reading_errors(
+        builder, split, name, functools.partial(
+            streaming.open_split, builder, split, name=name,
+            num_classes=num_classes, modalities=modalities))
+            for split in ('train', 'test')}
+    train_labels, train_ids = read['train'].labels, read['train'].ids
+    test_ids = read['test'].ids
+  else:
+    key = (builder.data_dir, name, requested)
+    if key not in _READ_CACHE:
+      _READ_CACHE.clear()  # Keep one data set's splits at most.
+      _READ_CACHE[key] = {}
+    read = _READ_CACHE[key]
+    for split in ('train', 'test'):
+      if split not in read:
+        read[split] = _read_prepared_split(
+            builder, split, name=name, num_classes=num_classes,
+            modalities=modalities, requested=requested)
+    train_labels = read['train'].arrays['label']
+    train_ids, test_ids = read['train'].arrays['id'], read['test'].arrays['id']
   kept, held_out = splits.stratified_holdout(
       train_labels, fraction, data_config.holdout_seed
   )
-  train_ids, test_ids = read['train'].arrays['id'], read['test'].arrays['id']
   splits.check_disjoint(train_ids, test_ids, f'{name} train', 'test')
   splits.check_disjoint(
       train_ids[held_out], test_ids, f'{name} holdout', 'test'
@@ -282,8 +321,12 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> DatasetSplits:
     kept = kept[longtail_subset(
         train_labels[kept], data_config.longtail, num_classes
     )]
-  train = ArraySource(read['train'].take(kept))
-  holdout = ArraySource(read['train'].take(held_out))
+  if isinstance(read['train'], streaming.StreamedSource):
+    train, holdout = (read['train'].subset(kept),
+                      read['train'].subset(held_out))
+  else:
+    train = ArraySource(read['train'].take(kept))
+    holdout = ArraySource(read['train'].take(held_out))
   test = read['test']
   if data_config.mismatched_modalities:
     train, holdout, test = (
@@ -374,8 +417,9 @@ def check_longtail_config(longtail: ml_collections.ConfigDict) -> None:
 
 
 def mismatch_modalities(
-    source: ArraySource, probabilities: Mapping[str, float], *, seed: int
-) -> ArraySource:
+    source: 'ArraySource | streaming.StreamedSource',
+    probabilities: Mapping[str, float], *, seed: int
+) -> 'ArraySource | streaming.StreamedSource':
   """Makes modalities less reliable by pairing examples at random.
 
   For modality m with probability p_m, each example's m features are, with
@@ -386,7 +430,8 @@ def mismatch_modalities(
   overfits through one modality (Wang et al., CVPR 2020, §3).
 
   Args:
-    source: a split in memory.
+    source: a split in memory, or streamed (then only the positions its
+      modalities are read from change; the draws are the same).
     probabilities: modality name to the probability of a random pairing.
     seed: seed of the draws.
 
@@ -397,7 +442,9 @@ def mismatch_modalities(
     ValueError: for an unknown modality or a probability outside [0, 1].
   """
   rng = np.random.default_rng(seed)
-  arrays = dict(source.arrays)
+  streamed = isinstance(source, streaming.StreamedSource)
+  arrays = source.modalities if streamed else dict(source.arrays)
+  partner_positions = {}
   for name, probability in sorted(probabilities.items()):
     if name not in arrays or name in RESERVED_KEYS:
       raise ValueError(
@@ -411,22 +458,30 @@ def mismatch_modalities(
     count = len(source)
     replaced = rng.random(count) < probability
     partners = rng.integers(0, count, size=count)
+    if streamed:
+      partner_positions[name] = np.where(replaced, partners,
+                                         np.arange(count))
+      continue
     arrays[name] = np.where(
         replaced.reshape((-1,) + (1,) * (arrays[name].ndim - 1)),
         arrays[name][partners], arrays[name],
     )
+  if streamed:
+    return source.mismatched(partner_positions)
   return ArraySource(arrays)
 
 
 def standardize(
-    reference: ArraySource,
-    sources: Sequence[ArraySource],
+    reference: 'ArraySource | streaming.StreamedSource',
+    sources: Sequence['ArraySource | streaming.StreamedSource'],
     modalities: Sequence[str],
-) -> tuple[ArraySource, ...]:
+) -> tuple['ArraySource | streaming.StreamedSource', ...]:
   """Scales each feature to zero mean and unit variance on `reference`.
 
   The statistics come from the training split only (never the held-out or
-  test split); a constant feature keeps scale 1.
+  test split), from `streaming.feature_statistics` (float64 sums, a
+  constant feature keeps scale 1), on either path; a streamed split's are
+  cached next to its prepared files and applied as its examples are read.
 
   Args:
     reference: the split whose per-feature mean and std are used.
@@ -436,11 +491,10 @@ def standardize(
   Returns:
     The transformed splits, in the order given.
   """
-  stats = {}
-  for name in modalities:
-    values = reference.arrays[name]
-    std = values.std(axis=0)
-    stats[name] = values.mean(axis=0), np.where(std > 0, std, 1.0)
+  if isinstance(reference, streaming.StreamedSource):
+    stats = streaming.cached_statistics(reference, modalities)
+    return tuple(source.standardized(stats) for source in sources)
+  stats = streaming.feature_statistics(reference, modalities)
   return tuple(
       ArraySource({
           key: ((value - stats[key][0]) / stats[key][1]).astype(np.float32)
@@ -460,7 +514,17 @@ def _read_prepared_split(
     modalities: Mapping[str, tuple[int, ...]],
     requested: Sequence[str],
 ) -> ArraySource:
-  """``check_examples`` of a prepared split; errors say what to delete.
+  """``check_examples`` of a prepared split; errors say what to delete."""
+  return _reading_errors(builder, split, name, lambda: check_examples(
+      SelectedFeatures(builder.as_data_source(split=split), requested),
+      dataset=name, split=split, num_classes=num_classes,
+      modalities=modalities,
+  ))
+
+
+def _reading_errors(builder: Any, split: str, name: str,
+                    read: Callable[[], Any]) -> Any:
+  """``read()``, with errors that say which prepared files to delete.
 
   A prepared data set is reused as it is, so an error in it returns on every
   run until its folder is deleted: each error names the folder (and, for a
@@ -468,11 +532,7 @@ def _read_prepared_split(
   """
   folder = os.fspath(builder.data_dir)
   try:
-    return check_examples(
-        SelectedFeatures(builder.as_data_source(split=split), requested),
-        dataset=name, split=split, num_classes=num_classes,
-        modalities=modalities,
-    )
+    return read()
   except ValueError as error:
     raise ValueError(
         f'{error}\nThe prepared data set in {folder} holds these values: '
@@ -578,7 +638,8 @@ def train_iterator(
     augment_pad: int = 4,
     read_threads: int = 1,
     prefetch_batches: int = 4,
-) -> grain.DatasetIterator:
+    workers: int = 0,
+) -> 'TrainBatches':
   """Batches of this process's share of an endlessly reshuffled source.
 
   The examples are shuffled, a new permutation each epoch, and repeated for
@@ -612,32 +673,168 @@ def train_iterator(
       in the caller's thread). The batches and their order do not depend
       on it.
     prefetch_batches: batches prepared ahead, at least ``read_threads``.
+    workers: for a streamed source (`streaming.StreamedSource`, or an
+      ``IndexSubset`` of one): grain worker processes that read, decode and
+      augment whole batches (-1: `streaming.default_workers`; 0: none). An
+      in-memory source is always read in this process. The batches and
+      their order do not depend on it.
 
   Returns:
     An iterator of dicts of stacked arrays ``[G // P, ...]``, with
-    ``get_state()`` and ``set_state()``.
+    ``get_state()`` and ``set_state()`` (``{'next_index': k}``, the next
+    global batch) and ``close()`` (stops the workers).
   """
   if read_threads < 0 or prefetch_batches < read_threads:
     raise ValueError(
         f'data.read_threads={read_threads} must be >= 0 and at most '
         f'data.prefetch_batches={prefetch_batches}.')
+  if workers < -1:
+    raise ValueError(f'data.workers={workers} must be >= -1.')
   # One grain element per global batch: its positions, then one gather.
   epochs = (batching.ShuffledEpochs(len(source), seed) if sampler is None
             else sampler)
-  dataset = grain.MapDataset.source(batching.BatchPositions(
+  positions = batching.BatchPositions(
       epochs, global_batch_size=global_batch_size,
-      process_index=process_index, process_count=process_count))
-  dataset = dataset.map(functools.partial(gather, source))
+      process_index=process_index, process_count=process_count)
   augment.check_augmentation(augmentation)
+  streamed = streamed_source(source)
+  # Encoded images get the random resized crop as they are decoded, at full
+  # resolution; every other augmentation runs on the gathered batch.
+  decoded = (tuple(streamed.images) if streamed is not None
+             and augmentation == 'random_resized_crop_flip' else ())
+  augmenter = None
   if augmentation != 'none':
-    shapes = {key: np.shape(value) for key, value in source[0].items()
-              if key not in RESERVED_KEYS}
-    dataset = dataset.map_with_index(augment.BatchAugmenter(
-        augmentation, augment.image_modalities(shapes, augment_modalities),
-        seed=seed, process_index=process_index, pad=augment_pad))
-  return iter(dataset.to_iter_dataset(grain.ReadOptions(
-      num_threads=read_threads,
-      prefetch_buffer_size=prefetch_batches if read_threads else 0)))
+    shapes = (dict(streamed.modalities) if streamed is not None else
+              {key: np.shape(value) for key, value in source[0].items()
+               if key not in RESERVED_KEYS})
+    names = tuple(n for n in augment.image_modalities(
+        shapes, augment_modalities) if n not in decoded)
+    if names:
+      augmenter = augment.BatchAugmenter(
+          augmentation, names, seed=seed, process_index=process_index,
+          pad=augment_pad)
+  batches = _TrainBatches(source, positions, augmenter,
+                          decode_seed=(seed, process_index) if decoded
+                          else None)
+  return TrainBatches(
+      batches, read_threads=read_threads, prefetch_batches=prefetch_batches,
+      workers=streaming.resolve_workers(workers) if streamed is not None
+      else 0)
+
+
+def streamed_source(source: Source) -> 'streaming.StreamedSource | None':
+  """The `streaming.StreamedSource` under ``source`` (through
+  ``IndexSubset``s), or None for an in-memory source."""
+  while source is not None:
+    if isinstance(source, streaming.StreamedSource):
+      return source
+    source = getattr(source, 'source', None)
+  return None
+
+
+class _TrainBatches:
+  """Global batch ``start + i`` of this process, as grain element ``i``.
+
+  Picklable, so that grain worker processes can compute batches: each
+  reads its positions, gathers them (decoding encoded images with the
+  train transform, drawn from ``default_rng((seed, k, p, 1))``) and
+  augments them (`augment.BatchAugmenter`, keyed by ``k``).
+  """
+
+  def __init__(self, source: Source, positions: batching.BatchPositions,
+               augmenter: augment.BatchAugmenter | None,
+               decode_seed: tuple[int, int] | None, start: int = 0):
+    self.source = source
+    self.positions = positions
+    self.augmenter = augmenter
+    self.decode_seed = decode_seed
+    self.start = start
+
+  def starting_at(self, start: int) -> '_TrainBatches':
+    return _TrainBatches(self.source, self.positions, self.augmenter,
+                         self.decode_seed, start)
+
+  def __len__(self) -> int:
+    return len(self.positions) - self.start
+
+  def __getitem__(self, index: int) -> Example:
+    batch_index = self.start + int(index)
+    rng = None
+    if self.decode_seed is not None:
+      rng = np.random.default_rng((*self.decode_seed, batch_index, 1))
+    batch = gather(self.source, self.positions[batch_index], rng)
+    if self.augmenter is not None:
+      batch = self.augmenter(batch_index, batch)
+    return batch
+
+
+class TrainBatches:
+  """An endless iterator of training batches, with a checkpointable state.
+
+  The state is the next global batch, ``{'next_index': k}``, the same
+  whatever the threads and workers, so a run resumes exactly with other
+  reading settings too. The grain pipeline (threads, or worker processes
+  with ``workers`` > 0) starts at the first ``next`` and restarts at
+  ``set_state``.
+  """
+
+  def __init__(self, batches: _TrainBatches, *, read_threads: int,
+               prefetch_batches: int, workers: int):
+    self._batches = batches
+    self._read_threads = read_threads
+    self._prefetch = prefetch_batches
+    self._workers = workers
+    self._next_index = 0
+    self._iterator = None
+
+  def __iter__(self) -> 'TrainBatches':
+    return self
+
+  def __next__(self) -> Example:
+    if self._iterator is None:
+      self._iterator = self._start()
+    batch = next(self._iterator)
+    self._next_index += 1
+    return batch
+
+  def _start(self) -> Iterator[Example]:
+    dataset = grain.MapDataset.source(
+        self._batches.starting_at(self._next_index))
+    threads = self._read_threads
+    dataset = dataset.to_iter_dataset(grain.ReadOptions(
+        num_threads=threads,
+        prefetch_buffer_size=self._prefetch if threads else 0))
+    if self._workers:
+      _mark_flags_parsed()
+      dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(
+          num_workers=self._workers,
+          per_worker_buffer_size=max(self._prefetch // self._workers, 1)))
+    return iter(dataset)
+
+  def get_state(self) -> dict[str, int]:
+    return {'next_index': self._next_index}
+
+  def set_state(self, state: Mapping[str, int]) -> None:
+    self.close()
+    self._next_index = int(state['next_index'])
+
+  def close(self) -> None:
+    """Stops the grain pipeline (and its worker processes)."""
+    iterator, self._iterator = self._iterator, None
+    if iterator is not None and hasattr(iterator, 'close'):
+      iterator.close()
+
+  def __del__(self):
+    self.close()
+
+
+def _mark_flags_parsed() -> None:
+  """Grain's worker processes read absl flags: outside an absl app (tests,
+  notebooks) they take their defaults."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
 
 
 def eval_batches(
@@ -662,22 +859,45 @@ def eval_batches(
 
   Yields:
     Dicts of stacked arrays ``[B // P, ...]`` plus ``'mask'`` (float32; 1 for
-    a real example, 0 for padding).
+    a real example, 0 for padding). A streamed source's batches are read
+    (and decoded) ahead by `streaming.default_workers` grain threads.
   """
   if batch_size % process_count:
     raise ValueError(
         f'batch_size={batch_size} is not divisible by '
         f'process_count={process_count}.'
     )
-  local = batch_size // process_count
-  num_examples = len(source)
-  for start in range(0, num_examples, batch_size):
-    first = start + process_index * local
-    positions = np.arange(first, first + local)
-    mask = positions < num_examples
-    batch = gather(source, np.where(mask, positions, 0))
+  batches = _EvalBatches(source, batch_size // process_count,
+                         batch_size, process_index)
+  if streamed_source(source) is None:
+    yield from (batches[k] for k in range(len(batches)))
+    return
+  threads = streaming.default_workers()
+  yield from grain.MapDataset.source(batches).to_iter_dataset(
+      grain.ReadOptions(num_threads=threads,
+                        prefetch_buffer_size=2 * threads))
+
+
+class _EvalBatches:
+  """Batch ``k`` of `eval_batches`: a grain data source."""
+
+  def __init__(self, source: Source, local: int, batch_size: int,
+               process_index: int):
+    self.source = source
+    self.local = local
+    self.batch_size = batch_size
+    self.process_index = process_index
+
+  def __len__(self) -> int:
+    return -(-len(self.source) // self.batch_size)
+
+  def __getitem__(self, index: int) -> Example:
+    first = int(index) * self.batch_size + self.process_index * self.local
+    positions = np.arange(first, first + self.local)
+    mask = positions < len(self.source)
+    batch = gather(self.source, np.where(mask, positions, 0))
     batch['mask'] = mask.astype(np.float32)
-    yield batch
+    return batch
 
 
 def source_labels(source: Source) -> np.ndarray:
@@ -686,5 +906,8 @@ def source_labels(source: Source) -> np.ndarray:
   arrays = getattr(source, 'arrays', None)
   if arrays is not None:
     return np.asarray(arrays['label'], np.int64)
+  labels = getattr(source, 'labels', None)
+  if labels is not None:
+    return np.asarray(labels, np.int64)
   return np.asarray([source[i]['label'] for i in range(len(source))],
                     np.int64)

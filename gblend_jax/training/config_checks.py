@@ -15,6 +15,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from gblend_jax.data import streaming
+
 # The metrics evaluation measures for every head.
 EVAL_METRICS = ('loss', 'accuracy', 'top5_accuracy')
 
@@ -84,6 +86,7 @@ def check_run_config(config: ml_collections.ConfigDict) -> None:
   for key, value in config.data.mismatched_modalities.items():
     require(finite_at_least(value, 0) and value <= 1,
              f'data.mismatched_modalities.{key}', value, 'in [0, 1]')
+  streaming.check_streaming_config(config.data)
 
 
 def _check_seeds(config: ml_collections.ConfigDict) -> None:

@@ -269,7 +269,8 @@ def _train_and_evaluate(
   processes = {'process_index': jax.process_index(),
                'process_count': jax.process_count()}
   reading = {'read_threads': config.data.read_threads,
-             'prefetch_batches': config.data.prefetch_batches}
+             'prefetch_batches': config.data.prefetch_batches,
+             'workers': config.data.workers}
 
   # ---- Model and methods.
   model = models.build_model(
@@ -432,6 +433,7 @@ def _train_and_evaluate(
         )
         break
   checkpointer.wait()
+  train_iter.close()  # Stops grain's worker processes.
   if interrupted:
     checkpointer.close()
     writer.close()

@@ -36,7 +36,9 @@ CONFIG_FILE = 'config.json'
 # Keys that change how fast a run goes or how often it logs, never what it
 # computes: a rerun may change them freely.
 NEUTRAL_KEYS = ('log_every_steps', 'data.read_threads',
-                'data.prefetch_batches', 'resume_allowed_changes')
+                'data.prefetch_batches', 'resume_allowed_changes',
+                # The streamed and in-memory paths give the same batches.
+                'data.streaming', 'data.in_memory_limit_mb', 'data.workers')
 
 
 class WorkdirLockedError(RuntimeError):

@@ -38,6 +38,7 @@ def test_default_data_config_keys():
       'holdout_fraction', 'holdout_seed', 'train_examples_per_class',
       'mismatched_modalities', 'longtail',
       'standardize', 'augmentation', 'augment_pad', 'augment_modalities',
+      'streaming', 'in_memory_limit_mb', 'workers',
       'read_threads', 'prefetch_batches',
       'batch_size', 'eval_batch_size', 'shuffle_seed'}
 

@@ -1,6 +1,17 @@
-"""Builders of labelled image files: decode, resize, centre-crop, store uint8.
+"""Builders of labelled image files: the files' bytes, or small uint8 squares.
 
-Shared by ImageNet-LT and iNaturalist 2018. Each image is decoded with
+Shared by ImageNet-LT and iNaturalist 2018. The ``full`` config stores each
+image file's own bytes (JPEG for both data sets), checked by decoding them
+once at build time (a truncated or corrupt file stops the build, naming
+it); the input pipeline decodes them and applies the paper's transforms at
+full resolution (`gblend_jax.data.streaming`: random-resized-crop 224 and
+flip for training, resize 256 and centre crop 224 otherwise), so the
+prepared files are the size of the data set's own (about 13 GB for
+ImageNet-LT's train split) and are streamed, never held in memory. A new
+config, so the version stays: the ``s<side>`` records are unchanged.
+
+The ``s32`` .. ``s256`` configs store small squares instead. Each image is
+decoded with
 pillow, converted to RGB, resized so that its shorter side is ``S``
 (bilinear, the longer side rounded) and cropped to the centred ``S x S``
 square, as torchvision's ``Resize(S)`` then ``CenterCrop(S)`` do; the
@@ -14,6 +25,7 @@ decoding) and written by TFDS's plain ``_generate_examples`` path (no Beam).
 
 import concurrent.futures
 import dataclasses
+import io
 import os
 from collections.abc import Iterator
 from collections.abc import Sequence
@@ -24,19 +36,24 @@ from PIL import Image
 
 IMAGE_SIZES = (32, 64, 128, 256)
 DEFAULT_CONFIG = 's64'
+# The ``full`` config: the model's input side S (the train and test crops).
+FULL_CROP = 224
 # Images decoded per batch of work handed to the thread pool.
 _CHUNK = 256
 
 
 @dataclasses.dataclass(kw_only=True)
 class ImageSizeConfig(tfds.core.BuilderConfig):
-  """The side ``S`` of the square uint8 images a config stores."""
+  """The side ``S`` of the square uint8 images a config stores, or, with
+  ``encoded``, of the crops the pipeline cuts from the stored files."""
 
   image_size: int = 64
+  encoded: bool = False
 
 
 def size_configs() -> list[ImageSizeConfig]:
-  """One config per side in ``IMAGE_SIZES``, named ``s<side>``."""
+  """One config per side in ``IMAGE_SIZES``, named ``s<side>``, then
+  ``full`` (the files' bytes, cropped to ``FULL_CROP`` when read)."""
   return [
       ImageSizeConfig(
           name=f's{size}', image_size=size,
@@ -44,6 +61,15 @@ def size_configs() -> list[ImageSizeConfig]:
                        f'{size}x{size}, uint8.'),
       )
       for size in IMAGE_SIZES
+  ] + [
+      ImageSizeConfig(
+          name='full', image_size=FULL_CROP, encoded=True,
+          description=(
+              "Each image file's own bytes (JPEG), decoded in the input "
+              f'pipeline: random-resized-crop {FULL_CROP} + flip for '
+              f'training, resize {round(FULL_CROP / 0.875)} + centre crop '
+              f'{FULL_CROP} for evaluation.'),
+      )
   ]
 
 
@@ -81,6 +107,24 @@ def read_image(path: str, size: int) -> np.ndarray:
     return resize_and_crop(image, size)
 
 
+def read_image_bytes(path: str) -> bytes:
+  """The bytes of the image file at ``path``, once they decode whole.
+
+  The check decodes at JPEG's smallest DCT scale (pillow's ``draft``),
+  which still reads every entropy-coded byte: a truncated or corrupt file
+  raises.
+
+  Raises:
+    OSError: for a file that does not decode (the caller names it).
+  """
+  with open(path, 'rb') as f:
+    data = f.read()
+  with Image.open(io.BytesIO(data)) as image:
+    image.draft('RGB', (1, 1))
+    image.load()
+  return data
+
+
 @dataclasses.dataclass(frozen=True)
 class ListedImage:
   """One image a list file names.
@@ -107,7 +151,8 @@ class ImageListBuilder(tfds.core.GeneratorBasedBuilder,
   to its list file under the manual directory) and ``LIST_KIND`` (what a
   list file is called in errors), and implements ``read_list(path, root)``:
   a list file's ``ListedImage``s. Features: ``id``, ``label`` and
-  ``image`` uint8 [S, S, 3].
+  ``image`` uint8 [S, S, 3], or, in the ``full`` config, the image file's
+  bytes (a string scalar; ``gblend_encoded_images`` tells the pipeline).
   """
 
   VERSION = tfds.core.Version('1.0.0')
@@ -142,15 +187,24 @@ class ImageListBuilder(tfds.core.GeneratorBasedBuilder,
       check_files_exist(listed[split], self.MANUAL_DOWNLOAD_INSTRUCTIONS)
     return listed
 
+  @property
+  def gblend_encoded_images(self) -> dict[str, int]:
+    """Encoded image features and the side of their crops (for
+    `gblend_jax.data.streaming`)."""
+    config = self.builder_config
+    return {'image': config.image_size} if config.encoded else {}
+
   def _info(self) -> tfds.core.DatasetInfo:
     size = self.builder_config.image_size
+    image = (tfds.features.Tensor(shape=(), dtype=np.object_)
+             if self.builder_config.encoded else
+             tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8))
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
             'id': (tfds.features.Scalar(dtype=np.int64)
                    if self.INTEGER_IDS else tfds.features.Text()),
             'label': tfds.features.ClassLabel(num_classes=self.NUM_CLASSES),
-            'image': tfds.features.Tensor(shape=(size, size, 3),
-                                          dtype=np.uint8),
+            'image': image,
         }),
         supervised_keys=None,
         homepage=self.HOMEPAGE,
@@ -172,9 +226,12 @@ class ImageListBuilder(tfds.core.GeneratorBasedBuilder,
       self, images: Sequence[ListedImage]
   ) -> Iterator[tuple[str | int, dict[str, object]]]:
     size = self.builder_config.image_size
+    encoded = self.builder_config.encoded
 
-    def decode(image: ListedImage) -> np.ndarray:
+    def decode(image: ListedImage) -> np.ndarray | bytes:
       try:
+        if encoded:
+          return read_image_bytes(image.path)
         return read_image(image.path, size)
       except (OSError, ValueError) as error:
         raise ValueError(f'{image.where}: cannot read {image.path}: '
