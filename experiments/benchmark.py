@@ -15,8 +15,9 @@ Sections:
   1. methods: naive late fusion; G-Blend with fixed weights (weighted loss);
      G-Blend via per-loss gradients (`gradient_blend`, fixed weights);
      gradient-space G-Blend (re-estimated every step, and at the config
-     default period `blend.estimate_every_steps`: gradient_default); OGM;
-     OGM-GE; each / naive, on the UCI mfeat MLP
+     default period `blend.estimate_every_steps`: gradient_default; with
+     the suffix _jacrev, the per-loss gradients by ``jax.jacrev`` as before
+     the two-pass shortcut); OGM; OGM-GE; each / naive, on the UCI mfeat MLP
      and on OGM-GE's audio-visual ResNet-18 pair at CREMA-D shapes.
   2. offline / online G-Blend (Algorithm 1), amortised per epoch.
   3. scaling with batch size and number of modalities.
@@ -62,6 +63,10 @@ CREMA_D_SHAPES = {'audio': (257, 188), 'visual': (1, 224, 224, 3)}
 CREMA_D_CLASSES = 6
 METHODS = ('naive', 'gblend_fixed', 'gblend_per_loss', 'gradient_every_1',
            'gradient_default', 'ogm', 'ogm_ge')
+# The same steps with ``blend.per_loss_grads='jacrev'`` (H backward passes
+# instead of two): the path before the shortcut, timed side by side.
+JACREV = ('gblend_per_loss_jacrev', 'gradient_every_1_jacrev',
+          'gradient_default_jacrev')
 # Gradient-space G-Blend's re-estimation period of the trainer's config.
 DEFAULT_PERIOD = config_lib.default_config().blend.estimate_every_steps
 # One thread each, as the issue's PyTorch comparison was measured.
@@ -249,7 +254,7 @@ def method_config(setting: Setting, method: str) -> ml_collections.ConfigDict:
 
   Args:
     setting: model, optimiser, batch.
-    method: a name in ``METHODS``.
+    method: a name in ``METHODS`` or ``JACREV``.
 
   Returns:
     A full run config (`gblend_jax.config.default_config`) whose methods
@@ -263,11 +268,15 @@ def method_config(setting: Setting, method: str) -> ml_collections.ConfigDict:
   uniform = (1.0 / len(heads),) * len(heads)
   if method == 'gblend_fixed':
     config.blend.update(mode='fixed', weights=uniform)
-  elif method in ('gblend_per_loss', 'gradient_every_1', 'gradient_default'):
+  elif method.removesuffix('_jacrev') in ('gblend_per_loss',
+                                          'gradient_every_1',
+                                          'gradient_default'):
     every = {'gblend_per_loss': 0, 'gradient_every_1': 1,
-             'gradient_default': DEFAULT_PERIOD}[method]
-    config.blend.update(mode='gradient', weights=uniform,
-                        estimate_every_steps=every)
+             'gradient_default': DEFAULT_PERIOD}[
+                 method.removesuffix('_jacrev')]
+    config.blend.update(
+        mode='gradient', weights=uniform, estimate_every_steps=every,
+        per_loss_grads='jacrev' if method in JACREV else 'auto')
   elif method in ('ogm', 'ogm_ge'):
     config.modulation.update(method=method, alpha=0.8,
                              modulated=setting.modulated)
@@ -291,9 +300,10 @@ def method_steps(setting: Setting, methods: Sequence[str],
   Returns:
     ``{method: TimedStep}``, compiled and warmed up.
   """
-  unknown = sorted(set(methods) - set(METHODS))
+  unknown = sorted(set(methods) - set(METHODS) - set(JACREV))
   if unknown:
-    raise ValueError(f'Unknown methods {unknown}; valid: {list(METHODS)}.')
+    raise ValueError(f'Unknown methods {unknown}; valid: '
+                     f'{list(METHODS + JACREV)}.')
   model = models.build_model(setting.model, modalities=setting.shapes,
                              num_classes=setting.num_classes)
   heads = steps.head_order(tuple(setting.shapes),

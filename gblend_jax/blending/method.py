@@ -83,6 +83,11 @@ def default_blend_config() -> ml_collections.ConfigDict:
       head (`MultiModalClassifier.head_parameters`: late fusion), else
       ``jax.jacrev``; 'jacrev': always ``jax.jacrev`` (H backward passes).
       Both give the same gradients to float rounding.
+    stack_copies: Offline/online: train Algorithm 1's H head copies
+      together (their states stacked, one compiled step ``jax.vmap``-ed
+      over the copies) and measure them together; False: one after
+      another, as before (H times less memory for the copies). The same
+      losses either way, to float rounding.
   """
   return ml_collections.ConfigDict({
       'mode': 'none',
@@ -99,6 +104,7 @@ def default_blend_config() -> ml_collections.ConfigDict:
       'estimate_every_steps': 10,
       'decay': 0.9,
       'per_loss_grads': 'auto',
+      'stack_copies': True,
   })
 
 
@@ -128,6 +134,8 @@ def check_blend_block(block: ml_collections.ConfigDict) -> None:
           'an integer >= 0')
   require(block.per_loss_grads in PER_LOSS_GRADS, 'blend.per_loss_grads',
           block.per_loss_grads, f'one of {list(PER_LOSS_GRADS)}')
+  require(isinstance(block.stack_copies, bool), 'blend.stack_copies',
+          block.stack_copies, 'True or False')
 
 
 def head_loss_weights(
@@ -256,6 +264,19 @@ def per_loss_gradient_rule(model, heads, *, shortcut: bool = True):
     return gradients, report
 
   return rule
+
+
+def measure_step(model):
+  """``(params, batch_stats, batch) -> metric sums`` of every head in
+  evaluation mode: what Algorithm 1 measures on each stacked copy."""
+  eval_step = steps.make_eval_step(model)
+
+  def measure(params, batch_stats, batch):
+    return eval_step(steps.TrainState(
+        step=jnp.zeros((), jnp.int32), params=params,
+        batch_stats=batch_stats, opt_state=(), rng=None), batch)
+
+  return measure
 
 
 def gradient_state_metrics(opt_state, heads) -> dict[str, jax.Array]:
@@ -418,7 +439,8 @@ class Blending(methods.Method):
         make_batches=make_batches, evaluate=services.evaluate,
         sources={'train': train_subset, 'holdout': splits.holdout},
         heads=self.heads, steps_per_epoch=self.run.steps_per_epoch,
-        put=services.put,
+        put=services.put, measure_step=measure_step(self.run.model),
+        eval_batches=services.eval_batches,
     )
 
   def before_step(self, step: int, state: Any) -> None:
