@@ -13,9 +13,12 @@ host with `is_estimate_step`. The trainer's ``blend.mode='gradient'`` step
 uses the same function.
 
 Cost (two 2 x 1024 MLP encoders, batch 256, CPU;
-experiments/results/cheap_path_cpu.md): estimating every 10 steps this way
-is 1.5 x a naive step; per-loss gradients on every step are 4.5 x with the
-same period, 6 x when estimating every step.
+experiments/results/cheap_path_cpu.md, measured with ``jax.jacrev``'s H
+backward passes): estimating every 10 steps this way is 1.5 x a naive step;
+per-loss gradients on every step are 4.5 x with the same period, 6 x when
+estimating every step. With ``own_params`` the estimating step takes two
+backward passes for the per-loss gradients, whatever H
+(`gblend_jax.blending.per_loss`).
 
 References:
   Wang, Tran, Feiszli, "What Makes Training Multi-modal Classification

@@ -221,10 +221,10 @@ class ScheduledEstimator:
                         and eval_batches is not None)
     self._eval_batches = eval_batches
     if self.stacked:
-      self._stacked_step = jax.jit(
+      self.stacked_step = jax.jit(
           lambda states, batches, args: jax.vmap(train_step)(
               states, _stack(batches), args))
-      self._stacked_measure = jax.jit(jax.vmap(measure_step,
+      self.stacked_measure = jax.jit(jax.vmap(measure_step,
                                                in_axes=(0, 0, None)))
 
   def due(self, step: int, last: int | None) -> bool:
@@ -274,7 +274,7 @@ class ScheduledEstimator:
     states = _stack([copy] * num_heads)
     args = {'head_weights': self._put(np.eye(num_heads, dtype=np.float32))}
     for _ in range(self.estimate_steps):
-      states, _ = self._stacked_step(
+      states, _ = self.stacked_step(
           states, tuple(next(b) for b in batches), args)
     return states
 
@@ -284,7 +284,7 @@ class ScheduledEstimator:
     leading axis of size S)."""
     out = []
     for split in ('train', 'holdout'):
-      sums = [jax.device_get(self._stacked_measure(params, batch_stats, b))
+      sums = [jax.device_get(self.stacked_measure(params, batch_stats, b))
               for b in self._eval_batches(self._sources[split])]
       copies = jax.tree.leaves(params)[0].shape[0]
       means = [metrics_lib.finalize([{k: v[c] for k, v in s.items()}
