@@ -70,9 +70,11 @@ def default_blend_config() -> ml_collections.ConfigDict:
     min_fused_weight: Algorithm 1: least weight of the fused head (the one
       that predicts), the other heads rescaled to share the rest.
     estimate_every_steps: Gradient mode: re-estimate every this many steps
-      (between them one backward pass of the weighted loss). Every 10 steps
-      costs 1.07 x naive training on the mfeat MLP, every step 2.3 x
-      (experiments/results/benchmark_cpu.md); on the mfeat grid both reach
+      (between them one backward pass of the weighted loss). On the mfeat
+      MLP every 10 steps costs 1.13 x naive training, every step 2.0 x
+      (1.23 x and 2.44 x with ``per_loss_grads='jacrev'``, timed side by
+      side; experiments/results/benchmark_cpu.md); on the mfeat grid both
+      reach
       the same accuracy (experiments/results/gblend_mfeat.md, rows gradient
       and gradient_every_step).
     decay: Gradient mode: EMA decay of the statistics.
