@@ -15,9 +15,11 @@ Sections:
   1. methods: naive late fusion; G-Blend with fixed weights (weighted loss);
      G-Blend via per-loss gradients (`gradient_blend`, fixed weights);
      gradient-space G-Blend (re-estimated every step, and at the config
-     default period `blend.estimate_every_steps`: gradient_default); OGM;
-     OGM-GE; MLA (one step per modality, on its shared-head model); each /
-     naive, on the UCI mfeat MLP
+     default period `blend.estimate_every_steps`: gradient_default; with
+     the suffix _jacrev, the per-loss gradients by ``jax.jacrev`` as before
+     the two-pass shortcut); OGM; OGM-GE; MLA (one step per modality, on its
+     shared-head model); AGM; PMR; ReconBoost; each / naive, on the UCI
+     mfeat MLP
      and on OGM-GE's audio-visual ResNet-18 pair at CREMA-D shapes.
   2. offline / online G-Blend (Algorithm 1), amortised per epoch.
   3. scaling with batch size and number of modalities.
@@ -57,6 +59,7 @@ from gblend_jax import config as config_lib
 from gblend_jax import data
 from gblend_jax import models
 from gblend_jax.blending import estimation as blend_estimation
+from gblend_jax.blending import method as blend_method
 from gblend_jax.reconboost import method as reconboost_method
 from gblend_jax.reconboost import schedule as reconboost_schedule
 from gblend_jax.training import methods as methods_lib
@@ -72,6 +75,10 @@ CREMA_D_CLASSES = 6
 METHODS = ('naive', 'gblend_fixed', 'gblend_per_loss', 'gradient_every_1',
            'gradient_default', 'ogm', 'ogm_ge', 'mla', 'agm', 'pmr',
            'reconboost')
+# The same steps with ``blend.per_loss_grads='jacrev'`` (H backward passes
+# instead of two): the path before the shortcut, timed side by side.
+JACREV = ('gblend_per_loss_jacrev', 'gradient_every_1_jacrev',
+          'gradient_default_jacrev')
 # Gradient-space G-Blend's re-estimation period of the trainer's config.
 DEFAULT_PERIOD = config_lib.default_config().blend.estimate_every_steps
 # One thread each, as the issue's PyTorch comparison was measured.
@@ -251,10 +258,13 @@ def _alternating_stepper(jitted, state, batch, args, every: int) -> TimedStep:
     ``every - 1`` weighted ones), warmed up; ``flops`` is the average per
     training step.
   """
+  # Every step estimating (every = 1): the other step is never run.
+  variants = (True, False) if every > 1 else (True,)
   compiled = {e: jitted[e].lower(state, batch, args[e]).compile()
-              for e in (True, False)}
-  flops = (compiled_flops(compiled[True])
-           + (every - 1) * compiled_flops(compiled[False])) / every
+              for e in variants}
+  flops = compiled_flops(compiled[True]) / every
+  if every > 1:
+    flops += (every - 1) * compiled_flops(compiled[False]) / every
   box = {'state': state, 'out': None}
 
   def run():
@@ -276,7 +286,7 @@ def method_config(setting: Setting, method: str) -> ml_collections.ConfigDict:
 
   Args:
     setting: model, optimiser, batch.
-    method: a name in ``METHODS``.
+    method: a name in ``METHODS`` or ``JACREV``.
 
   Returns:
     A full run config (`gblend_jax.config.default_config`) whose methods
@@ -290,11 +300,15 @@ def method_config(setting: Setting, method: str) -> ml_collections.ConfigDict:
   uniform = (1.0 / len(heads),) * len(heads)
   if method == 'gblend_fixed':
     config.blend.update(mode='fixed', weights=uniform)
-  elif method in ('gblend_per_loss', 'gradient_every_1', 'gradient_default'):
+  elif method.removesuffix('_jacrev') in ('gblend_per_loss',
+                                          'gradient_every_1',
+                                          'gradient_default'):
     every = {'gblend_per_loss': 0, 'gradient_every_1': 1,
-             'gradient_default': DEFAULT_PERIOD}[method]
-    config.blend.update(mode='gradient', weights=uniform,
-                        estimate_every_steps=every)
+             'gradient_default': DEFAULT_PERIOD}[
+                 method.removesuffix('_jacrev')]
+    config.blend.update(
+        mode='gradient', weights=uniform, estimate_every_steps=every,
+        per_loss_grads='jacrev' if method in JACREV else 'auto')
   elif method in ('ogm', 'ogm_ge'):
     config.modulation.update(method=method, alpha=0.8,
                              modulated=setting.modulated)
@@ -366,9 +380,10 @@ def method_steps(setting: Setting, methods: Sequence[str],
   Returns:
     ``{method: TimedStep}``, compiled and warmed up.
   """
-  unknown = sorted(set(methods) - set(METHODS))
+  unknown = sorted(set(methods) - set(METHODS) - set(JACREV))
   if unknown:
-    raise ValueError(f'Unknown methods {unknown}; valid: {list(METHODS)}.')
+    raise ValueError(f'Unknown methods {unknown}; valid: '
+                     f'{list(METHODS + JACREV)}.')
   model = models.build_model(setting.model, modalities=setting.shapes,
                              num_classes=setting.num_classes)
   heads = steps.head_order(tuple(setting.shapes),
@@ -500,6 +515,7 @@ def method_table(setting: Setting, seconds: dict[str, float],
         f'{setting.batch_size / t:.0f} | {t / seconds["naive"]:.2f} | '
         f'{flops[name] / 1e9:.3f} | {rate / 1e9:.1f} | '
         f'{100 * rate / peak:.1f}% |')
+    print(rows[-1], flush=True)  # As measured: long runs show progress.
   return rows
 
 
@@ -511,14 +527,19 @@ METHOD_HEADER = (
 
 def amortised_blend_cost(method: str, naive_seconds: float,
                          eval_seconds: float, num_heads: int,
-                         splits: data.DatasetSplits) -> tuple[float, str]:
+                         splits: data.DatasetSplits,
+                         stacked: tuple[float, float] | None = None,
+                         ) -> tuple[float, str]:
   """Cost of offline/online G-Blend per epoch, as a ratio to naive.
 
   Counts, with the library's own schedule (`ScheduledEstimator.due`), the
-  runs of Algorithm 1 over `mfeat_gblend`'s training, each of which trains
-  H copies for ``estimate_epochs`` (each copy step costs a naive step:
-  the same compiled step with one-hot weights) and measures H + 1 states on
-  a training subset and the held-out split.
+  runs of Algorithm 1 over `mfeat_gblend`'s training. In turn
+  (``blend.stack_copies=False``) each run trains H copies for
+  ``estimate_epochs`` (each copy step costs a naive step: the same
+  compiled step with one-hot weights) and measures H + 1 states on a
+  training subset and the held-out split. Stacked, each run takes
+  ``estimate_epochs`` steps of the H copies together and measures the H + 1
+  states together.
 
   Args:
     method: ``'offline'`` or ``'online'``.
@@ -526,6 +547,8 @@ def amortised_blend_cost(method: str, naive_seconds: float,
     eval_seconds: one eval batch of ``data.eval_batch_size``.
     num_heads: H.
     splits: the mfeat splits the config trains on.
+    stacked: None (in turn), or the seconds of one step of the H stacked
+      copies and of one eval batch of the H + 1 stacked states.
 
   Returns:
     ``(ratio, explanation)``.
@@ -543,43 +566,90 @@ def amortised_blend_cost(method: str, naive_seconds: float,
     if estimator.due(step, last):
       estimates += 1
       last = step
-  copy_steps = estimates * num_heads * estimator.estimate_steps
   eval_size = config.data.eval_batch_size
   subset = len(splits.holdout)  # train_subset_size 0: as many as held-out.
   eval_batches = 2 * -(-subset // eval_size)
-  measures = estimates * (num_heads + 1)
-  extra = copy_steps * naive_seconds + measures * eval_batches * eval_seconds
+  if stacked is None:
+    copy_steps = estimates * num_heads * estimator.estimate_steps
+    measures = estimates * (num_heads + 1)
+    extra = (copy_steps * naive_seconds
+             + measures * eval_batches * eval_seconds)
+    how = (f'trains {num_heads} copies {estimator.estimate_steps} steps '
+           f'each and measures {num_heads + 1} states on {eval_batches} '
+           'eval batches each')
+  else:
+    copy_seconds, measure_seconds = stacked
+    extra = estimates * (estimator.estimate_steps * copy_seconds
+                         + eval_batches * measure_seconds)
+    how = (f'trains {num_heads} stacked copies {estimator.estimate_steps} '
+           f'steps and measures {num_heads + 1} stacked states on '
+           f'{eval_batches} eval batches')
   ratio = 1 + extra / (total * naive_seconds)
   why = (f'{estimates} run(s) of Algorithm 1 in {total} steps '
-         f'({config.num_epochs} epochs of {per_epoch}); each trains '
-         f'{num_heads} copies {estimator.estimate_steps} steps and measures '
-         f'{num_heads + 1} states on {eval_batches} eval batches')
+         f'({config.num_epochs} epochs of {per_epoch}); each {how}')
   return ratio, why
 
 
-def eval_batch_seconds(setting: Setting, eval_batch: int, rounds: int) -> float:
-  """Seconds of one eval step (with the unimodal heads) on `eval_batch`."""
+def stacked_estimation_seconds(setting: Setting, eval_batch: int,
+                               rounds: int) -> dict[str, float]:
+  """Algorithm 1's pieces on `setting`, timed side by side.
+
+  Returns:
+    Seconds of: ``naive`` (a training step), ``copies`` (one step of the H
+    head copies stacked, `ScheduledEstimator.stacked_step`), ``eval`` (the
+    trainer's eval step on one batch of `eval_batch`) and ``measure`` (one
+    such batch measured on the H + 1 stacked states,
+    `ScheduledEstimator.stacked_measure`).
+  """
   modalities = tuple(setting.shapes)
   model = models.build_model(setting.model, modalities=setting.shapes,
                              num_classes=setting.num_classes)
-  state = steps.TrainState.create(model, optax.identity(),
-                                  jax.random.PRNGKey(0), setting.shapes)
-  batch = dict(synthetic_batch(
+  heads = steps.head_order(modalities, setting.model.modality_heads)
+  config = config_lib.default_config()
+  config.blend.update(mode='online', stack_copies=True)
+  tx = optax.sgd(0.1, momentum=0.9)
+  plain = jax.jit(steps.make_train_step(
+      model, tx, optax.constant_schedule(0.1), heads))
+  estimator = blend_estimation.ScheduledEstimator(
+      config, train_step=plain, tx=tx, make_batches=None, evaluate=None,
+      sources=None, heads=heads, steps_per_epoch=6, put=jax.device_put,
+      measure_step=blend_method.measure_step(model),
+      eval_batches=lambda source: iter(()))
+  state = steps.TrainState.create(model, tx, jax.random.PRNGKey(0),
+                                  setting.shapes)
+  num_heads = len(heads)
+  batches = tuple(synthetic_batch(setting, seed) for seed in range(num_heads))
+  one_hot = jnp.eye(num_heads, dtype=jnp.float32)
+  copies = jax.tree.map(lambda x: jnp.stack([x] * num_heads), state)
+  eval_input = dict(synthetic_batch(
       dataclasses.replace(setting, batch_size=eval_batch), 0))
-  batch['mask'] = jnp.ones((eval_batch,), jnp.float32)
+  eval_input['mask'] = jnp.ones((eval_batch,), jnp.float32)
+  states = jax.tree.map(lambda x: jnp.stack([x] * (num_heads + 1)),
+                        (state.params, state.batch_stats))
   eval_step = jax.jit(steps.make_eval_step(model, modalities))
-  box = {}
 
-  def run():
-    box['out'] = eval_step(state, batch)
+  def timed_call(fn, *args):
+    box = {}
 
-  def sync():
-    jax.block_until_ready(box['out'])
+    def run():
+      box['out'] = fn(*args)
 
-  run()
-  sync()
-  return time_alternating({'eval': TimedStep(run, sync, 0.0)}, rounds,
-                          3)['eval']
+    def sync():
+      jax.block_until_ready(box['out'])
+
+    run()
+    sync()
+    return TimedStep(run, sync, 0.0)
+
+  timed = {
+      'naive': _stepper(plain, state, batches[-1],
+                        {'head_weights': one_hot[-1]}),
+      'copies': _stepper(estimator.stacked_step, copies, batches,
+                         {'head_weights': one_hot}),
+      'eval': timed_call(eval_step, state, eval_input),
+      'measure': timed_call(estimator.stacked_measure, *states, eval_input),
+  }
+  return time_alternating(timed, rounds, 3, min_seconds=0.3)
 
 
 def pipeline_rate(source: data.Source, batch_size: int,
@@ -790,26 +860,38 @@ def scaling_section(args, peak: float) -> list[str]:
   return lines + ['']
 
 
-def amortised_section(args, mfeat: Setting, naive_seconds: float,
+def amortised_section(args, mfeat: Setting,
                       splits: data.DatasetSplits) -> list[str]:
-  """Offline and online G-Blend per epoch of training, over naive."""
+  """Offline and online G-Blend per epoch of training, over naive: the
+  head copies in turn and stacked, from pieces timed side by side."""
   config = mfeat_gblend.get_config('views=kar+pix')
-  eval_seconds = eval_batch_seconds(mfeat, config.data.eval_batch_size,
-                                    args.rounds)
+  pieces = stacked_estimation_seconds(mfeat, config.data.eval_batch_size,
+                                      args.rounds)
   heads = len(mfeat.shapes) + 1
   lines = ['## Offline and online G-Blend (Algorithm 1), amortised', '',
-           f'Computed, not timed end to end: measured naive step '
-           f'{1e3 * naive_seconds:.2f} ms and eval batch '
-           f'{1e3 * eval_seconds:.2f} ms (mfeat MLP, batch '
-           f'{mfeat.batch_size}) times the number of steps that '
+           'Computed, not timed end to end: step and eval times measured '
+           'side by side in one alternating run (mfeat MLP, batch '
+           f'{mfeat.batch_size}): a naive step {1e3 * pieces["naive"]:.2f} '
+           f'ms, a step of the {heads} stacked head copies '
+           f'{1e3 * pieces["copies"]:.2f} ms, the trainer\'s eval batch '
+           f'{1e3 * pieces["eval"]:.2f} ms, and one eval batch measured on '
+           f'the {heads + 1} stacked states {1e3 * pieces["measure"]:.2f} '
+           'ms; times the number of steps that '
            '`experiments/configs/mfeat_gblend.py` (kar+pix, 20 examples per '
            'class) runs under the schedule of '
-           '`blend_estimation.ScheduledEstimator`.', '',
+           '`blend_estimation.ScheduledEstimator`. in turn: '
+           '`blend.stack_copies=False` (each copy step a naive step, each '
+           'state measured alone); stacked: the default.', '',
            '| method | × naive per epoch | how |', '|---|---:|---|']
   for method in ('offline', 'online'):
-    ratio, why = amortised_blend_cost(method, naive_seconds, eval_seconds,
-                                      heads, splits)
-    lines.append(f'| {method} | {ratio:.2f} | {why} |')
+    for label, stacked in (('in turn', None),
+                           ('stacked', (pieces['copies'],
+                                        pieces['measure']))):
+      ratio, why = amortised_blend_cost(
+          method, pieces['naive'], pieces['eval'], heads, splits,
+          stacked=stacked)
+      lines.append(f'| {method} ({label}) | {ratio:.2f} | {why} |')
+      print(lines[-1], flush=True)
   return lines + ['']
 
 
@@ -868,6 +950,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--view_sets',
                       default='kar+pix,fou+kar+pix,fac+fou+kar+mor+pix+zer')
   parser.add_argument('--pipeline_batches', type=int, default=200)
+  parser.add_argument('--methods_only', action='store_true',
+                      help='Only the cost of each method (section 1); an '
+                           'empty --methods skips the mfeat rows there.')
   parser.add_argument('--compare', action=argparse.BooleanOptionalAction,
                       default=True,
                       help='JAX vs PyTorch, one thread (subprocesses).')
@@ -918,28 +1003,29 @@ def main(argv: Sequence[str] | None = None) -> str:
     return ''
   peak = matmul_rate()
   mfeat = mfeat_setting(tiny=args.tiny)
-  plan = [(mfeat, args.methods)]
+  plan = [(mfeat, args.methods)] if args.methods else []
   if args.av_batch:
     plan.append((av_setting(args.av_batch, args.tiny), args.av_methods))
   if args.resnet50_batch:
     plan.append((resnet50_setting(args.resnet50_batch, args.tiny),
                  ['naive']))
   sections, measured = methods_section(plan, args, peak)
-  consumed = {s.name: (s.batch_size, s.batch_size / measured[s.name]['naive'])
-              for s, _ in plan}
-  splits = mfeat_splits(('kar', 'pix'), args.data_dir or None,
-                        args.manual_dir or None)
-  sections += amortised_section(args, mfeat, measured[mfeat.name]['naive'],
-                                splits)
-  sections += scaling_section(args, peak)
-  sections += pipeline_section(
-      args, {name: value for name, value in consumed.items()
-             if not name.startswith('ResNet-50')}, splits)
-  if args.input:
-    sections += bench_input.input_section(
-        tiny=args.tiny, memory=not args.tiny,
-        consumed={name: rate for name, (_, rate) in consumed.items()
-                  if not name.startswith('mfeat')})
+  if not args.methods_only:
+    consumed = {s.name: (s.batch_size,
+                         s.batch_size / measured[s.name]['naive'])
+                for s, _ in plan}
+    splits = mfeat_splits(('kar', 'pix'), args.data_dir or None,
+                          args.manual_dir or None)
+    sections += amortised_section(args, mfeat, splits)
+    sections += scaling_section(args, peak)
+    sections += pipeline_section(
+        args, {name: value for name, value in consumed.items()
+               if not name.startswith('ResNet-50')}, splits)
+    if args.input:
+      sections += bench_input.input_section(
+          tiny=args.tiny, memory=not args.tiny,
+          consumed={name: rate for name, (_, rate) in consumed.items()
+                    if not name.startswith('mfeat')})
   if args.compare:
     sections += comparison_section(args)
   platform = jax.devices()[0].platform

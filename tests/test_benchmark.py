@@ -53,6 +53,15 @@ def test_amortised_blend_cost_counts_the_schedule(method, ratio):
       splits=splits)
   runs = 1 if method == 'offline' else 11
   assert with_eval == pytest.approx(ratio + runs * 4 * 2 / 360)
+  # Stacked: one step of the 3 copies (cost 2) per copy step of a head
+  # (offline 60, online 11 x 30) and one measurement (cost 1.5) of the 4
+  # states per eval batch (2 per run).
+  stacked, why = benchmark.amortised_blend_cost(
+      method, naive_seconds=1.0, eval_seconds=1.0, num_heads=3,
+      splits=splits, stacked=(2.0, 1.5))
+  copy_steps = 60 if method == 'offline' else 11 * 30
+  assert stacked == pytest.approx(1 + (copy_steps * 2 + runs * 2 * 1.5) / 360)
+  assert '3 stacked copies' in why
 
 
 def _tables(text):
@@ -99,7 +108,9 @@ def test_smoke_run_writes_the_table(tmp_path, data_dir, mfeat_manual_dir):
       ('mfeat MLP kar+pix, batch 32', 'naive'),
       ('mfeat MLP kar+pix, batch 32', 'gblend_fixed')]
   amortised = tables[('method', '× naive per epoch', 'how')]
-  assert [r[0] for r in amortised] == ['offline', 'online']
+  assert [r[0] for r in amortised] == [
+      'offline (in turn)', 'offline (stacked)', 'online (in turn)',
+      'online (stacked)']
   streamed = tables[('path', 'workers', 'examples/s',
                      'examples/s per worker')]
   assert [r[:2] for r in streamed] == [

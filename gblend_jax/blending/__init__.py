@@ -5,6 +5,8 @@
   cheap_path      `gradient_blend_grads`: per-loss gradients only on the
                   estimating steps (for your own loop; the trainer's too)
   nnx_grads       the same for ``flax.nnx`` modules with state
+  per_loss        `per_loss_grads`: every head's gradient in two backward
+                  passes when the unimodal losses reach disjoint encoders
   ogr             O, ΔO, ΔG and OGR per head (Eqs. 1-2)
   gradient_space  Proposition 1's statistics estimated in gradient space
   estimation      Algorithm 1 driven from the trainer; offline/online schedule

@@ -13,9 +13,12 @@ host with `is_estimate_step`. The trainer's ``blend.mode='gradient'`` step
 uses the same function.
 
 Cost (two 2 x 1024 MLP encoders, batch 256, CPU;
-experiments/results/cheap_path_cpu.md): estimating every 10 steps this way
-is 1.5 x a naive step; per-loss gradients on every step are 4.5 x with the
-same period, 6 x when estimating every step.
+experiments/results/cheap_path_cpu.md, measured with ``jax.jacrev``'s H
+backward passes): estimating every 10 steps this way is 1.5 x a naive step;
+per-loss gradients on every step are 4.5 x with the same period, 6 x when
+estimating every step. With ``own_params`` the estimating step takes two
+backward passes for the per-loss gradients, whatever H
+(`gblend_jax.blending.per_loss`).
 
 References:
   Wang, Tran, Feiszli, "What Makes Training Multi-modal Classification
@@ -29,6 +32,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from gblend_jax.blending import per_loss
 
 __all__ = (
     'BlendGrads',
@@ -73,11 +78,13 @@ def gradient_blend_grads(
     estimate: bool | None,
     holdout_loss: Callable[..., jax.Array] | None = None,
     has_aux: bool = False,
+    own_params: per_loss.OwnParams | None = None,
 ) -> BlendGrads:
   """The gradients `gradient_blend` needs on this step, and no more.
 
   * ``estimate=True``: per-loss gradients ``v_k = ∇L_k`` (``jax.jacrev`` of
-    the ``[H]`` loss vector: one forward pass, H vector-Jacobian products)
+    the ``[H]`` loss vector: one forward pass, H vector-Jacobian products;
+    two with ``own_params``, `gblend_jax.blending.per_loss.per_loss_grads`)
     and ``holdout_grads = ∇ holdout_loss`` (the fused loss on a held-out
     batch, Proposition 1's ``∇L*``); the transform re-estimates its weights
     from them.
@@ -122,6 +129,11 @@ def gradient_blend_grads(
       ``has_aux``, e.g. to use the batch statistics ``head_losses`` just
       updated); required unless ``estimate=False``.
     has_aux: whether ``head_losses`` returns ``(losses, aux)``.
+    own_params: None (``jax.jacrev``), or for each head the top-level
+      parameter keys its loss reaches, None for one that may reach any
+      (``per_loss.model_own_params(model, heads)``): the unimodal losses'
+      gradients then come from one backward pass of their sum
+      (`gblend_jax.blending.per_loss.per_loss_grads`).
 
   Returns:
     A `BlendGrads`: ``grads`` (leaves [H, ...]) and ``update_kwargs`` for
@@ -177,9 +189,8 @@ def gradient_blend_grads(
         "generalisation direction (Proposition 1). Pass estimate=False on "
         'steps that do not re-estimate.'
     )
-  per_loss_grads, (losses, aux) = jax.jacrev(with_losses, has_aux=True)(
-      params
-  )
+  per_loss_grads, losses, aux = per_loss.per_loss_grads(
+      head_losses, params, own_params=own_params, has_aux=has_aux)
   if has_aux:
     holdout_grads = jax.grad(lambda p: holdout_loss(p, aux))(params)
   else:

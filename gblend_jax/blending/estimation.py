@@ -21,9 +21,12 @@ from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from gblend_jax import metrics as metrics_lib
 from gblend_jax.blending import blend
 from gblend_jax.blending import ogr
 
@@ -95,11 +98,39 @@ def estimate_blend_weights(
   for head in range(num_heads):
     train, holdout = measure(train_head(state, head))
     train_after[head], holdout_after[head] = train[head], holdout[head]
+  return blend_estimate(
+      (train_before, holdout_before), (train_after, holdout_after),
+      previous_weights=previous_weights, higher_is_better=higher_is_better,
+      eps=eps, **rule)
+
+
+def blend_estimate(
+    before: tuple[np.ndarray, np.ndarray],
+    after: tuple[np.ndarray, np.ndarray],
+    *,
+    previous_weights: np.ndarray,
+    higher_is_better: bool = False,
+    eps: float = 1e-6,
+    **rule: Any,
+) -> BlendEstimate:
+  """Algorithm 1's weights from its measurements.
+
+  Args:
+    before: ``(train, holdout)``, each ``[H]``: every head's loss (or
+      accuracy) on the fixed training subset and on the held-out split,
+      measured on the starting checkpoint.
+    after: the same, entry i measured on head i's trained model.
+    previous_weights: ``[H]`` weights kept when no head generalised.
+    higher_is_better: True for accuracies.
+    eps: lower clip of ``O_i`` (see `blend.blend_weights_with_status`).
+    **rule: the weight rule's keyword arguments (see
+      `estimate_blend_weights`).
+
+  Returns:
+    The weights and the measurements behind them.
+  """
   report = ogr.OGRReport.from_losses(
-      np.asarray(train_before, np.float32),
-      np.asarray(holdout_before, np.float32),
-      train_after.astype(np.float32),
-      holdout_after.astype(np.float32),
+      *(np.asarray(x, np.float32) for x in (*before, *after)),
       higher_is_better=higher_is_better,
   )
   weights, used_fallback = blend.blend_weights_with_status(
@@ -129,6 +160,15 @@ class ScheduledEstimator:
   evaluation mode on a fixed, seeded training subset (``L^T``) and on the
   held-out split (``L^V``); never on the test split.
 
+  The copies are independent, so with ``blend.stack_copies`` (and
+  ``measure_step`` and ``eval_batches`` given) they train together: the H
+  copies' states are stacked on a leading axis and one compiled step,
+  ``jax.vmap`` of `train_step` over the copies, advances all of them on
+  their own batches and one-hot weights; the starting state and the H
+  trained copies are then measured together by ``jax.vmap`` of
+  ``measure_step``. The same computation per copy as one after another:
+  the same losses, to float rounding (tests/blending/test_stacked_copies.py).
+
   Args:
     config: the run config.
     train_step: the jitted ``train_step(state, batch, args)`` of
@@ -143,10 +183,16 @@ class ScheduledEstimator:
     heads: head names in blend order.
     steps_per_epoch: steps in one epoch of the training split.
     put: places a host array on the devices (replicated).
+    measure_step: ``(params, batch_stats, batch) -> metric sums``
+      (`gblend_jax.training.steps.make_eval_step`'s for one state), for
+      measuring stacked copies; None: one `evaluate` per copy.
+    eval_batches: ``source -> iterator`` of global evaluation batches (the
+      trainer's); needed with ``measure_step``.
   """
 
   def __init__(self, config, *, train_step, tx, make_batches, evaluate,
-               sources, heads, steps_per_epoch, put):
+               sources, heads, steps_per_epoch, put, measure_step=None,
+               eval_batches=None):
     self._mode = config.blend.mode
     self._train_step = train_step
     self._tx_init = tx.init
@@ -170,6 +216,16 @@ class ScheduledEstimator:
         int(round(config.blend.estimate_epochs * steps_per_epoch)), 1
     )
     self.warmup_steps = int(round(config.blend.warmup_epochs * steps_per_epoch))
+    self.stacked = bool(config.blend.get('stack_copies', False)
+                        and measure_step is not None
+                        and eval_batches is not None)
+    self._eval_batches = eval_batches
+    if self.stacked:
+      self.stacked_step = jax.jit(
+          lambda states, batches, args: jax.vmap(train_step)(
+              states, _stack(batches), args))
+      self.stacked_measure = jax.jit(jax.vmap(measure_step,
+                                               in_axes=(0, 0, None)))
 
   def due(self, step: int, last: int | None) -> bool:
     """Whether Algorithm 1 runs before training step `step`, given the step
@@ -190,30 +246,86 @@ class ScheduledEstimator:
 
   def _train_head(self, state, head: int, step: int):
     one_hot = self._put(np.eye(len(self._heads), dtype=np.float32)[head])
-    seed = int(np.random.SeedSequence([self._seed, step, head])
-               .generate_state(1)[0])
-    batches = self._make_batches(seed)
+    batches = self._make_batches(self._copy_seed(step, head))
     state = state.replace(opt_state=self._tx_init(state.params))
     for _ in range(self.estimate_steps):
       state, _ = self._train_step(state, next(batches),
                                   {'head_weights': one_hot})
     return state
 
+  def _copy_seed(self, step: int, head: int) -> int:
+    return int(np.random.SeedSequence([self._seed, step, head])
+               .generate_state(1)[0])
+
+  def train_copies(self, state, step: int):
+    """The H head copies trained together from `state`, stacked.
+
+    Copy i is head i's model of Algorithm 1: the objective one-hot on head
+    i, a fresh optimiser state and the data order of head i's seed, as
+    `_train_head` trains it alone.
+
+    Returns:
+      The copies' states, every leaf with a leading axis of size H.
+    """
+    num_heads = len(self._heads)
+    batches = [self._make_batches(self._copy_seed(step, head))
+               for head in range(num_heads)]
+    copy = state.replace(opt_state=self._tx_init(state.params))
+    states = _stack([copy] * num_heads)
+    args = {'head_weights': self._put(np.eye(num_heads, dtype=np.float32))}
+    for _ in range(self.estimate_steps):
+      states, _ = self.stacked_step(
+          states, tuple(next(b) for b in batches), args)
+    return states
+
+  def measure_stacked(self, params, batch_stats) -> tuple[np.ndarray, ...]:
+    """``(train, holdout)``, each ``[S, H]``: every head's measure for
+    each of S stacked states (``params`` and ``batch_stats`` with a
+    leading axis of size S)."""
+    out = []
+    for split in ('train', 'holdout'):
+      sums = [jax.device_get(self.stacked_measure(params, batch_stats, b))
+              for b in self._eval_batches(self._sources[split])]
+      copies = jax.tree.leaves(params)[0].shape[0]
+      means = [metrics_lib.finalize([{k: v[c] for k, v in s.items()}
+                                     for s in sums]) for c in range(copies)]
+      out.append(np.array([[m[f'{head}/{self._metric}']
+                            for head in self._heads] for m in means]))
+    return tuple(out)
+
+  def _estimate_stacked(self, state, step: int, previous_weights):
+    copies = self.train_copies(state, step)
+    # The starting state and the H copies in one measurement.
+    params = _prepend(state.params, copies.params)
+    batch_stats = _prepend(state.batch_stats, copies.batch_stats)
+    train, holdout = self.measure_stacked(params, batch_stats)
+    diagonal = np.arange(len(self._heads))
+    return blend_estimate(
+        (train[0], holdout[0]),
+        (train[1:][diagonal, diagonal], holdout[1:][diagonal, diagonal]),
+        previous_weights=np.asarray(previous_weights, np.float32),
+        higher_is_better=self._metric == 'accuracy',
+        eps=self._eps, **self._rule)
+
   def __call__(self, state, step: int, previous_weights) -> BlendEstimate:
     """Runs Algorithm 1 from `state` (the checkpoint at `step`)."""
     logging.info('Estimating blend weights (Algorithm 1) at step %d: %d '
-                 'steps for each of the heads %s.', step, self.estimate_steps,
-                 list(self._heads))
-    result = estimate_blend_weights(
-        state,
-        num_heads=len(self._heads),
-        train_head=lambda s, head: self._train_head(s, head, step),
-        measure=self._measure,
-        previous_weights=np.asarray(previous_weights, np.float32),
-        higher_is_better=self._metric == 'accuracy',
-        eps=self._eps,
-        **self._rule,
-    )
+                 'steps for each of the heads %s%s.', step,
+                 self.estimate_steps, list(self._heads),
+                 ', the copies stacked' if self.stacked else '')
+    if self.stacked:
+      result = self._estimate_stacked(state, step, previous_weights)
+    else:
+      result = estimate_blend_weights(
+          state,
+          num_heads=len(self._heads),
+          train_head=lambda s, head: self._train_head(s, head, step),
+          measure=self._measure,
+          previous_weights=np.asarray(previous_weights, np.float32),
+          higher_is_better=self._metric == 'accuracy',
+          eps=self._eps,
+          **self._rule,
+      )
     if result.used_fallback:
       logging.warning(
           'Blend estimate at step %d: no head improved its held-out %s '
@@ -226,3 +338,15 @@ class ScheduledEstimator:
                           strict=True)),
                  np.round(result.report.ogr, 3).tolist())
     return result
+
+
+
+def _stack(trees):
+  """Stacks pytrees of one structure on a new leading axis."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _prepend(tree, stacked):
+  """``tree`` in front of the stacked ``stacked`` (one more leading entry)."""
+  return jax.tree.map(lambda x, y: jnp.concatenate([x[None], y]), tree,
+                      stacked)

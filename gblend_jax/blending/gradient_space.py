@@ -55,8 +55,10 @@ sharded global arrays no ``axis_name`` is needed; the statistics are then those
 of the global batch.
 
 Cost, every ``estimate_every`` steps: H backward passes on the training batch
-(``jax.jacrev`` of the vector of H losses) and one on a held-out batch, plus
-2·H inner products of parameter size. No model copies are trained.
+(``jax.jacrev`` of the vector of H losses; two when each unimodal loss reaches
+only its own encoder, `gblend_jax.blending.per_loss`) and one on a held-out
+batch, plus 2·H inner products of parameter size. No model copies are
+trained.
 
 References:
   Wang, Tran, Feiszli, "What Makes Training Multi-modal Classification

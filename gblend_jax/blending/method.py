@@ -28,6 +28,7 @@ from gblend_jax import plots
 from gblend_jax.blending import blend
 from gblend_jax.blending import cheap_path
 from gblend_jax.blending import estimation
+from gblend_jax.blending import per_loss
 from gblend_jax.training import config_checks
 from gblend_jax.training import methods
 from gblend_jax.training import optim
@@ -36,6 +37,7 @@ from gblend_jax.training import steps
 BLEND_MODES = ('none', 'fixed', 'offline', 'online', 'gradient')
 MEASURES = ('loss', 'accuracy')
 OVERFIT_RULES = ('clip', 'square')
+PER_LOSS_GRADS = ('auto', 'jacrev')
 
 
 def default_blend_config() -> ml_collections.ConfigDict:
@@ -68,12 +70,26 @@ def default_blend_config() -> ml_collections.ConfigDict:
     min_fused_weight: Algorithm 1: least weight of the fused head (the one
       that predicts), the other heads rescaled to share the rest.
     estimate_every_steps: Gradient mode: re-estimate every this many steps
-      (between them one backward pass of the weighted loss). Every 10 steps
-      costs 1.07 x naive training on the mfeat MLP, every step 2.3 x
-      (experiments/results/benchmark_cpu.md); on the mfeat grid both reach
+      (between them one backward pass of the weighted loss). On the mfeat
+      MLP every 10 steps costs 1.13 x naive training, every step 2.0 x
+      (1.23 x and 2.44 x with ``per_loss_grads='jacrev'``, timed side by
+      side; experiments/results/benchmark_cpu.md); on the mfeat grid both
+      reach
       the same accuracy (experiments/results/gblend_mfeat.md, rows gradient
       and gradient_every_step).
     decay: Gradient mode: EMA decay of the statistics.
+    per_loss_grads: Gradient mode: how the estimating step computes the
+      per-loss gradients. 'auto': two backward passes (the fused loss, and
+      the sum of the unimodal losses split by encoder) when the model
+      states that each modality's loss reaches only its own encoder and
+      head (`MultiModalClassifier.head_parameters`: late fusion), else
+      ``jax.jacrev``; 'jacrev': always ``jax.jacrev`` (H backward passes).
+      Both give the same gradients to float rounding.
+    stack_copies: Offline/online: train Algorithm 1's H head copies
+      together (their states stacked, one compiled step ``jax.vmap``-ed
+      over the copies) and measure them together; False: one after
+      another, as before (H times less memory for the copies). The same
+      losses either way, to float rounding.
   """
   return ml_collections.ConfigDict({
       'mode': 'none',
@@ -89,6 +105,8 @@ def default_blend_config() -> ml_collections.ConfigDict:
       'min_fused_weight': 0.1,
       'estimate_every_steps': 10,
       'decay': 0.9,
+      'per_loss_grads': 'auto',
+      'stack_copies': True,
   })
 
 
@@ -116,6 +134,10 @@ def check_blend_block(block: ml_collections.ConfigDict) -> None:
           and block.estimate_every_steps >= 0,
           'blend.estimate_every_steps', block.estimate_every_steps,
           'an integer >= 0')
+  require(block.per_loss_grads in PER_LOSS_GRADS, 'blend.per_loss_grads',
+          block.per_loss_grads, f'one of {list(PER_LOSS_GRADS)}')
+  require(isinstance(block.stack_copies, bool), 'blend.stack_copies',
+          block.stack_copies, 'True or False')
 
 
 def head_loss_weights(
@@ -175,14 +197,17 @@ def naive_weights(heads: tuple[str, ...]) -> np.ndarray:
   return np.array([h == steps.FUSED for h in heads], np.float32)
 
 
-def per_loss_gradient_rule(model, heads):
+def per_loss_gradient_rule(model, heads, *, shortcut: bool = True):
   """The `steps.UpdateRule` of gradient-space G-Blend.
 
   The gradients come from `gblend_jax.gradient_blend_grads`, the cheap path
   users call in their own loops. ``estimate`` (static) picks one of two
   compiled steps. With ``estimate`` None or True the per-loss gradients
-  ``v_k`` come from one forward pass and H vector-Jacobian products
-  (``jax.jacrev`` of the ``[H]`` loss vector), and the gradient of the
+  ``v_k`` come from one forward pass and two vector-Jacobian products
+  when each modality's loss reaches only its own encoder and head (the
+  fused loss, and the sum of the unimodal losses split by encoder;
+  `gblend_jax.blending.per_loss`), else H (``jax.jacrev`` of the ``[H]``
+  loss vector), and the gradient of the
   fused loss on ``args['holdout_batch']`` estimates ``∇L*`` (Proposition
   1); `gblend_jax.gradient_blend` re-estimates its weights from them on the
   steps its count says (None) or on this step (True). With
@@ -196,12 +221,15 @@ def per_loss_gradient_rule(model, heads):
   Args:
     model: the classifier.
     heads: head names in blend order.
+    shortcut: whether the per-loss gradients take two backward passes
+      where the model allows it (`per_loss.model_own_params`); False:
+      ``jax.jacrev`` (``blend.per_loss_grads='jacrev'``).
 
   Returns:
     ``rule(loss_vector, state, args, *, estimate=None)``; the step logs the
     loss and the gradient of the weights after the update.
   """
-  del heads  # H is the length of the loss vector.
+  own_params = per_loss.model_own_params(model, heads) if shortcut else None
 
   def rule(loss_vector, state, args, *, estimate: bool | None = None):
     def holdout_loss(params, aux):
@@ -219,7 +247,7 @@ def per_loss_gradient_rule(model, heads):
         loss_vector, state.params,
         optax.tree.get(state.opt_state, 'weights'), estimate=estimate,
         holdout_loss=None if estimate is False else holdout_loss,
-        has_aux=True,
+        has_aux=True, own_params=own_params,
     )
     per_loss, per_head = result.grads, result.losses
     out, batch_stats, metrics = result.aux
@@ -238,6 +266,19 @@ def per_loss_gradient_rule(model, heads):
     return gradients, report
 
   return rule
+
+
+def measure_step(model):
+  """``(params, batch_stats, batch) -> metric sums`` of every head in
+  evaluation mode: what Algorithm 1 measures on each stacked copy."""
+  eval_step = steps.make_eval_step(model)
+
+  def measure(params, batch_stats, batch):
+    return eval_step(steps.TrainState(
+        step=jnp.zeros((), jnp.int32), params=params,
+        batch_stats=batch_stats, opt_state=(), rng=None), batch)
+
+  return measure
 
 
 def gradient_state_metrics(opt_state, heads) -> dict[str, jax.Array]:
@@ -334,7 +375,9 @@ class Blending(methods.Method):
       return methods.StepHooks()
     heads = self.heads
     return methods.StepHooks(
-        update_rule=per_loss_gradient_rule(self.run.model, heads),
+        update_rule=per_loss_gradient_rule(
+            self.run.model, heads,
+            shortcut=self.config.blend.per_loss_grads == 'auto'),
         opt_state_metrics=lambda s: gradient_state_metrics(s, heads),
     )
 
@@ -399,7 +442,8 @@ class Blending(methods.Method):
         make_batches=make_batches, evaluate=services.evaluate,
         sources={'train': train_subset, 'holdout': splits.holdout},
         heads=self.heads, steps_per_epoch=self.run.steps_per_epoch,
-        put=services.put,
+        put=services.put, measure_step=measure_step(self.run.model),
+        eval_batches=services.eval_batches,
     )
 
   def before_step(self, step: int, state: Any) -> None:

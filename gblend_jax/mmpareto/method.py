@@ -1,7 +1,7 @@
 """MMPareto in the trainer: the ``config.mmpareto`` block as a `Method`.
 
 Trains ``L_mm + Σ_k L_k`` (the fused head's loss and one loss per modality
-head, `gblend_jax.training.steps.per_loss_rule`) with each encoder's
+head, `gblend_jax.training.steps.make_per_loss_rule`) with each encoder's
 gradient combined by `gblend_jax.mmpareto.mmpareto` (Wei & Hu, ICML 2024).
 The authors' CREMA-D settings: SGD, lr 0.002, momentum 0.9, weight decay
 1e-4, batch 64, 50 epochs, a constant learning rate (their StepLR is never
@@ -11,6 +11,7 @@ stepped), γ = 1.5.
 import ml_collections
 import optax
 
+from gblend_jax.blending import per_loss
 from gblend_jax.mmpareto import transform
 from gblend_jax.training import methods
 from gblend_jax.training import steps
@@ -89,7 +90,11 @@ class MMPareto(methods.Method):
         out[f'mmpareto/joint_weight/{m}'] = joint_weight[i]
       return out
 
-    return methods.StepHooks(update_rule=steps.per_loss_rule,
+    # Two backward passes for all per-loss gradients when each modality's
+    # loss reaches only its own encoder and head (late fusion).
+    rule = steps.make_per_loss_rule(
+        per_loss.model_own_params(self.run.model, self.run.heads))
+    return methods.StepHooks(update_rule=rule,
                              opt_state_metrics=state_metrics)
 
 

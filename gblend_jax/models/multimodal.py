@@ -153,6 +153,29 @@ class MultiModalClassifier(nn.Module):
     return {'logits': {FUSED: fused, **logits},
             'features': _float32(dict(encoded))}
 
+  def head_parameters(self) -> dict[str, tuple[str, ...] | None]:
+    """The top-level parameter subtrees each head's loss reaches.
+
+    With late fusion, modality m's head classifies encoder m's features
+    only, so its loss reaches ``encoder_<m>`` and ``head_<m>`` and nothing
+    else; the fused head's loss reaches every parameter. Mid fusion mixes
+    the modalities inside the encoders, so no head is confined. What
+    `gblend_jax.blending.per_loss.per_loss_grads` takes as ``own_params``
+    (in head order) to compute all per-loss gradients in two backward
+    passes.
+
+    Returns:
+      ``{head: keys or None}`` for every head (``'fused'`` and, with
+      ``modality_heads``, each modality); None: the loss may reach any
+      parameter.
+    """
+    late = not isinstance(self.fusion, MidFusion)
+    groups = {FUSED: None}
+    if self.modality_heads:
+      for m in self.modalities:
+        groups[m] = (f'encoder_{m}', f'head_{m}') if late else None
+    return groups
+
   def classify_features(
       self, features: Mapping[str, Array], *, train: bool
   ) -> Array:

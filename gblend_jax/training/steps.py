@@ -22,6 +22,7 @@ import optax
 
 from gblend_jax import losses
 from gblend_jax import metrics as metrics_lib
+from gblend_jax.blending import per_loss
 from gblend_jax.modulation import unimodal
 
 NON_INPUT_KEYS = ('label', 'id', 'mask')
@@ -226,30 +227,44 @@ def weighted_sum_rule(
   return gradients, lambda opt_state: (total, grads)
 
 
-def per_loss_rule(
-    loss_vector: LossVector, state: TrainState, args: Mapping[str, Any]
-) -> tuple[Gradients, Callable[..., tuple[Any, Any]]]:
+def make_per_loss_rule(
+    own_params: per_loss.OwnParams | None = None,
+) -> UpdateRule:
   """An `UpdateRule` that hands the optimiser every head's gradient.
 
-  One forward pass and H vector-Jacobian products (``jax.jacrev`` of the
-  ``[H]`` loss vector) give the per-loss gradients, stacked on a leading
-  loss axis in head order, for a transform that combines them (MMPareto).
-  The step logs ``Σ_i L_i`` and the gradient of that sum.
+  One forward pass and the vector-Jacobian products of
+  `gblend_jax.blending.per_loss.per_loss_grads` give the per-loss
+  gradients, stacked on a leading loss axis in head order, for a transform
+  that combines them (MMPareto): H products (``jax.jacrev``), or two when
+  ``own_params`` confines the unimodal losses to disjoint encoders. The
+  step logs ``Σ_i L_i`` and the gradient of that sum.
+
+  Args:
+    own_params: for each head, the top-level parameter keys its loss
+      reaches, or None (``per_loss.model_own_params(model, heads)``); None:
+      ``jax.jacrev``.
+
+  Returns:
+    ``rule(loss_vector, state, args)``.
   """
-  del args
 
-  def with_losses(params):
-    per_head, aux = loss_vector(params)
-    return per_head, (per_head, *aux)
+  def rule(loss_vector, state, args):
+    del args
+    grads, per_head, (out, batch_stats, metrics) = per_loss.per_loss_grads(
+        loss_vector, state.params, own_params=own_params, has_aux=True)
+    gradients = Gradients(
+        grads=grads, per_head=per_head, outputs=out,
+        batch_stats=batch_stats, objective_metrics=metrics,
+        update_kwargs={},
+    )
+    summed = jax.tree.map(lambda g: jnp.sum(g, axis=0), grads)
+    return gradients, lambda opt_state: (jnp.sum(per_head), summed)
 
-  per_loss, (per_head, out, batch_stats, metrics) = jax.jacrev(
-      with_losses, has_aux=True)(state.params)
-  gradients = Gradients(
-      grads=per_loss, per_head=per_head, outputs=out,
-      batch_stats=batch_stats, objective_metrics=metrics, update_kwargs={},
-  )
-  summed = jax.tree.map(lambda g: jnp.sum(g, axis=0), per_loss)
-  return gradients, lambda opt_state: (jnp.sum(per_head), summed)
+  return rule
+
+
+# H vector-Jacobian products (``jax.jacrev``), whatever the model.
+per_loss_rule = make_per_loss_rule()
 
 
 def make_train_step(
