@@ -48,6 +48,13 @@ CASES = {
                   'longtail.mixup': 'input',
                   'longtail.mixup_off_last_epochs': 1,
                   'longtail.shot_metrics': True}, 15, 8),
+    # Decoupling's classifier stage from step 10: stopped at the boundary
+    # (the rerun re-initialises cRT's classifier) and after it (LWS's
+    # scales and the stage's optimiser state are restored).
+    'decoupling_crt': ({'longtail.decoupling': 'crt',
+                        'longtail.decoupling_epochs': 2}, 20, 10),
+    'decoupling_lws': ({'longtail.decoupling': 'lws',
+                        'longtail.decoupling_epochs': 2}, 20, 12),
 }
 
 
