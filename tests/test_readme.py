@@ -102,7 +102,7 @@ def run_snippet(block: str) -> tuple[dict, str]:
 
 
 def test_readme_has_the_blocks_this_file_checks():
-  assert len(SNIPPETS) == 6, [b.splitlines()[0] for b in SNIPPETS]
+  assert len(SNIPPETS) == 7, [b.splitlines()[0] for b in SNIPPETS]
   assert len(SCRIPTS) == 1
   # Each snippet is self-contained: it imports what it uses.
   for block in PYTHON_BLOCKS:
@@ -190,6 +190,19 @@ def test_longtail_example_counts_losses_and_samplers():
   # Class-balanced draws: 64 of them, every class about a quarter.
   drawn = np.bincount(namespace['labels'][namespace['batch']], minlength=4)
   assert drawn.sum() == 64 and drawn.min() >= 6
+
+
+def test_decoupling_example_normalises_and_freezes():
+  namespace, out = run_snippet(_snippet('decoupled_stages'))
+  lines = out.splitlines()
+  # Column norms 5 and 1: (3, 4, 0) / 5 and (1, 0, 0).
+  assert lines[0] == '[[0.6 0.8 0. ]' and lines[1].strip() == '[1.  0.  0. ]]'
+  assert lines[2] == '0.0'
+  # The classifier's first stage step is -lr · g (fresh momentum).
+  updates = namespace['updates']
+  np.testing.assert_allclose(updates['fused_head']['output']['kernel'], -0.1)
+  np.testing.assert_array_equal(
+      namespace['params']['fused_head']['output']['bias'], 0.0)
 
 
 def _free_port() -> int:
