@@ -200,21 +200,6 @@ def _decoupling_section() -> tuple[str, float]:
   return '\n'.join(parts), train_seconds
 
 
-def merge_section(text: str, section: str) -> str:
-  """``text`` with its marked section replaced by ``section`` (which holds
-  the markers), or ``section`` inserted before the hand-written notes (at
-  the end without notes)."""
-  section = section.rstrip('\n') + '\n'
-  if SECTION_BEGIN in text:
-    head, _, rest = text.partition(SECTION_BEGIN)
-    _, _, tail = rest.partition(SECTION_END)
-    return head + section + '\n' + tail.lstrip('\n')
-  if NOTES in text:
-    head, _, tail = text.partition(NOTES)
-    return head + section + '\n' + NOTES + tail
-  return text.rstrip('\n') + '\n\n' + section
-
-
 def _run_decoupling_only() -> None:
   """Stage 3 alone: its section of ``--output`` replaced, the rest kept."""
   start = time.perf_counter()
@@ -228,7 +213,8 @@ def _run_decoupling_only() -> None:
       f'Machine: {runs.machine()}.\n' + SECTION_END + '\n')
   with open(_OUTPUT.value) as f:
     text = f.read()
-  text = merge_section(text, section)
+  text = tables.merge_section(text, section, begin=SECTION_BEGIN,
+                              end=SECTION_END, before=NOTES)
   workdir_lib.write_text(_OUTPUT.value, text)
   print(section)
 

@@ -160,3 +160,30 @@ def longtail_findings(by_recipe: dict[str, list[dict]],
     lines.append(f'- {text}: {verdict} (top-1 error %: '
                  + ', '.join(measured) + ').')
   return '\n'.join(lines) + '\n'
+
+
+def merge_section(text: str, section: str, *, begin: str, end: str,
+                  before: str) -> str:
+  """``text`` with one marked section replaced, every other line kept.
+
+  Args:
+    text: a result file's markdown.
+    section: the new section, starting with ``begin`` and ending with
+      ``end`` (the marker lines).
+    begin: the marker of the section's first line.
+    end: the marker of its last line.
+    before: where a section not yet in ``text`` goes: before this heading
+      (at the end when ``text`` lacks it).
+
+  Returns:
+    The merged markdown.
+  """
+  section = section.rstrip('\n') + '\n'
+  if begin in text:
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
+    return head + section + '\n' + tail.lstrip('\n')
+  if before in text:
+    head, _, tail = text.partition(before)
+    return head + section + '\n' + before + tail
+  return text.rstrip('\n') + '\n\n' + section
