@@ -201,6 +201,13 @@ def test_lws_trains_only_the_scales_of_the_frozen_classifier(
   np.testing.assert_allclose(head_after[(*CLASSIFIER, 'kernel')],
                              kernel0 * scales, rtol=1e-5)
   assert not np.allclose(scales, 1.0)
+  # The stage's own cosine schedule from lr 0.1 over its 6 steps, 0 before.
+  rates = _logged(workdir, 'train_step/longtail/classifier_learning_rate')
+  assert all(rates[s] == 0.0 for s in range(1, 2 * STEPS_PER_EPOCH + 1))
+  np.testing.assert_allclose(
+      [rates[s] for s in range(2 * STEPS_PER_EPOCH + 1,
+                               3 * STEPS_PER_EPOCH + 1)],
+      [0.05 * (1 + np.cos(np.pi * k / 6)) for k in range(6)], rtol=1e-5)
   # The scales of the optimiser state are those of the classifier.
   logged = _logged(workdir, 'train_step/longtail/lws_scale_max')
   assert logged[3 * STEPS_PER_EPOCH] == pytest.approx(

@@ -274,6 +274,7 @@ class DecoupledState(NamedTuple):
   """State of `decoupled_stages`."""
 
   stage: jax.Array  # shape=(), dtype=int32: 0 representation, 1 classifier.
+  classifier_count: jax.Array  # shape=(), dtype=int32: classifier steps.
   representation: optax.OptState  # The stage-one optimiser's state.
   classifier: optax.OptState  # The classifier stage's (fresh at the flip).
 
@@ -305,6 +306,7 @@ def decoupled_stages(
 
   def init_fn(params):
     return DecoupledState(stage=jnp.zeros((), jnp.int32),
+                          classifier_count=jnp.zeros((), jnp.int32),
                           representation=representation.init(params),
                           classifier=classifier.init(params))
 
@@ -318,7 +320,8 @@ def decoupled_stages(
     def second(state):
       out, inner = classifier.update(updates, state.classifier, params,
                                      **extra_args)
-      return out, state._replace(classifier=inner)
+      return out, state._replace(classifier=inner,
+                                 classifier_count=state.classifier_count + 1)
 
     return jax.lax.cond(state.stage > 0, second, first, state)
 
@@ -355,7 +358,8 @@ def start_classifier_stage(
       `decoupled_stages`.
 
   Returns:
-    ``opt_state`` with ``stage = 1`` and a fresh ``classifier.init(params)``.
+    ``opt_state`` with ``stage = 1``, ``classifier_count = 0`` and a fresh
+    ``classifier.init(params)``.
 
   Raises:
     ValueError: when ``opt_state`` holds no `DecoupledState`.
@@ -366,6 +370,8 @@ def start_classifier_stage(
     if isinstance(node, DecoupledState):
       found.append(node)
       return node._replace(stage=jnp.ones_like(node.stage),
+                           classifier_count=jnp.zeros_like(
+                               node.classifier_count),
                            classifier=classifier.init(params))
     return node
 

@@ -696,6 +696,7 @@ class LongTail(methods.Method):
       self._check_model()
     self.classifier_step = self._classifier_stage_start()
     self._classifier_tx = None
+    self._classifier_schedule = None
     self._tau_norm = None
     self._loss_args = {}
     self._cam_variables = None
@@ -753,9 +754,11 @@ class LongTail(methods.Method):
     stage.update(schedule='cosine', warmup_epochs=0.0, boundaries_epochs=())
     if block.decoupling_learning_rate is not None:
       stage.learning_rate = float(block.decoupling_learning_rate)
-    inner = optim.build_optimizer(
-        stage, total_steps=self.total_steps - self.classifier_step,
-        steps_per_epoch=self.steps_per_epoch)
+    lengths = {'total_steps': self.total_steps - self.classifier_step,
+               'steps_per_epoch': self.steps_per_epoch}
+    inner = optim.build_optimizer(stage, **lengths)
+    self._classifier_schedule = optim.learning_rate_schedule(stage,
+                                                             **lengths)
     self._classifier_tx = (lt_decoupling.crt_classifier(inner)
                            if block.decoupling == 'crt'
                            else lt_decoupling.lws_classifier(inner))
@@ -792,8 +795,29 @@ class LongTail(methods.Method):
   def step_hooks(self) -> methods.StepHooks:
     return methods.StepHooks(
         objective=self.objective(),
-        opt_state_metrics=(_stage_metrics if self.classifier_step is not None
-                           else None))
+        opt_state_metrics=(self._stage_metrics
+                           if self.classifier_step is not None else None))
+
+  def _stage_metrics(self, opt_state: Any) -> dict[str, jax.Array]:
+    """``longtail/classifier_stage`` (0 or 1), the classifier stage's
+    learning rate of the step (0 before the stage; ``learning_rate`` stays
+    the representation schedule's), and LWS's smallest and largest scale."""
+    state = lt_decoupling.decoupled_state(opt_state)
+    on = state.stage > 0
+    metrics = {
+        'longtail/classifier_stage': on.astype(jnp.float32),
+        'longtail/classifier_learning_rate': jnp.where(
+            on, self._classifier_schedule(
+                jnp.maximum(state.classifier_count - 1, 0)), 0.0),
+    }
+    lws = [s for s in jax.tree.leaves(
+        state.classifier, is_leaf=lambda n: isinstance(
+            n, lt_decoupling.LwsState))
+           if isinstance(s, lt_decoupling.LwsState)]
+    if lws:
+      metrics['longtail/lws_scale_min'] = jnp.min(lws[0].scales)
+      metrics['longtail/lws_scale_max'] = jnp.max(lws[0].scales)
+    return metrics
 
   def step_args(self, step: int, state: Any) -> dict[str, Any]:
     """The loss weights (DRW) and mixup's on/off flag of this step."""
@@ -1078,21 +1102,6 @@ def make_tau_grid_eval(
     return jnp.sum(hits * mask, axis=-1), jnp.sum(mask)
 
   return tau_grid
-
-
-def _stage_metrics(opt_state: Any) -> dict[str, jax.Array]:
-  """``longtail/classifier_stage`` (0 or 1) of cRT's and LWS's optimiser,
-  and LWS's smallest and largest scale."""
-  state = lt_decoupling.decoupled_state(opt_state)
-  metrics = {'longtail/classifier_stage': state.stage.astype(jnp.float32)}
-  lws = [s for s in jax.tree.leaves(
-      state.classifier, is_leaf=lambda n: isinstance(
-          n, lt_decoupling.LwsState))
-         if isinstance(s, lt_decoupling.LwsState)]
-  if lws:
-    metrics['longtail/lws_scale_min'] = jnp.min(lws[0].scales)
-    metrics['longtail/lws_scale_max'] = jnp.max(lws[0].scales)
-  return metrics
 
 
 METHOD = LongTail
