@@ -745,7 +745,18 @@ class LongTail(methods.Method):
 
   def wrap_optimizer(self, optimizer):
     """cRT / LWS: ``optimizer`` for the representation stage, then the
-    classifier stage's own (`decoupling.decoupled_stages`)."""
+    classifier stage's own (`decoupling.decoupled_stages`).
+
+    Args:
+      optimizer: the run's optimiser (`optim.build_optimizer`).
+
+    Returns:
+      ``optimizer`` itself without a classifier stage; else
+      ``decoupled_stages(optimizer, crt_classifier(stage) |
+      lws_classifier(stage))`` with ``stage`` = ``config.optimizer``'s
+      optimiser, momentum and weight decay on a cosine schedule over the
+      stage from ``decoupling_learning_rate``, no warm-up.
+    """
     if self.classifier_step is None:
       return optimizer
     block = self.settings
@@ -767,8 +778,18 @@ class LongTail(methods.Method):
   def before_step(self, step: int, state: Any) -> Any | None:
     """At the classifier stage's first step: cRT's new classifier, and the
     stage's fresh optimiser state (LWS: ``s = 1`` on the classifier of this
-    step). A run resumed at this step makes the same change (the kernel's
-    key is ``fold_in(state.rng, step)``); one resumed later restores it."""
+    step).
+
+    A run resumed at this step makes the same change (the kernel's key is
+    ``fold_in(state.rng, step)``); one resumed later restores it.
+
+    Args:
+      step: the step about to run.
+      state: the train state before it.
+
+    Returns:
+      None, or at the stage's first step the changed state (replicated).
+    """
     if step != self.classifier_step:
       return None
     params = state.params
