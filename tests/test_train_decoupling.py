@@ -218,7 +218,7 @@ def test_lws_trains_only_the_scales_of_the_frozen_classifier(
 def test_tau_norm_is_measured_with_the_normalised_classifier(
     fake_fmnist, tmp_path):
   config = _config(fake_fmnist, epochs=2, decoupling='tau_norm',
-                   decoupling_tau=1.0, shot_metrics=True)
+                   decoupling_tau=1.0, shot_metrics=True, posthoc_tau=3.0)
   workdir = str(tmp_path / 'tau')
   results = train.train_and_evaluate(config, workdir)
   final = results['final']
@@ -238,12 +238,56 @@ def test_tau_norm_is_measured_with_the_normalised_classifier(
                        train=False)['logits']['fused']
   accuracy = float(np.mean(np.argmax(logits, -1) == test['label']))
   assert final['test/fused/tau_norm_accuracy'] == pytest.approx(accuracy)
+  # The same run's post-hoc logit adjustment, z - 3 log π, by hand.
+  trained = model.apply({'params': raw['params']}, {'image': test['image']},
+                        train=False)['logits']['fused']
+  counts = np.array([20, 17, 14, 12, 10, 9, 7, 6, 5, 5])
+  adjusted = np.asarray(trained) - 3.0 * np.log(counts / counts.sum())
+  posthoc = float(np.mean(np.argmax(adjusted, -1) == test['label']))
+  assert final['test/fused/posthoc_accuracy'] == pytest.approx(posthoc)
   assert 'test/fused/tau_norm_few_shot_accuracy' in final
   # τ = None chooses on the held-out split from the authors' sweep.
   config.longtail.decoupling_tau = None
   config.resume_allowed_changes = 'longtail'
   chosen = train.train_and_evaluate(config, str(tmp_path / 'chosen'))
   assert chosen['final']['tau_norm/tau'] in decoupling.TAU_GRID
+
+
+def test_posthoc_and_tau_norm_shot_accuracies_of_a_constant_classifier(
+    fake_fmnist):
+  # A zero kernel and bias (1, 0, ..., 0): every test image is class 0,
+  # the only medium-shot class (20 training images; the others 5 to 17).
+  # Post hoc (τ = 1) the scores are b - log π, largest for classes 8 and 9
+  # (log(105/5) = 3.04 against 1 + log(105/20) = 2.66): argmax 8, few-shot.
+  config = _config(fake_fmnist, decoupling='tau_norm', decoupling_tau=1.0,
+                   shot_metrics=True, posthoc_tau=1.0)
+  splits = data.load_dataset(config.data)
+  model = models.build_model(config.model, modalities=splits.modalities,
+                             num_classes=splits.num_classes)
+  method = _method(config, splits, model)
+  method.start(methods.Services(
+      workdir='', put=lambda tree: tree, to_global=None,
+      train_iterator=None, evaluate=None,
+      eval_batches=lambda source: (
+          {k: v for k, v in b.items() if k != 'id'}
+          for b in data.eval_batches(source, batch_size=64)),
+      build_train_step=None, write_metrics=None))
+  state = steps.TrainState.create(model, optax.sgd(0.1), jax.random.key(0),
+                                  splits.modalities)
+  bias = jnp.zeros(10).at[0].set(1.0)
+  params = dict(state.params)
+  params['fused_head'] = {'output': {
+      'kernel': jnp.zeros_like(params['fused_head']['output']['kernel']),
+      'bias': bias}}
+  metrics = method.final_metrics(state.replace(params=params))
+  assert metrics['test/fused/medium_shot_accuracy'] == 1.0
+  assert metrics['test/fused/few_shot_accuracy'] == 0.0
+  assert metrics['test/fused/posthoc_medium_shot_accuracy'] == 0.0
+  assert metrics['test/fused/posthoc_few_shot_accuracy'] == pytest.approx(
+      1 / 9)
+  assert metrics['test/fused/posthoc_accuracy'] == pytest.approx(0.1)
+  # τ-norm drops the bias: all logits 0, argmax class 0 again.
+  assert metrics['test/fused/tau_norm_medium_shot_accuracy'] == 1.0
 
 
 @pytest.mark.parametrize('longtail, message', [

@@ -967,17 +967,18 @@ class LongTail(methods.Method):
     if variant not in self._per_class_eval:
       adjust = None
       if posthoc:
-        counts, tau = self.counts, float(self.settings.posthoc_tau)
-        adjust = lambda z, params, _: lt_losses.posthoc_adjusted_logits(
-            z, counts, tau=tau)
+        adjust = functools.partial(
+            _posthoc_adjusted, counts=self.counts,
+            tau=float(self.settings.posthoc_tau))
       elif variant == 'tau_norm':
         adjust = _tau_normalized
       self._per_class_eval[variant] = jax.jit(make_per_class_eval(
           self.model, self.splits.num_classes, adjust))
-    tau = jnp.float32(tau_norm if tau_norm is not None else 0.0)
+    # Not ``tau``: the post-hoc closure above reads that name when traced.
+    value = jnp.float32(tau_norm if tau_norm is not None else 0.0)
     source = self.splits.test if source is None else source
     for batch in self.services.eval_batches(source):
-      yield jax.device_get(self._per_class_eval[variant](state, batch, tau))
+      yield jax.device_get(self._per_class_eval[variant](state, batch, value))
 
   def _tau_norm_metrics(self, state: Any) -> dict[str, float]:
     """Held-out and test accuracy of the τ-normalised classifier (Kang et
@@ -1093,6 +1094,13 @@ def make_per_class_eval(
     )
 
   return per_class
+
+
+def _posthoc_adjusted(logits: jax.Array, params: Any, value: Any, *,
+                      counts: np.ndarray, tau: float) -> jax.Array:
+  """The fused logits adjusted post hoc, ``z - τ log π`` (Menon et al.)."""
+  del params, value
+  return lt_losses.posthoc_adjusted_logits(logits, counts, tau=tau)
 
 
 def _tau_normalized(logits: jax.Array, params: Any, tau: jax.Array):
