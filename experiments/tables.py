@@ -94,25 +94,30 @@ def longtail_selection(by_recipe: dict[str, dict], chosen: set[str]) -> str:
 
 
 def longtail_table(by_row: dict[str, list[dict]],
-                   paper: dict[str, str] | None = None) -> str:
+                   paper: dict[str, str] | None = None,
+                   prefixes: dict[str, str] | None = None) -> str:
   """Long-tail grid, stage 2: mean ± std over seeds of each row.
 
   Args:
     by_row: row label -> the results of its seeds.
     paper: row label -> the paper's top-1 error for it (another data set),
       for the rows that have one.
+    prefixes: row label -> the prefix of its metrics' names (``posthoc_``:
+      ``test/fused/posthoc_top1_error``, ...), for rows that report a
+      post-hoc measurement of a run; default none.
 
   Returns:
     Markdown rows: top-1 error, then many/medium/few-shot accuracy (%), the
     training seconds of one run, and the paper's error.
   """
-  paper = paper or {}
+  paper, prefixes = paper or {}, prefixes or {}
   lines = ['| recipe | top-1 error | many-shot acc | medium-shot acc | '
            'few-shot acc | s/run | paper error (CIFAR-10-LT) |',
            '|---|---:|---:|---:|---:|---:|---:|']
   for label, results in by_row.items():
-    cells = [_percent(results, 'test/fused/top1_error')]
-    cells += [_percent(results, f'test/fused/{group}_accuracy')
+    prefix = prefixes.get(label, '')
+    cells = [_percent(results, f'test/fused/{prefix}top1_error')]
+    cells += [_percent(results, f'test/fused/{prefix}{group}_accuracy')
               for group in ('many_shot', 'medium_shot', 'few_shot')]
     seconds = np.mean([r['train_seconds'] for r in results])
     lines.append(f'| {label} | ' + ' | '.join(cells) + f' | {seconds:.0f} | '
@@ -155,3 +160,30 @@ def longtail_findings(by_recipe: dict[str, list[dict]],
     lines.append(f'- {text}: {verdict} (top-1 error %: '
                  + ', '.join(measured) + ').')
   return '\n'.join(lines) + '\n'
+
+
+def merge_section(text: str, section: str, *, begin: str, end: str,
+                  before: str) -> str:
+  """``text`` with one marked section replaced, every other line kept.
+
+  Args:
+    text: a result file's markdown.
+    section: the new section, starting with ``begin`` and ending with
+      ``end`` (the marker lines).
+    begin: the marker of the section's first line.
+    end: the marker of its last line.
+    before: where a section not yet in ``text`` goes: before this heading
+      (at the end when ``text`` lacks it).
+
+  Returns:
+    The merged markdown.
+  """
+  section = section.rstrip('\n') + '\n'
+  if begin in text:
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
+    return head + section + '\n' + tail.lstrip('\n')
+  if before in text:
+    head, _, tail = text.partition(before)
+    return head + section + '\n' + before + tail
+  return text.rstrip('\n') + '\n\n' + section

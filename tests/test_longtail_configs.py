@@ -17,7 +17,8 @@ from experiments.configs import longtail_recipes
 from gblend_jax import config as config_lib
 
 # Recipe -> the config.longtail values it sets; 'S' stands for the switch
-# epoch, 'N' for the epochs without mixup at the end.
+# epoch, 'N' for the epochs without mixup at the end, 'E' for the epochs
+# after the switch (cRT's and LWS's classifier stage).
 RECIPE_LONGTAIL = {
     'ce': {},
     # The forms are set explicitly where the official code's differ.
@@ -47,6 +48,11 @@ RECIPE_LONGTAIL = {
     'best_bag': {'mixup': 'input', 'sampler': 'class_balanced',
                  'drs_epoch': 'S', 'cam_sampling': True,
                  'mixup_off_last_epochs': 'N'},
+    'logit_adjusted': {'loss': 'logit_adjusted',
+                       'logit_adjustment_tau': 1.0},
+    'ce_posthoc': {'posthoc_tau': 1.0, 'decoupling': 'tau_norm'},
+    'crt': {'decoupling': 'crt', 'decoupling_epochs': 'E'},
+    'lws': {'decoupling': 'lws', 'decoupling_epochs': 'E'},
 }
 
 # Every key fashion_mnist_lt.py set before the refactor, whatever the args.
@@ -76,17 +82,19 @@ FMNIST_BUDGETS = {
               'optimizer.warmup_epochs': 5.0,
               'optimizer.boundaries_epochs': (160.0, 180.0),
               'num_epochs': 200, 'eval_every_epochs': 20, 'S': 160,
-              'N': 20},
+              'N': 20, 'E': 40},
     'cpu': {'data.longtail.max_count': 500,
             'model.encoder.cifar_resnet.depth': 8,
             'model.encoder.cifar_resnet.width': 8,
             'optimizer.warmup_epochs': 1.0,
             'optimizer.boundaries_epochs': (16.0, 18.0),
-            'num_epochs': 20, 'eval_every_epochs': 20, 'S': 16, 'N': 2},
+            'num_epochs': 20, 'eval_every_epochs': 20, 'S': 16, 'N': 2,
+            'E': 4},
 }
 FMNIST_RUNLOCAL = {'num_epochs': 2, 'eval_every_epochs': 1,
                    'log_every_steps': 5, 'optimizer.warmup_epochs': 0.0,
-                   'optimizer.boundaries_epochs': (), 'S': 1, 'N': 1}
+                   'optimizer.boundaries_epochs': (), 'S': 1, 'N': 1,
+                   'E': 1}
 
 
 def _flat(tree: dict, prefix: str = '') -> dict:
@@ -110,8 +118,9 @@ def _expected(settings: dict) -> dict:
   return expected
 
 
-def _recipe_longtail(recipe: str, switch: int, no_mixup: int) -> dict:
-  values = {'S': switch, 'N': no_mixup}
+def _recipe_longtail(recipe: str, switch: int, no_mixup: int,
+                     classifier: int) -> dict:
+  values = {'S': switch, 'N': no_mixup, 'E': classifier}
   return {f'longtail.{key}': values.get(value, value) if isinstance(
       value, str) else value
           for key, value in RECIPE_LONGTAIL[recipe].items()}
@@ -129,7 +138,8 @@ def test_fashion_mnist_lt_values(budget, runlocal):
     if runlocal:
       settings.update(FMNIST_RUNLOCAL)
     switch, no_mixup = settings.pop('S'), settings.pop('N')
-    settings.update(_recipe_longtail(recipe, switch, no_mixup))
+    settings.update(_recipe_longtail(recipe, switch, no_mixup,
+                                     settings.pop('E')))
     settings['data.longtail.profile'] = profile
     settings['data.longtail.imbalance_factor'] = float(imbalance)
     got = _flat(fashion_mnist_lt.get_config(arg).to_dict())
@@ -167,15 +177,17 @@ def _all_args(options: dict, flags: tuple[str, ...]) -> list[str]:
   return args
 
 
-def _check_recipe(config, recipe, switch, no_mixup):
-  """The config's longtail block is the recipe's, at these epochs (1 and 1
-  for runlocal), and agrees with the hand-written table."""
+def _check_recipe(config, recipe, switch, no_mixup, classifier):
+  """The config's longtail block is the recipe's, at these epochs (1, 1
+  and 1 for runlocal), and agrees with the hand-written table."""
   want = config_lib.default_config().longtail
   longtail_recipes.apply_recipe(want, recipe, switch_epoch=switch,
-                                no_mixup_epochs=no_mixup)
+                                no_mixup_epochs=no_mixup,
+                                classifier_epochs=classifier)
   assert config.longtail.to_dict() == want.to_dict(), recipe
   got = _flat(config.longtail.to_dict())
-  for key, value in _recipe_longtail(recipe, switch, no_mixup).items():
+  for key, value in _recipe_longtail(recipe, switch, no_mixup,
+                                     classifier).items():
     assert got[key.removeprefix('longtail.')] == value, (recipe, key)
   assert config.longtail.shot_metrics
 
@@ -227,19 +239,19 @@ def test_cifar_lt_every_config_follows_the_paper():
       assert flat['num_epochs'] == 2 and flat['data.batch_size'] == 32
       assert flat['model.encoder.cifar_resnet.depth'] == 8
       assert flat['data.longtail.max_count'] == 100
-      _check_recipe(config, parsed['recipe'], 1, 1)
+      _check_recipe(config, parsed['recipe'], 1, 1, 1)
     elif parsed['budget'] == 'paper':
       want = dict(CIFAR_PAPER, **(CIFAR_LONG_MIXUP if long_mixup else {}))
       assert {k: flat[k] for k in want} == want, arg
       _check_recipe(config, parsed['recipe'], 320 if long_mixup else 160,
-                    40 if long_mixup else 20)
+                    40 if long_mixup else 20, 80 if long_mixup else 40)
     else:
       assert flat['num_epochs'] == (60 if long_mixup else 30)
       assert flat['model.encoder.cifar_resnet.depth'] == 8
       assert flat['data.longtail.max_count'] == (
           1000 if parsed['dataset'] == 'cifar10' else 0)
       _check_recipe(config, parsed['recipe'], 48 if long_mixup else 24,
-                    6 if long_mixup else 3)
+                    6 if long_mixup else 3, 12 if long_mixup else 6)
 
 
 def test_cifar_lt_long_mixup_needs_a_mixup_recipe():
@@ -286,12 +298,12 @@ def test_imagenet_size_configs_follow_the_paper(module_name, dataset,
       assert flat['num_train_steps'] == 4 and flat['data.batch_size'] == 16
       assert flat['data.builder_config'] == 's32'
       assert flat[f'model.encoder.{encoder}.num_filters'] == 8
-      _check_recipe(config, parsed['recipe'], 1, 1)
+      _check_recipe(config, parsed['recipe'], 1, 1, 1)
     else:
       assert {k: flat[k] for k in IMAGENET_SIZE_PAPER} == IMAGENET_SIZE_PAPER
       assert flat['data.builder_config'] == f's{parsed["size"]}'
       assert flat[f'model.encoder.{encoder}.small_inputs'] == (
           int(parsed['size']) <= 64)
-      _check_recipe(config, parsed['recipe'], 60, 10)
+      _check_recipe(config, parsed['recipe'], 60, 10, 30)
   with pytest.raises(ValueError, match="size='224'"):
     module.get_config('size=224')

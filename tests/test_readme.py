@@ -101,7 +101,7 @@ def run_snippet(block: str) -> tuple[dict, str]:
 
 
 def test_readme_has_the_blocks_this_file_checks():
-  assert len(SNIPPETS) == 10, [b.splitlines()[0] for b in SNIPPETS]
+  assert len(SNIPPETS) == 11, [b.splitlines()[0] for b in SNIPPETS]
   assert len(PYTHON_BLOCKS) == len(SNIPPETS)  # No scripts to save first.
   # Each snippet is self-contained: it imports what it uses.
   for block in PYTHON_BLOCKS:
@@ -295,6 +295,19 @@ def test_reconboost_example_trains_one_learner_per_phase():
     np.testing.assert_array_equal(leaf, 0.0)
   assert any(np.any(leaf != 0) for leaf in
              namespace['jax'].tree.leaves(grads['encoder_visual']))
+
+
+def test_decoupling_example_normalises_and_freezes():
+  namespace, out = run_snippet(_snippet('decoupled_stages'))
+  lines = out.splitlines()
+  # Column norms 5 and 1: (3, 4, 0) / 5 and (1, 0, 0).
+  assert lines[0] == '[[0.6 0.8 0. ]' and lines[1].strip() == '[1.  0.  0. ]]'
+  assert lines[2] == '0.0'
+  # The classifier's first stage step is -lr · g (fresh momentum).
+  updates = namespace['updates']
+  np.testing.assert_allclose(updates['fused_head']['output']['kernel'], -0.1)
+  np.testing.assert_array_equal(
+      namespace['params']['fused_head']['output']['bias'], 0.0)
 
 
 def _free_port() -> int:

@@ -77,6 +77,13 @@ CASES = {
     'streaming': ({'data.streaming': 'always', 'data.workers': 1,
                    'data.standardize': True,
                    'data.mismatched_modalities': {'weak': 0.3}}, 12, 6),
+    # Decoupling's classifier stage from step 10: stopped at the boundary
+    # (the rerun re-initialises cRT's classifier) and after it (LWS's
+    # scales and the stage's optimiser state are restored).
+    'decoupling_crt': ({'longtail.decoupling': 'crt',
+                        'longtail.decoupling_epochs': 2}, 20, 10),
+    'decoupling_lws': ({'longtail.decoupling': 'lws',
+                        'longtail.decoupling_epochs': 2}, 20, 12),
 }
 
 

@@ -124,7 +124,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.log_every_steps = 50
   longtail_recipes.apply_recipe(
       config.longtail, args['recipe'], switch_epoch=schedule.switch_epoch,
-      no_mixup_epochs=schedule.no_mixup_epochs)
+      no_mixup_epochs=schedule.no_mixup_epochs,
+      classifier_epochs=schedule.epochs - schedule.switch_epoch)
   if args['runlocal']:
     longtail_recipes.shrink_for_runlocal(config)
     config.model.encoder.cifar_resnet.depth = 8

@@ -98,7 +98,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every_epochs = schedule.epochs  # Once, at the end.
   longtail_recipes.apply_recipe(
       config.longtail, args['recipe'], switch_epoch=schedule.switch_epoch,
-      no_mixup_epochs=schedule.no_mixup_epochs)
+      no_mixup_epochs=schedule.no_mixup_epochs,
+      classifier_epochs=schedule.epochs - schedule.switch_epoch)
   if args['runlocal']:
     longtail_recipes.shrink_for_runlocal(config)
   return config

@@ -109,7 +109,8 @@ def imagenet_size_config(
   config.log_every_steps = 100
   longtail_recipes.apply_recipe(
       config.longtail, args['recipe'], switch_epoch=SCHEDULE.switch_epoch,
-      no_mixup_epochs=SCHEDULE.no_mixup_epochs)
+      no_mixup_epochs=SCHEDULE.no_mixup_epochs,
+      classifier_epochs=SCHEDULE.epochs - SCHEDULE.switch_epoch)
   if args['runlocal']:
     longtail_recipes.shrink_for_runlocal(config)
     config.num_train_steps = 4

@@ -26,6 +26,18 @@ Recipes (``recipe=R``; keep this list and ``RECIPES`` together):
   mixup_ft           input mixup, then the last epochs without mixup
   best_bag           the paper's best bag: input mixup, DRS with CAM-based
                      balanced sampling, fine-tuning without mixup
+  logit_adjusted     the logit-adjusted loss, τ = 1 (Menon et al., ICLR
+                     2021)
+  ce_posthoc         CE, measured also with post-hoc logit adjustment (τ =
+                     1, Menon et al.) and with the τ-normalised classifier
+                     (τ chosen on the held-out split, Kang et al., ICLR
+                     2020): two post-hoc rows of one run
+  crt | lws          CE, instance-balanced, then from the switch epoch the
+                     classifier stage of Kang et al. (ICLR 2020): cRT
+                     (re-initialised classifier) or LWS (per-class scales)
+                     on the frozen backbone, class-balanced sampling, its
+                     own cosine schedule from the base learning rate; the
+                     same epochs in all as the other recipes
 
 Loss forms (``config.longtail``; see `gblend_jax.longtail.method`). The
 recipes keep the forms their committed results were measured with and set
@@ -50,7 +62,8 @@ import ml_collections
 RECIPES = ('ce', 'cs_ce', 'focal', 'cb_focal', 'cb_ce', 'balanced_softmax',
            'ldam_drw', 'drw', 'cb_sampling', 'sqrt_sampling', 'progressive',
            'ros', 'rus', 'drs', 'drs_cam', 'cs_ce_cb_sampling', 'mixup',
-           'remix', 'manifold_mixup', 'mixup_ft', 'best_bag')
+           'remix', 'manifold_mixup', 'mixup_ft', 'best_bag',
+           'logit_adjusted', 'ce_posthoc', 'crt', 'lws')
 # Recipes that train with mixup (the paper advises a longer schedule).
 MIXUP_RECIPES = ('mixup', 'remix', 'manifold_mixup', 'mixup_ft', 'best_bag')
 REWEIGHTING_LOSSES = ('cs_ce', 'focal', 'cb_focal', 'cb_ce',
@@ -138,6 +151,7 @@ def apply_recipe(
     *,
     switch_epoch: int,
     no_mixup_epochs: int,
+    classifier_epochs: int | None = None,
 ) -> None:
   """Sets ``config.longtail`` for one recipe of ``RECIPES``.
 
@@ -146,9 +160,12 @@ def apply_recipe(
     recipe: A name of ``RECIPES``.
     switch_epoch: Start of the second stage (DRW, DRS).
     no_mixup_epochs: Final epochs without mixup.
+    classifier_epochs: The epochs of cRT's and LWS's classifier stage (the
+      run's epochs after the switch epoch); needed by ``crt`` and ``lws``.
 
   Raises:
-    ValueError: for a recipe not in ``RECIPES``.
+    ValueError: for a recipe not in ``RECIPES``, or ``crt`` / ``lws``
+      without ``classifier_epochs``.
   """
   check_choices({'recipe': recipe}, {'recipe': RECIPES})
   longtail.shot_metrics = True
@@ -189,6 +206,20 @@ def apply_recipe(
       longtail.mixup_off_last_epochs = no_mixup_epochs
   elif recipe == 'manifold_mixup':
     longtail.mixup = 'manifold'  # At 'pooled': after global pooling.
+  elif recipe == 'logit_adjusted':
+    longtail.loss = 'logit_adjusted'
+    longtail.logit_adjustment_tau = 1.0
+  elif recipe == 'ce_posthoc':
+    longtail.posthoc_tau = 1.0
+    longtail.decoupling = 'tau_norm'  # τ chosen on the held-out split.
+  elif recipe in ('crt', 'lws'):
+    if not classifier_epochs:
+      raise ValueError(
+          f'recipe={recipe!r} needs classifier_epochs (the epochs after the '
+          f'switch epoch), got {classifier_epochs!r}.'
+      )
+    longtail.decoupling = recipe
+    longtail.decoupling_epochs = int(classifier_epochs)
   elif recipe == 'best_bag':
     longtail.mixup = 'input'
     longtail.sampler = 'class_balanced'
@@ -215,3 +246,5 @@ def shrink_for_runlocal(config: ml_collections.ConfigDict) -> None:
     longtail.drs_epoch = 1
   if longtail.mixup_off_last_epochs:
     longtail.mixup_off_last_epochs = 1
+  if longtail.decoupling_epochs:
+    longtail.decoupling_epochs = 1

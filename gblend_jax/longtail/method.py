@@ -34,6 +34,21 @@ The tricks of Zhang et al. (AAAI 2021) as configuration of
   the jitted step with the key ``fold_in(fold_in(state.rng, step),
   MIXUP_STREAM)``; ``mixup_off_last_epochs`` fine-tunes without mixup for
   the last epochs (an on/off flag in ``loss_args``: no recompilation);
+* decoupled classifier learning (Kang et al., ICLR 2020,
+  `gblend_jax.longtail.decoupling`): ``decoupling='crt'`` or ``'lws'``
+  makes the last ``decoupling_epochs`` epochs a classifier stage after the
+  plain-CE representation stage: at its first step (`LongTail.before_step`)
+  cRT re-initialises the fused head's prediction layer, the optimiser
+  switches to the stage's own (`decoupling.decoupled_stages`: SGD/Adam as
+  configured, a cosine schedule over the stage from
+  ``decoupling_learning_rate``, fresh state), the backbone gets zero updates
+  and the sampler turns class-balanced. BatchNorm statistics of the frozen
+  backbone keep being re-estimated in the stage (training mode, now under
+  class-balanced batches), as the authors' code does (``train()`` on every
+  network, ``run_networks.py``). ``decoupling='tau_norm'`` measures the
+  final and best states also with the τ-normalised classifier, τ =
+  ``decoupling_tau`` or, when None, the τ of ``linspace(0, 2, 21)`` with
+  the best held-out accuracy;
 * shot metrics: test accuracy on the many- (> 100 training images),
   medium- (20 to 100) and few-shot (< 20) classes in ``results.json`` and
   ``per_class_accuracy.png`` (per-class test accuracy against class size).
@@ -68,12 +83,14 @@ from ml_collections import config_dict
 from gblend_jax import plots
 from gblend_jax.data import pipeline
 from gblend_jax.longtail import cam_sampling
+from gblend_jax.longtail import decoupling as lt_decoupling
 from gblend_jax.longtail import losses as lt_losses
 from gblend_jax.longtail import manifold
 from gblend_jax.longtail import mixup as lt_mixup
 from gblend_jax.longtail import sampling
 from gblend_jax.longtail import shot_metrics
 from gblend_jax.training import methods
+from gblend_jax.training import optim
 from gblend_jax.training import steps
 from gblend_jax.training import workdir as workdir_lib
 
@@ -84,6 +101,10 @@ SAMPLERS = {'instance': 1.0, 'class_balanced': 0.0, 'sqrt': 0.5,
 FIXED_RESAMPLING = {'ros': sampling.random_over_sampling,
                     'rus': sampling.random_under_sampling}
 MIXUPS = ('none', 'input', 'manifold', 'remix')
+# Decoupled classifier learning (Kang et al.): '' off; cRT and LWS train a
+# classifier stage; τ-norm only measures.
+DECOUPLINGS = ('', 'crt', 'lws', 'tau_norm')
+CLASSIFIER_STAGES = ('crt', 'lws')
 # Losses that take class weights, so that DRW can re-weight them.
 DRW_LOSSES = ('ce', 'focal', 'ldam')
 # LDAM's scale s when ``ldam_scale`` is None: Cao et al.'s s = 30 on the
@@ -162,6 +183,32 @@ def default_longtail_config() -> ml_collections.ConfigDict:
       shifted by ``-τ log π`` (``test/fused/posthoc_accuracy``, and the
       shot accuracies with ``posthoc_`` names under ``shot_metrics``);
       0: off.
+    decoupling: One of ``DECOUPLINGS`` (Kang et al., ICLR 2020): ``''``
+      (off); ``'crt'``, classifier re-training: the last
+      ``decoupling_epochs`` epochs re-initialise the fused head's
+      prediction layer and train it alone with class-balanced sampling;
+      ``'lws'``, learnable weight scaling: those epochs train per-class
+      scales ``s`` of the frozen classifier, ``z = s ⊙ (W x + b)``;
+      ``'tau_norm'``: the final and best states are also measured with the
+      τ-normalised classifier, bias dropped (``<split>/fused/
+      tau_norm_accuracy`` for the held-out and test splits, the shot
+      accuracies with ``tau_norm_`` names under ``shot_metrics``, the τ
+      as ``tau_norm/tau``). The first stage is plain cross-entropy with
+      instance-balanced sampling (the paper's), so decoupling needs
+      ``loss='ce'``, ``sampler='instance'`` and no DRW, DRS, mixup or CAM
+      sampling; and a linear classifier (``model.normalized_heads=False``).
+    decoupling_epochs: cRT and LWS: epochs of the classifier stage, the
+      last of ``num_epochs`` (a recipe adds them to the representation
+      stage's epochs); whole, >= 1, and the stage must start at a whole
+      epoch. 0 for the other values of ``decoupling``.
+    decoupling_learning_rate: cRT and LWS: the peak learning rate of the
+      stage's cosine schedule (to 0 over the stage, no warm-up; the
+      authors' cRT and LWS configs); None: ``optimizer.learning_rate``.
+      The stage uses ``config.optimizer``'s optimiser, momentum and weight
+      decay, with a fresh state.
+    decoupling_tau: τ-norm's τ (>= 0); None (the default) chooses it on
+      the held-out split from ``linspace(0, 2, 21)`` (the authors' sweep;
+      the paper selects τ on validation data).
   """
   return ml_collections.ConfigDict({
       'loss': 'ce',
@@ -186,6 +233,10 @@ def default_longtail_config() -> ml_collections.ConfigDict:
       'shot_metrics': False,
       'logit_adjustment_tau': 1.0,
       'posthoc_tau': 0.0,
+      'decoupling': '',
+      'decoupling_epochs': 0,
+      'decoupling_learning_rate': config_dict.placeholder(float),
+      'decoupling_tau': config_dict.placeholder(float),
   })
 
 
@@ -289,6 +340,66 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         'config.longtail.mixup_off_last_epochs='
         f'{block.mixup_off_last_epochs} must be a whole number >= 0.'
     )
+  check_decoupling_config(config)
+
+
+def check_decoupling_config(config: ml_collections.ConfigDict) -> None:
+  """Rejects bad ``config.longtail.decoupling*`` values (no data needed).
+
+  Raises:
+    ValueError: naming the key, its value and what is allowed.
+  """
+  block = config.longtail
+  name = block.decoupling
+  if name not in DECOUPLINGS:
+    raise ValueError(
+        f'Unknown config.longtail.decoupling={name!r}; valid: '
+        f'{list(DECOUPLINGS)}.'
+    )
+  epochs = block.decoupling_epochs
+  if name in CLASSIFIER_STAGES:
+    if not _is_epoch(epochs) or epochs < 1:
+      raise ValueError(
+          f'config.longtail.decoupling_epochs={epochs} must be a whole '
+          f'number >= 1 with config.longtail.decoupling={name!r}.'
+      )
+  elif epochs != 0:
+    raise ValueError(
+        f'config.longtail.decoupling_epochs={epochs} must be 0 with '
+        f'config.longtail.decoupling={name!r} (only crt and lws train a '
+        'classifier stage).'
+    )
+  rate = block.decoupling_learning_rate
+  if rate is not None and not rate > 0:
+    raise ValueError(
+        f'config.longtail.decoupling_learning_rate={rate} must be > 0, or '
+        'None (config.optimizer.learning_rate).'
+    )
+  tau = block.decoupling_tau
+  if tau is not None and not tau >= 0:
+    raise ValueError(
+        f'config.longtail.decoupling_tau={tau} must be >= 0, or None (chosen '
+        'on the held-out split).'
+    )
+  if not name:
+    return
+  if config.model.get('normalized_heads', False):
+    raise ValueError(
+        f'config.longtail.decoupling={name!r} needs a linear classifier with '
+        'a bias; config.model.normalized_heads=True makes it a cosine one.'
+    )
+  if name not in CLASSIFIER_STAGES:
+    return
+  # The representation stage is the paper's: plain CE, instance-balanced.
+  stage_one = (('loss', 'ce'), ('sampler', 'instance'), ('drw_epoch', -1),
+               ('drs_epoch', -1), ('mixup', 'none'), ('cam_sampling', False))
+  for key, plain in stage_one:
+    if block[key] != plain:
+      raise ValueError(
+          f'config.longtail.decoupling={name!r} trains the classifier stage '
+          'after a plain cross-entropy, instance-balanced representation '
+          f'stage; config.longtail.{key}={block[key]!r} must be {plain!r}.'
+      )
 
 
 def uses_objective(config: ml_collections.ConfigDict) -> bool:
@@ -512,7 +623,8 @@ class LongTail(methods.Method):
   def enabled(cls, config: ml_collections.ConfigDict) -> bool:
     block = config.longtail
     return (uses_objective(config) or block.sampler != 'instance'
-            or bool(block.shot_metrics) or block.posthoc_tau > 0)
+            or bool(block.shot_metrics) or block.posthoc_tau > 0
+            or bool(block.decoupling))
 
   @classmethod
   def features(cls, config: ml_collections.ConfigDict) -> frozenset[str]:
@@ -524,6 +636,8 @@ class LongTail(methods.Method):
       used.add('mixup')
     if block.sampler != 'instance':
       used.add('resampling')
+    if block.decoupling in CLASSIFIER_STAGES:
+      used.update(('resampling', 'classifier_stage'))
     return frozenset(used)
 
   @classmethod
@@ -561,7 +675,8 @@ class LongTail(methods.Method):
       )
     needs_all = (block.loss not in ('ce', 'focal') or block.drw_epoch >= 0
                  or block.mixup == 'remix' or block.sampler != 'instance'
-                 or block.posthoc_tau > 0)
+                 or block.posthoc_tau > 0
+                 or block.decoupling in CLASSIFIER_STAGES)
     empty = np.flatnonzero(self.counts == 0)
     if needs_all and empty.size:
       raise ValueError(
@@ -579,6 +694,10 @@ class LongTail(methods.Method):
     self.modality = next(iter(splits.modalities))
     if block.mixup == 'manifold' or block.cam_sampling:
       self._check_model()
+    self.classifier_step = self._classifier_stage_start()
+    self._classifier_tx = None
+    self._classifier_schedule = None
+    self._tau_norm = None
     self._loss_args = {}
     self._cam_variables = None
     self._final_per_class = None
@@ -599,6 +718,89 @@ class LongTail(methods.Method):
       cam_sampling.check_cam_model(self.model, variables, inputs,
                                    self.modality)
 
+  def _classifier_stage_start(self) -> int | None:
+    """The first step of cRT's or LWS's classifier stage (None: none)."""
+    block = self.settings
+    if block.decoupling not in CLASSIFIER_STAGES:
+      return None
+    start = self.total_steps - int(block.decoupling_epochs
+                                   * self.steps_per_epoch)
+    if start <= 0:
+      raise ValueError(
+          f'config.longtail.decoupling_epochs={block.decoupling_epochs} '
+          f'leaves no representation epoch in a run of '
+          f'{self.total_epochs:g} epochs; allowed: 1 <= N < '
+          f'{self.total_epochs:g}.'
+      )
+    if start % self.steps_per_epoch:
+      raise ValueError(
+          f'config.longtail.decoupling_epochs={block.decoupling_epochs} '
+          f'starts the classifier stage at step {start}, inside an epoch of '
+          f'{self.steps_per_epoch} steps (a run of {self.total_steps} '
+          'steps); make the run a whole number of epochs.'
+      )
+    return start
+
+  # Decoupled classifier learning: the stage's optimiser and its start.
+
+  def wrap_optimizer(self, optimizer):
+    """cRT / LWS: ``optimizer`` for the representation stage, then the
+    classifier stage's own (`decoupling.decoupled_stages`).
+
+    Args:
+      optimizer: the run's optimiser (`optim.build_optimizer`).
+
+    Returns:
+      ``optimizer`` itself without a classifier stage; else
+      ``decoupled_stages(optimizer, crt_classifier(stage) |
+      lws_classifier(stage))`` with ``stage`` = ``config.optimizer``'s
+      optimiser, momentum and weight decay on a cosine schedule over the
+      stage from ``decoupling_learning_rate``, no warm-up.
+    """
+    if self.classifier_step is None:
+      return optimizer
+    block = self.settings
+    stage = self.config.optimizer.copy_and_resolve_references()
+    stage.unlock()
+    stage.update(schedule='cosine', warmup_epochs=0.0, boundaries_epochs=())
+    if block.decoupling_learning_rate is not None:
+      stage.learning_rate = float(block.decoupling_learning_rate)
+    lengths = {'total_steps': self.total_steps - self.classifier_step,
+               'steps_per_epoch': self.steps_per_epoch}
+    inner = optim.build_optimizer(stage, **lengths)
+    self._classifier_schedule = optim.learning_rate_schedule(stage,
+                                                             **lengths)
+    self._classifier_tx = (lt_decoupling.crt_classifier(inner)
+                           if block.decoupling == 'crt'
+                           else lt_decoupling.lws_classifier(inner))
+    return lt_decoupling.decoupled_stages(optimizer, self._classifier_tx)
+
+  def before_step(self, step: int, state: Any) -> Any | None:
+    """At the classifier stage's first step: cRT's new classifier, and the
+    stage's fresh optimiser state (LWS: ``s = 1`` on the classifier of this
+    step).
+
+    A run resumed at this step makes the same change (the kernel's key is
+    ``fold_in(state.rng, step)``); one resumed later restores it.
+
+    Args:
+      step: the step about to run.
+      state: the train state before it.
+
+    Returns:
+      None, or at the stage's first step the changed state (replicated).
+    """
+    if step != self.classifier_step:
+      return None
+    params = state.params
+    if self.settings.decoupling == 'crt':
+      params = lt_decoupling.reinitialized_classifier(
+          params, jax.random.fold_in(state.rng, step))
+    opt_state = lt_decoupling.start_classifier_stage(
+        state.opt_state, params, self._classifier_tx)
+    return self.services.put(state.replace(params=params,
+                                           opt_state=opt_state))
+
   # The objective and its per-step arguments.
 
   def objective(self) -> steps.Objective | None:
@@ -612,7 +814,31 @@ class LongTail(methods.Method):
                                                     False)))
 
   def step_hooks(self) -> methods.StepHooks:
-    return methods.StepHooks(objective=self.objective())
+    return methods.StepHooks(
+        objective=self.objective(),
+        opt_state_metrics=(self._stage_metrics
+                           if self.classifier_step is not None else None))
+
+  def _stage_metrics(self, opt_state: Any) -> dict[str, jax.Array]:
+    """``longtail/classifier_stage`` (0 or 1), the classifier stage's
+    learning rate of the step (0 before the stage; ``learning_rate`` stays
+    the representation schedule's), and LWS's smallest and largest scale."""
+    state = lt_decoupling.decoupled_state(opt_state)
+    on = state.stage > 0
+    metrics = {
+        'longtail/classifier_stage': on.astype(jnp.float32),
+        'longtail/classifier_learning_rate': jnp.where(
+            on, self._classifier_schedule(
+                jnp.maximum(state.classifier_count - 1, 0)), 0.0),
+    }
+    lws = [s for s in jax.tree.leaves(
+        state.classifier, is_leaf=lambda n: isinstance(
+            n, lt_decoupling.LwsState))
+           if isinstance(s, lt_decoupling.LwsState)]
+    if lws:
+      metrics['longtail/lws_scale_min'] = jnp.min(lws[0].scales)
+      metrics['longtail/lws_scale_max'] = jnp.max(lws[0].scales)
+    return metrics
 
   def step_args(self, step: int, state: Any) -> dict[str, Any]:
     """The loss weights (DRW) and mixup's on/off flag of this step."""
@@ -710,9 +936,14 @@ class LongTail(methods.Method):
     boundaries of the loop.
     """
     block = self.settings
-    if block.sampler == 'instance' or block.sampler in FIXED_RESAMPLING:
+    if self.classifier_step is not None:
+      # Class-balanced in the classifier stage (Kang et al., §3).
+      schedule = sampling.deferred_schedule(
+          sampling.class_probabilities(self.counts, 0.0),
+          self.classifier_step // self.steps_per_epoch)
+    elif block.sampler == 'instance' or block.sampler in FIXED_RESAMPLING:
       return None  # The shuffle (of `training_source` for ros and rus).
-    if block.sampler == 'progressive':
+    elif block.sampler == 'progressive':
       schedule = sampling.progressive_schedule(self.counts, self.total_epochs)
     else:
       probabilities = sampling.class_probabilities(
@@ -727,19 +958,56 @@ class LongTail(methods.Method):
 
   # Shot metrics.
 
-  def _per_class_sums(self, state: Any, posthoc: bool = False):
-    """``(correct [C], total [C])`` of the fused head on every test batch
-    (with ``posthoc``: of its post-hoc adjusted logits)."""
-    if posthoc not in self._per_class_eval:
+  def _per_class_sums(self, state: Any, posthoc: bool = False,
+                      tau_norm: float | None = None, source: Any = None):
+    """``(correct [C], total [C])`` of the fused head on every batch of
+    ``source`` (default: test): of its logits, its post-hoc adjusted logits
+    (``posthoc``), or its τ-normalised classifier's (``tau_norm``: τ)."""
+    variant = 'tau_norm' if tau_norm is not None else posthoc
+    if variant not in self._per_class_eval:
       adjust = None
       if posthoc:
-        counts, tau = self.counts, float(self.settings.posthoc_tau)
-        adjust = lambda z: lt_losses.posthoc_adjusted_logits(z, counts,
-                                                             tau=tau)
-      self._per_class_eval[posthoc] = jax.jit(make_per_class_eval(
+        adjust = functools.partial(
+            _posthoc_adjusted, counts=self.counts,
+            tau=float(self.settings.posthoc_tau))
+      elif variant == 'tau_norm':
+        adjust = _tau_normalized
+      self._per_class_eval[variant] = jax.jit(make_per_class_eval(
           self.model, self.splits.num_classes, adjust))
-    for batch in self.services.eval_batches(self.splits.test):
-      yield jax.device_get(self._per_class_eval[posthoc](state, batch))
+    # Not ``tau``: the post-hoc closure above reads that name when traced.
+    value = jnp.float32(tau_norm if tau_norm is not None else 0.0)
+    source = self.splits.test if source is None else source
+    for batch in self.services.eval_batches(source):
+      yield jax.device_get(self._per_class_eval[variant](state, batch, value))
+
+  def _tau_norm_metrics(self, state: Any) -> dict[str, float]:
+    """Held-out and test accuracy of the τ-normalised classifier (Kang et
+    al., §4), τ chosen on the held-out split unless configured."""
+    tau = self.settings.decoupling_tau
+    if tau is None:
+      if self._tau_norm is None:
+        self._tau_norm = jax.jit(make_tau_grid_eval(
+            self.model, lt_decoupling.TAU_GRID))
+      correct = np.zeros(len(lt_decoupling.TAU_GRID))
+      total = 0.0
+      for batch in self.services.eval_batches(self.splits.holdout):
+        batch_correct, count = jax.device_get(self._tau_norm(state, batch))
+        correct += np.asarray(batch_correct)
+        total += float(count)
+      tau = lt_decoupling.TAU_GRID[int(np.argmax(correct))]
+    metrics = {'tau_norm/tau': float(tau)}
+    for split, source in (('holdout', self.splits.holdout),
+                          ('test', self.splits.test)):
+      sums = list(self._per_class_sums(state, tau_norm=tau, source=source))
+      correct = np.sum([np.asarray(c) for c, _ in sums], axis=0)
+      count = np.sum([np.asarray(t) for _, t in sums], axis=0)
+      metrics[f'{split}/fused/tau_norm_accuracy'] = float(
+          correct.sum() / max(count.sum(), 1))
+      if split == 'test' and self.settings.shot_metrics:
+        shots, _ = self.shot_results(sums)
+        metrics.update({k.replace('/fused/', '/fused/tau_norm_'): v
+                        for k, v in shots.items()})
+    return metrics
 
   def final_metrics(self, state: Any) -> dict[str, float]:
     """Many/medium/few-shot test accuracy (Zhang et al., AAAI 2021), and
@@ -760,6 +1028,8 @@ class LongTail(methods.Method):
         shots, _ = self.shot_results(sums)
         metrics.update({k.replace('/fused/', '/fused/posthoc_'): v
                         for k, v in shots.items()})
+    if self.settings.decoupling == 'tau_norm':
+      metrics.update(self._tau_norm_metrics(state))
     return metrics
 
   def results(self, state: Any) -> dict[str, Any]:
@@ -805,24 +1075,62 @@ class LongTail(methods.Method):
 
 def make_per_class_eval(
     model: nn.Module, num_classes: int,
-    adjust: Callable[[jax.Array], jax.Array] | None = None,
+    adjust: Callable[..., jax.Array] | None = None,
 ) -> Callable[..., Any]:
-  """``(state, batch) -> (correct [C], total [C])`` of the fused head
-  (its logits passed through ``adjust`` first, if given)."""
+  """``(state, batch, value=0) -> (correct [C], total [C])`` of the fused
+  head (its logits passed through ``adjust(logits, params, value)`` first,
+  if given)."""
 
-  def per_class(state, batch):
+  def per_class(state, batch, value=0.0):
     out, _ = steps.forward(
         model, state.params, state.batch_stats, steps.model_inputs(batch),
         train=False,
     )
     logits = out['logits'][steps.FUSED]
     if adjust is not None:
-      logits = adjust(logits)
+      logits = adjust(logits, state.params, value)
     return shot_metrics.per_class_correct(
         logits, batch['label'], num_classes, batch['mask'],
     )
 
   return per_class
+
+
+def _posthoc_adjusted(logits: jax.Array, params: Any, value: Any, *,
+                      counts: np.ndarray, tau: float) -> jax.Array:
+  """The fused logits adjusted post hoc, ``z - τ log π`` (Menon et al.)."""
+  del params, value
+  return lt_losses.posthoc_adjusted_logits(logits, counts, tau=tau)
+
+
+def _tau_normalized(logits: jax.Array, params: Any, tau: jax.Array):
+  """The fused logits of the τ-normalised classifier (bias dropped)."""
+  layer = lt_decoupling.classifier_params(params)
+  return lt_decoupling.tau_normalized_logits(logits, layer['kernel'],
+                                             layer['bias'], tau)
+
+
+def make_tau_grid_eval(
+    model: nn.Module, taus: Sequence[float]
+) -> Callable[..., Any]:
+  """``(state, batch) -> (correct [T], count)``: the fused head's correct
+  predictions with the τ-normalised classifier of each τ (one forward
+  pass, `decoupling.tau_normalized_logits`)."""
+  taus = jnp.asarray(taus, jnp.float32)
+
+  def tau_grid(state, batch):
+    out, _ = steps.forward(
+        model, state.params, state.batch_stats, steps.model_inputs(batch),
+        train=False,
+    )
+    logits = out['logits'][steps.FUSED]
+    normalized = jax.vmap(lambda t: _tau_normalized(logits, state.params,
+                                                    t))(taus)
+    hits = jnp.argmax(normalized, axis=-1) == batch['label']
+    mask = batch['mask'].astype(jnp.float32)
+    return jnp.sum(hits * mask, axis=-1), jnp.sum(mask)
+
+  return tau_grid
 
 
 METHOD = LongTail

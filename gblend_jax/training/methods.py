@@ -14,7 +14,9 @@ without naming any:
               `features` (what it uses, for the combination table)
   data        `training_source` (the examples an epoch draws from),
               `sampler` (the order they are drawn in)
-  optimiser   `transform` (an optax transform chained before the optimiser)
+  optimiser   `transform` (an optax transform chained before the optimiser),
+              `wrap_optimizer` (the optimiser itself replaced, e.g. by
+              stages with optimisers of their own)
   step        `step_hooks` (objective, update rule, extra ``tx.update``
               arguments, metrics from the optimiser state), `step_variant`
               (static arguments that pick a compiled step), `step_args`
@@ -339,6 +341,13 @@ class Method:
     """An optax transform chained before the optimiser, or None."""
     return None
 
+  def wrap_optimizer(
+      self, optimizer: optax.GradientTransformation
+  ) -> optax.GradientTransformation:
+    """The optimiser to train with in place of ``optimizer`` (the run's,
+    before the methods' transforms are chained in front); default: itself."""
+    return optimizer
+
   def step_hooks(self) -> StepHooks:
     """What the method changes inside the compiled train step."""
     return StepHooks()
@@ -509,7 +518,10 @@ def chain_transforms(
     methods: Sequence[Method], optimizer: optax.GradientTransformation
 ) -> optax.GradientTransformation:
   """``optax.chain(*method transforms, optimizer)`` (just the optimiser
-  when no method adds a transform)."""
+  when no method adds a transform), ``optimizer`` first passed through
+  every method's `Method.wrap_optimizer`."""
+  for method in methods:
+    optimizer = method.wrap_optimizer(optimizer)
   transforms = [t for t in (m.transform() for m in methods) if t is not None]
   return optax.chain(*transforms, optimizer) if transforms else optimizer
 

@@ -1,0 +1,40 @@
+"""The long-tail grid's decoupling rows merge into the table file in place."""
+
+import subprocess
+import sys
+
+from experiments import tables
+from tests import train_utils
+
+BEGIN, END, NOTES = '<!-- begin -->', '<!-- end -->', '## What it shows'
+SECTION = f'{BEGIN}\n## new rows\n| a | 1 |\n{END}\n'
+
+
+def _merge(text, section):
+  return tables.merge_section(text, section, begin=BEGIN, end=END,
+                              before=NOTES)
+
+
+def test_section_goes_before_the_notes_and_replaces_itself():
+  text = ('# Table\n\n| ce | 47.58 |\n\nCommand: `x`\n\n'
+          '## What it shows\n\nnotes\n')
+  merged = _merge(text, SECTION)
+  head, notes = text.split(NOTES)
+  assert merged == head + SECTION + '\n' + NOTES + notes
+  # A rerun replaces its own section and nothing else.
+  again = _merge(merged, SECTION.replace('| a | 1 |', '| a | 2 |'))
+  assert again == merged.replace('| a | 1 |', '| a | 2 |')
+  # Without notes the section goes at the end.
+  assert _merge('# T\n', SECTION) == '# T\n\n' + SECTION
+
+
+def test_every_decoupling_row_is_a_recipe_with_a_known_prefix():
+  # The grid defines absl flags at import: a process of its own.
+  check = (
+      'from experiments import longtail_grid as g\n'
+      'from experiments.configs import longtail_recipes as r\n'
+      'rows = g.DECOUPLING_ROWS.values()\n'
+      'assert all(recipe in r.RECIPES for recipe, _ in rows)\n'
+      "assert {p for _, p in rows} == {'', 'posthoc_', 'tau_norm_'}\n")
+  subprocess.run([sys.executable, '-c', check], cwd=train_utils.REPO,
+                 check=True)
