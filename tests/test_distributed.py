@@ -116,6 +116,11 @@ def _rows(workdir) -> list[dict[str, float]]:
           for row in metric_writer.read_metrics(str(workdir))]
 
 
+# Both runs read the data streamed from the prepared files (a grain worker
+# per process): each process reads its share of every batch by index.
+STREAMED = ('--config.data.streaming=always', '--config.data.workers=1')
+
+
 @pytest.mark.slow
 def test_two_processes_launched_with_the_flags_match_one(tmp_path):
   # A fresh data directory: process 0 prepares the data set, process 1
@@ -126,12 +131,13 @@ def test_two_processes_launched_with_the_flags_match_one(tmp_path):
       _launch(data_dir, tmp_path / 'two',
               f'--coordinator_address=127.0.0.1:{port}',
               '--num_processes=2', f'--process_id={p}',
-              '--local_device_ids=0')
+              '--local_device_ids=0', *STREAMED)
       for p in range(2)])
   for p, log in enumerate(logs):
     assert f'Process {p} of 2; 1 local of 2 devices.' in log
+    assert 'streamed from the prepared files by index' in log
   assert os.listdir(data_dir / 'synthetic_multimodal' / 'tiny') == ['1.0.0']
-  _finish([_launch(data_dir, tmp_path / 'one')])  # No flags: one process.
+  _finish([_launch(data_dir, tmp_path / 'one', *STREAMED)])  # One process.
   one, two = _rows(tmp_path / 'one'), _rows(tmp_path / 'two')
   assert [r['step'] for r in two] == [r['step'] for r in one]
   assert any('test/fused/accuracy' in r for r in one)

@@ -24,6 +24,7 @@ from typing import Protocol
 import grain
 import ml_collections
 import numpy as np
+from absl import logging
 
 from gblend_jax.data import augment
 from gblend_jax.data import batching
@@ -280,7 +281,11 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> DatasetSplits:
                     else tuple(features[m].shape)) for m in requested}
   num_classes = features['label'].num_classes
 
-  if streaming.use_streaming(data_config, builder, modalities):
+  streamed = streaming.use_streaming(data_config, builder, modalities)
+  logging.info('Data %s: %s.', name,
+               'streamed from the prepared files by index' if streamed
+               else 'read into memory')
+  if streamed:
     read = {split: _reading_errors(
         builder, split, name, functools.partial(
             streaming.open_split, builder, split, name=name,
