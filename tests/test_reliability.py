@@ -126,6 +126,9 @@ class _NaNAtBatch:
   def set_state(self, state):
     self._iterator.set_state(state)
 
+  def close(self):
+    self._iterator.close()
+
 
 def _nan_in_step(monkeypatch, step: int, modality: str = 'strong'):
   real = data.train_iterator
