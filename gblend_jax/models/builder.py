@@ -12,6 +12,7 @@ from gblend_jax.models import fusion as late
 from gblend_jax.models import mid_fusion as mid
 from gblend_jax.models.encoders import ENCODERS
 from gblend_jax.models.encoders import build_encoder
+from gblend_jax.models.encoders import encoder_fields
 from gblend_jax.models.heads import ClassifierHead
 from gblend_jax.models.multimodal import MultiModalClassifier
 
@@ -122,6 +123,20 @@ def _encoder_spec(config, modality: str) -> tuple[str, dict[str, Any]]:
   return name, {**config.encoder.get(name, {}), **override}
 
 
+def _encoder(name: str, kwargs: Mapping[str, Any], dtype) -> nn.Module:
+  """`build_encoder` with the computation dtype, for encoders that take
+  one (a registered encoder without a ``dtype`` field computes in float32
+  only)."""
+  if 'dtype' in encoder_fields(name):
+    return build_encoder(name, **{'dtype': dtype, **kwargs})
+  if dtype != jnp.float32:
+    raise ValueError(
+        f'config.model.dtype={jnp.dtype(dtype).name!r}, but encoder {name!r} '
+        'has no dtype field to compute in it; give it one (see '
+        'models/encoders.py) or use float32.')
+  return build_encoder(name, **kwargs)
+
+
 def _check_rank(name: str, modality: str, shape: tuple[int, ...]) -> None:
   ranks = _EXAMPLE_RANKS.get(name)
   if ranks and len(shape) not in ranks:
@@ -145,7 +160,7 @@ def _mid_fusion(config, specs, modalities: tuple[str, ...], dtype):
           f'{m!r} with hidden_sizes {hidden_sizes}.'
       )
     kwargs = {**kwargs, 'hidden_sizes': hidden_sizes[:layer]}
-    lower.append(build_encoder(name, dtype=dtype, **kwargs))
+    lower.append(_encoder(name, kwargs, dtype))
     upper.append(hidden_sizes[layer:])
   dropout_rate = config.encoder.mlp.dropout_rate
   if config.fusion == 'mid_concat':
@@ -239,8 +254,7 @@ def build_model(
   if model_config.fusion in MID_FUSIONS and len(names) > 1:
     encoders, fusion = _mid_fusion(model_config, specs, names, dtype)
   else:
-    encoders = [build_encoder(name, dtype=dtype, **kwargs)
-                for name, kwargs in specs]
+    encoders = [_encoder(name, kwargs, dtype) for name, kwargs in specs]
     fusion = _late_fusion(model_config, names, dtype)
   return MultiModalClassifier(
       modalities=names,

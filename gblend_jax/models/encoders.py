@@ -69,6 +69,11 @@ def _field_names(factory: Callable[..., nn.Module]) -> set[str]:
   return fields - fixed - {'parent', 'name'}
 
 
+def encoder_fields(name: str) -> set[str]:
+  """The attributes a registered encoder takes (``ENCODERS[name]``)."""
+  return _field_names(ENCODERS[name])
+
+
 def build_encoder(name: str, **kwargs: Any) -> nn.Module:
   """Builds a registered encoder.
 

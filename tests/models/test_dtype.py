@@ -1,6 +1,7 @@
 """``model.dtype``: bfloat16 computation with float32 parameters, optimiser
 state, BatchNorm statistics, outputs and method statistics."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from gblend_jax import config as config_lib
 from gblend_jax import models
+from gblend_jax.models import encoders
 from gblend_jax.training import methods
 from gblend_jax.training import program
 from gblend_jax.training import steps
@@ -140,4 +142,29 @@ def test_outputs_are_float32_and_a_bad_dtype_is_named():
   config.model.dtype = 'float16'
   with pytest.raises(ValueError, match=r"model\.dtype='float16'.*bfloat16"):
     models.build_model(config.model, modalities={'a': (3,)},
+                       num_classes=NUM_CLASSES)
+
+
+class _Float32Only(nn.Module):
+  """A user's encoder written before ``model.dtype``: no dtype field."""
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    del train
+    return nn.Dense(4)(x)
+
+
+def test_an_encoder_without_dtype_builds_in_float32_only(monkeypatch):
+  monkeypatch.setitem(encoders.ENCODERS, 'float32_only', _Float32Only)
+  config = config_lib.default_config()
+  config.model.encoder.name = 'float32_only'
+  model = models.build_model(config.model, modalities={'a': (3,), 'b': (3,)},
+                             num_classes=NUM_CLASSES)
+  inputs = {'a': jnp.ones((2, 3)), 'b': jnp.ones((2, 3))}
+  out = model.apply(model.init(jax.random.PRNGKey(0), inputs, train=False),
+                    inputs, train=False)
+  assert out['logits']['fused'].shape == (2, NUM_CLASSES)
+  config.model.dtype = 'bfloat16'
+  with pytest.raises(ValueError, match="encoder 'float32_only' has no dtype"):
+    models.build_model(config.model, modalities={'a': (3,), 'b': (3,)},
                        num_classes=NUM_CLASSES)
