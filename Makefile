@@ -71,7 +71,7 @@ test: setup data
 	exit $$rc
 
 # Everything but the tests marked slow (end-to-end training runs and
-# subprocesses): about 2 minutes on 2 cores.
+# subprocesses): a few minutes on 2 cores.
 test-fast: setup data
 	$(PY) -m pytest -n 2 -m 'not slow' $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'pytest collected no tests' >&2; exit 1; fi; \
