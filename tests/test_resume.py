@@ -51,6 +51,10 @@ CASES = {
              'agm.cap': 10.0, 'agm.clip_threshold': 1.0,
              'agm.start_epoch': 1.0,
              'model.fused_head.input_dropout_rate': 0.3}, 12, 6),
+    # MMPareto's last cosines and joint weights are optimiser state; SGD
+    # with momentum, whose buffers must come back too.
+    'mmpareto': ({'mmpareto.enabled': True, 'optimizer.name': 'sgd',
+                  'optimizer.learning_rate': 0.05}, 12, 6),
     # Prototype passes at steps 0, 5, 10, 15, the last two smoothed with
     # the previous prototypes: a stop in epoch 1 resumes from the
     # checkpointed ones.
