@@ -93,12 +93,8 @@ class MLA(methods.Method):
 
   def __init__(self, run: methods.RunInfo):
     super().__init__(run)
-    self.modalities = tuple(run.modalities)
-    if len(self.modalities) < 2 or run.heads != (*self.modalities,
-                                                 steps.FUSED):
-      raise ValueError(
-          'config.mla.enabled=True needs several modalities, each with its '
-          f'logits through the shared head; the heads are {list(run.heads)}.')
+    self.modalities = methods.modalities_with_heads(
+        run, 'mla', 'its logits through the shared head')
 
   def transform(self):
     mode = self.config.mla.projection

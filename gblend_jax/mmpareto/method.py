@@ -65,13 +65,8 @@ class MMPareto(methods.Method):
 
   def __init__(self, run: methods.RunInfo):
     super().__init__(run)
-    self.modalities = tuple(run.modalities)
-    if len(self.modalities) < 2 or run.heads != (*self.modalities,
-                                                 steps.FUSED):
-      raise ValueError(
-          'config.mmpareto.enabled=True needs several modalities, each with '
-          f'its head, then the fused head; the heads are {list(run.heads)}.'
-      )
+    self.modalities = methods.modalities_with_heads(run, 'mmpareto',
+                                                    'its head')
 
   def transform(self) -> optax.GradientTransformation:
     block = self.config.mmpareto

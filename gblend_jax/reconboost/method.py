@@ -146,13 +146,8 @@ class ReconBoost(methods.Method):
 
   def __init__(self, run: methods.RunInfo):
     super().__init__(run)
-    self.modalities = tuple(run.modalities)
-    if len(self.modalities) < 2 or run.heads != (*self.modalities,
-                                                 steps.FUSED):
-      raise ValueError(
-          'config.reconboost.enabled=True needs several modalities, each '
-          f'with its learner head, then the fused head; the heads are '
-          f'{list(run.heads)}.')
+    self.modalities = methods.modalities_with_heads(
+        run, 'reconboost', 'its learner head')
     block = self.config.reconboost
     self.schedule = schedule_lib.StageSchedule(
         modalities=self.modalities,

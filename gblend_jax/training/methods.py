@@ -50,6 +50,8 @@ from typing import ClassVar
 import ml_collections
 import optax
 
+from gblend_jax.training import steps
+
 # Method modules, each defining exactly one `Method` subclass named in
 # ``METHOD``. Their order is the order of the chained transforms and of the
 # entry-point calls.
@@ -403,6 +405,28 @@ class Method:
     """Draws the method's figures into ``workdir``; returns their paths."""
     del workdir
     return []
+
+
+def modalities_with_heads(run: RunInfo, block: str,
+                          each_with: str) -> tuple[str, ...]:
+  """The run's modalities, checked to be several, each with its head and
+  then the fused head (``run.heads``), as per-modality methods need.
+
+  Args:
+    run: the run's facts.
+    block: the method's config block, for the message.
+    each_with: what each modality must have, for the message.
+
+  Raises:
+    ValueError: naming ``config.<block>.enabled`` and the heads.
+  """
+  modalities = tuple(run.modalities)
+  if len(modalities) < 2 or run.heads != (*modalities, steps.FUSED):
+    raise ValueError(
+        f'config.{block}.enabled=True needs several modalities, each with '
+        f'{each_with}, then the fused head; the heads are '
+        f'{list(run.heads)}.')
+  return modalities
 
 
 def method_classes() -> tuple[type[Method], ...]:
