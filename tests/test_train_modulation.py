@@ -1,6 +1,5 @@
 """OGM-GE in the trainer: scores from the step, logging, resume, checks."""
 
-import dataclasses
 import os
 
 import jax
@@ -199,20 +198,8 @@ def test_modulation_rejects_gradient_blend_and_mid_fusion(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_av_ogm_runlocal_trains_on_a_fake_crema_d_copy(tmp_path):
-  # 24 training and 6 test clips in CREMA-D's layout: 4 and 1 per emotion.
-  crema = av_fakes.LAYOUTS['crema_d']
-  emotions = crema.builder.CLASS_NAMES
-  clips = {
-      'train': [(f'10{a:02d}_DFA_{emotions[c]}_XX', c)
-                for c in range(6) for a in range(4)],
-      'test': [(f'1090_DFA_{emotions[c]}_XX', c) for c in range(6)],
-  }
-  layout = dataclasses.replace(crema, clips=clips)
-  av_fakes.write_copy(tmp_path / 'manual' / crema.builder.FOLDER, layout)
   config = runs.load_config(AV_CONFIG, 'dataset=crema_d,runlocal')
-  config.data.data_dir = str(tmp_path / 'tfds')
-  config.data.manual_dir = str(tmp_path / 'manual')
-  config.data.holdout_fraction = 0.25  # One clip per emotion.
+  av_fakes.on_crema_d_copy(config, tmp_path)
   config.num_train_steps = 4
   config.log_every_steps = 1
   results = train.train_and_evaluate(config, str(tmp_path / 'run'))

@@ -106,6 +106,24 @@ VGGSOUND_ROWS = (
 VGGSOUND_FRAMES = tuple(f'{25 * k:05d}.jpg' for k in range(10))
 
 
+def on_crema_d_copy(config, tmp_path) -> None:
+  """Writes a fake CREMA-D copy of 24 training and 6 test clips (4 and 1 per
+  emotion) under `tmp_path` and points ``config.data`` at it, with one
+  held-out clip per emotion."""
+  layout = LAYOUTS['crema_d']
+  emotions = layout.builder.CLASS_NAMES
+  clips = {
+      'train': [(f'10{a:02d}_DFA_{emotions[c]}_XX', c)
+                for c in range(6) for a in range(4)],
+      'test': [(f'1090_DFA_{emotions[c]}_XX', c) for c in range(6)],
+  }
+  write_copy(os.path.join(tmp_path, 'manual', layout.builder.FOLDER),
+             dataclasses.replace(layout, clips=clips))
+  config.data.data_dir = os.path.join(tmp_path, 'tfds')
+  config.data.manual_dir = os.path.join(tmp_path, 'manual')
+  config.data.holdout_fraction = 0.25
+
+
 def vggsound_paths(root, row, name=None):
   """``(wav file, frame folder)`` of a CSV row in the VGGSound layout."""
   youtube_id, start, _, split = row

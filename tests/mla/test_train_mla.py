@@ -1,7 +1,6 @@
 """MLA through the one trainer: its steps against an independent loop, its
 test-time prediction, and its config refusals."""
 
-import dataclasses
 import itertools
 import os
 
@@ -182,23 +181,11 @@ def test_mla_needs_several_modalities(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_av_ogm_mla_runlocal_trains_on_a_fake_crema_d_copy(tmp_path):
-  # 24 training and 6 test clips in CREMA-D's layout: 4 and 1 per emotion.
-  crema = av_fakes.LAYOUTS['crema_d']
-  emotions = crema.builder.CLASS_NAMES
-  clips = {
-      'train': [(f'10{a:02d}_DFA_{emotions[c]}_XX', c)
-                for c in range(6) for a in range(4)],
-      'test': [(f'1090_DFA_{emotions[c]}_XX', c) for c in range(6)],
-  }
-  layout = dataclasses.replace(crema, clips=clips)
-  av_fakes.write_copy(tmp_path / 'manual' / crema.builder.FOLDER, layout)
   config = runs.load_config(AV_CONFIG, 'dataset=crema_d,method=mla,runlocal')
   assert (config.optimizer.name, config.optimizer.learning_rate,
           config.optimizer.momentum, config.optimizer.weight_decay) == (
               'sgd', 1e-3, 0.9, 1e-4)
-  config.data.data_dir = str(tmp_path / 'tfds')
-  config.data.manual_dir = str(tmp_path / 'manual')
-  config.data.holdout_fraction = 0.25  # One clip per emotion.
+  av_fakes.on_crema_d_copy(config, tmp_path)
   config.num_train_steps = 4
   config.log_every_steps = 1
   workdir = str(tmp_path / 'run')

@@ -1,7 +1,6 @@
 """PMR against the spec's numpy-verified examples, the prototype pass and
 the update rule on a small model, and end to end through the trainer."""
 
-import dataclasses
 import json
 import os
 import types
@@ -337,19 +336,8 @@ def test_av_config_has_the_authors_crema_d_values():
 
 @pytest.mark.slow
 def test_av_pmr_runlocal_trains_on_a_fake_crema_d_copy(tmp_path):
-  crema = av_fakes.LAYOUTS['crema_d']
-  emotions = crema.builder.CLASS_NAMES
-  clips = {
-      'train': [(f'10{a:02d}_DFA_{emotions[c]}_XX', c)
-                for c in range(6) for a in range(4)],
-      'test': [(f'1090_DFA_{emotions[c]}_XX', c) for c in range(6)],
-  }
-  layout = dataclasses.replace(crema, clips=clips)
-  av_fakes.write_copy(tmp_path / 'manual' / crema.builder.FOLDER, layout)
   config = runs.load_config(AV_CONFIG, 'dataset=crema_d,method=pmr,runlocal')
-  config.data.data_dir = str(tmp_path / 'tfds')
-  config.data.manual_dir = str(tmp_path / 'manual')
-  config.data.holdout_fraction = 0.25  # One clip per emotion.
+  av_fakes.on_crema_d_copy(config, tmp_path)
   config.num_train_steps = 4
   config.log_every_steps = 1
   train.train_and_evaluate(config, str(tmp_path / 'run'))

@@ -1,6 +1,5 @@
 """ReconBoost end to end through the trainer, on the tiny synthetic data."""
 
-import dataclasses
 import os
 
 import jax
@@ -85,16 +84,6 @@ def test_stages_train_one_learner_then_the_ensemble(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_av_ogm_reconboost_runlocal_trains_on_a_fake_crema_d_copy(tmp_path):
-  # 24 training and 6 test clips in CREMA-D's layout: 4 and 1 per emotion.
-  crema = av_fakes.LAYOUTS['crema_d']
-  emotions = crema.builder.CLASS_NAMES
-  clips = {
-      'train': [(f'10{a:02d}_DFA_{emotions[c]}_XX', c)
-                for c in range(6) for a in range(4)],
-      'test': [(f'1090_DFA_{emotions[c]}_XX', c) for c in range(6)],
-  }
-  layout = dataclasses.replace(crema, clips=clips)
-  av_fakes.write_copy(tmp_path / 'manual' / crema.builder.FOLDER, layout)
   config = runs.load_config(AV_CONFIG, 'dataset=crema_d,method=reconboost,'
                             'runlocal')
   # The official values, before runlocal shortens the phases.
@@ -102,9 +91,7 @@ def test_av_ogm_reconboost_runlocal_trains_on_a_fake_crema_d_copy(tmp_path):
   assert (official.reconboost.learner_epochs,
           official.reconboost.rectify_epochs) == (4.0, 4.0)
   assert official.optimizer.boundaries_epochs == (240, 480, 720)
-  config.data.data_dir = str(tmp_path / 'tfds')
-  config.data.manual_dir = str(tmp_path / 'manual')
-  config.data.holdout_fraction = 0.25  # One clip per emotion.
+  av_fakes.on_crema_d_copy(config, tmp_path)
   # 18 training clips, batch 8: 2 full batches an epoch; phases of
   # 0.5 epoch are one step: audio, rectify, visual, rectify.
   config.num_train_steps = 4
