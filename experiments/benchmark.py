@@ -79,6 +79,13 @@ METHODS = ('naive', 'gblend_fixed', 'gblend_per_loss', 'gradient_every_1',
 # instead of two): the path before the shortcut, timed side by side.
 JACREV = ('gblend_per_loss_jacrev', 'gradient_every_1_jacrev',
           'gradient_default_jacrev')
+# Variants timed beside a method, named by suffixes of its name (e.g.
+# ``ogm_ge_rbg_bf16noise``, ``naive_bf16``): each changes one config key.
+VARIANTS = {
+    '_bf16': ('model', 'dtype', 'bfloat16'),
+    '_rbg': ('modulation', 'noise_generator', 'rbg'),
+    '_bf16noise': ('modulation', 'noise_dtype', 'bfloat16'),
+}
 # Gradient-space G-Blend's re-estimation period of the trainer's config.
 DEFAULT_PERIOD = config_lib.default_config().blend.estimate_every_steps
 # One thread each, as the issue's PyTorch comparison was measured.
@@ -281,17 +288,58 @@ def _alternating_stepper(jitted, state, batch, args, every: int) -> TimedStep:
   return TimedStep(run, sync, flops, steps_per_run=every)
 
 
+def split_variants(method: str) -> tuple[str, tuple[str, ...]]:
+  """``(base method, variant suffixes)`` of a benchmarked name.
+
+  Args:
+    method: a name of ``METHODS`` or ``JACREV``, followed by suffixes of
+      ``VARIANTS`` (e.g. ``'ogm_ge_rbg_bf16noise'``).
+
+  Returns:
+    The base name and its suffixes, in the order written.
+
+  Raises:
+    ValueError: if the base is not a known method.
+  """
+  base, suffixes = method, []
+  while base not in METHODS + JACREV:
+    suffix = next((s for s in sorted(VARIANTS, key=len, reverse=True)
+                   if base.endswith(s)), None)
+    if suffix is None:
+      raise ValueError(
+          f'Unknown method {method!r}; valid: {list(METHODS + JACREV)}, '
+          f'each optionally followed by suffixes of {list(VARIANTS)}.')
+    base = base.removesuffix(suffix)
+    suffixes.insert(0, suffix)
+  return base, tuple(suffixes)
+
+
 def method_config(setting: Setting, method: str) -> ml_collections.ConfigDict:
   """The trainer's config of one benchmarked method on `setting`.
 
   Args:
     setting: model, optimiser, batch.
-    method: a name in ``METHODS`` or ``JACREV``.
+    method: a name in ``METHODS`` or ``JACREV``, optionally with suffixes
+      of ``VARIANTS`` (`split_variants`).
 
   Returns:
     A full run config (`gblend_jax.config.default_config`) whose methods
     compose the step that `method_steps` times.
   """
+  method, variants = split_variants(method)
+  config = _base_method_config(setting, method)
+  for suffix in variants:
+    block, key, value = VARIANTS[suffix]
+    if block == 'model' and config.model is setting.model:
+      # A copy: the setting's model block is shared by every method.
+      config.model = ml_collections.ConfigDict(setting.model.to_dict())
+    config[block][key] = value
+  return config
+
+
+def _base_method_config(setting: Setting,
+                        method: str) -> ml_collections.ConfigDict:
+  """`method_config` of a method of ``METHODS`` or ``JACREV``."""
   config = config_lib.default_config()
   config.model = setting.model
   config.optimizer = setting.optimizer
@@ -380,10 +428,8 @@ def method_steps(setting: Setting, methods: Sequence[str],
   Returns:
     ``{method: TimedStep}``, compiled and warmed up.
   """
-  unknown = sorted(set(methods) - set(METHODS) - set(JACREV))
-  if unknown:
-    raise ValueError(f'Unknown methods {unknown}; valid: '
-                     f'{list(METHODS + JACREV)}.')
+  for method in methods:
+    split_variants(method)  # Unknown names fail before any compilation.
   model = models.build_model(setting.model, modalities=setting.shapes,
                              num_classes=setting.num_classes)
   heads = steps.head_order(tuple(setting.shapes),
@@ -397,7 +443,7 @@ def method_steps(setting: Setting, methods: Sequence[str],
     if config.reconboost.enabled:
       return _reconboost_step(setting, config, batch, seed)
     method_model = model
-    if config.model is not setting.model:  # MLA's shared head.
+    if config.model is not setting.model:  # MLA's shared head, bfloat16.
       method_model = models.build_model(
           config.model, modalities=setting.shapes,
           num_classes=setting.num_classes)

@@ -153,3 +153,21 @@ def test_reconboost_is_timed_over_its_phases():
   assert timed['reconboost'].flops > 0
   timed['reconboost'].run()
   timed['reconboost'].sync()
+
+
+def test_variants_change_one_key_and_leave_the_setting_alone():
+  setting = benchmark.mfeat_setting(tiny=True)
+  assert benchmark.split_variants('ogm_ge_rbg_bf16noise') == (
+      'ogm_ge', ('_rbg', '_bf16noise'))
+  assert benchmark.split_variants('gradient_default_jacrev_bf16') == (
+      'gradient_default_jacrev', ('_bf16',))
+  config = benchmark.method_config(setting, 'ogm_ge_rbg_bf16noise')
+  assert (config.modulation.method, config.modulation.noise_generator,
+          config.modulation.noise_dtype) == ('ogm_ge', 'rbg', 'bfloat16')
+  assert config.model.dtype == 'float32'
+  half = benchmark.method_config(setting, 'naive_bf16')
+  assert half.model.dtype == 'bfloat16'
+  assert setting.model.dtype == 'float32'  # Copied, not changed.
+  with pytest.raises(ValueError, match="'ogm_ge_fast'"):
+    benchmark.method_steps(setting, ['naive', 'ogm_ge_fast'])
+
