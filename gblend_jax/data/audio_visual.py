@@ -421,8 +421,11 @@ def clip_features(config: Any) -> dict[str, tfds.features.FeatureConnector]:
   ``audio_shape``, ``visual_shape`` and ``compact``."""
   if config.compact:
     return {
+        # Encoding.BYTES: the array's own 2 bytes a value (TFDS otherwise
+        # writes float16 as a float32 list).
         'audio': tfds.features.Tensor(shape=config.audio_shape,
-                                      dtype=np.float16),
+                                      dtype=np.float16,
+                                      encoding=tfds.features.Encoding.BYTES),
         'visual': tfds.features.Tensor(shape=config.visual_shape[:1],
                                        dtype=np.object_),
     }

@@ -672,7 +672,9 @@ def train_iterator(
       standardised per pixel, so the zeros of ``pad_crop_flip`` pad with the
       training mean.
     augment_modalities: Modalities to augment; empty: every modality whose
-      examples are ``[H, W]`` or ``[H, W, C]``.
+      examples are ``[H, W]`` or ``[H, W, C]``, and every encoded image or
+      frame sequence of a streamed source (which, under
+      ``'random_resized_crop_flip'``, get the crop as they are decoded).
     augment_pad: ``P`` of ``pad_crop_flip``.
     read_threads: grain threads that prepare batches ahead (0: none, read
       in the caller's thread). The batches and their order do not depend
