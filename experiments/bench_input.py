@@ -441,8 +441,9 @@ def av_section(*, tiny: bool, folder: str) -> list[str]:
       f'| of which the frame JPEG (mean) | {result["frame_bytes"]:.0f} |',
       f'| of which the float16 spectrogram | '
       f'{2 * int(np.prod(shapes["audio"]))} |',
-      f'| the 1.0.0 records\' arrays (float32 spectrogram + uint8 frame) '
-      f'| {old_bytes} |',
+      f'| `official` 1.0.0 (float32 spectrogram + uint8 frame): serialized '
+      f'record (mean of the test clips) | {result["old_record_bytes"]:.0f} |',
+      f'| of which the arrays | {old_bytes} |',
       f'| float32, as the in-memory path holds a clip | {float32_bytes} |',
       '', 'Synthetic frames: real CREMA-D frames compress differently, so '
       'the JPEG sizes (and the 2.0.0 bytes per clip) of a real copy differ.',
@@ -452,6 +453,39 @@ def av_section(*, tiny: bool, folder: str) -> list[str]:
 
 def _load(averages: Sequence[float]) -> str:
   return ', '.join(f'{a:.1f}' for a in averages)
+
+
+def _old_record_bytes(builder, manual_dir: str) -> float:
+  """Mean serialized size of the test clips as the 1.0.0 ``official``
+  config wrote them: its features (float32 spectrogram, uint8 frames,
+  `audio_visual.clip_features` of a config that is not compact) serialize
+  the arrays its builder computed (`audio_features`, `read_frames`)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  from gblend_jax.data import audio_visual as av  # pylint: disable=g-import-not-at-top
+
+  config = dataclasses.replace(builder.builder_config, compact=False)
+  features = tfds.features.FeaturesDict({
+      'id': tfds.features.Text(),
+      'label': tfds.features.ClassLabel(names=list(builder.CLASS_NAMES)),
+      **av.clip_features(config)})
+  root = os.path.join(manual_dir, builder.FOLDER)
+  sizes = []
+  with open(os.path.join(root, builder.SPLIT_FILES['test'])) as f:
+    for line in f:
+      clip, emotion = line.strip().split(',')
+      example = {
+          'id': clip, 'label': builder.CLASS_NAMES.index(emotion),
+          'audio': av.audio_features(
+              os.path.join(root, builder.AUDIO_DIR, clip + '.wav'),
+              config.num_samples, config.spectrogram),
+          'visual': av.read_frames(
+              os.path.join(root, builder.FRAMES_DIR, clip),
+              config.num_frames, config.image_size)}
+      sizes.append(len(features.serialize_example(example)))
+  return float(np.mean(sizes))
 
 
 def _av_rates_worker(folder: str, batch_size: int, batches: int,
@@ -475,6 +509,7 @@ def _av_rates_worker(folder: str, batch_size: int, batches: int,
                    for record in ArrayRecordReader(f).read_all())
   records = builder.as_data_source(split='test')
   frames = [len(records[i]['visual'][0]) for i in range(len(records))]
+  old_records = _old_record_bytes(builder, os.path.join(folder, 'manual'))
   cores = os.cpu_count() or 1
   rates = {}
   for name, workers in (('streamed, in process', 0),
@@ -487,6 +522,7 @@ def _av_rates_worker(folder: str, batch_size: int, batches: int,
   return {'rates': rates, 'clips': clips,
           'bytes_per_clip': sum(os.path.getsize(f) for f in files) / clips,
           'record_bytes': serialized / clips,
+          'old_record_bytes': old_records,
           'frame_bytes': float(np.mean(frames))}
 
 

@@ -121,3 +121,15 @@ def test_av_ogm_trains_on_the_compact_crema_d_records(tmp_path):
           if 'train_step/loss' in r]
   assert len(rows) == 2 and all(abs(r['train_step/loss']) < 1e3
                                 for r in rows)
+
+
+def test_an_av_only_bench_run_keeps_the_imagenet_part(tmp_path):
+  path = tmp_path / 'input.md'
+  imagenet = ('## Streaming input (ImageNet-shaped JPEGs)\n\n| 72 |\n\n'
+              'Command: `python -m experiments.bench_input`  \n')
+  path.write_text(imagenet + '\n' + bench_input.AV_TITLE + '\n\n| 40 |\n')
+  assert bench_input._kept_parts(str(path), ('av',)) == imagenet + '\n'
+  assert bench_input._kept_parts(str(path), bench_input.PARTS) == ''
+  assert bench_input._kept_parts(str(tmp_path / 'new.md'), ('av',)) == ''
+  with pytest.raises(ValueError, match=re.escape("Unknown parts ['video']")):
+    bench_input.input_section(parts=('video',))
