@@ -7,6 +7,7 @@ builds it and reads it back. Clip ``i`` of a copy holds a tone in STFT bin
 ``20 k`` for frame k, so that every stored array can be traced to its clip.
 """
 
+import glob
 import logging
 import os
 import re
@@ -14,7 +15,9 @@ import re
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from array_record.python.array_record_module import ArrayRecordReader
 
+from gblend_jax import data
 from gblend_jax.data import audio_visual as av
 from gblend_jax.data import streaming
 from gblend_jax.datasets.ave import ave_dataset_builder as ave
@@ -122,6 +125,13 @@ def test_official_config_stores_frame_bytes_and_float16(
   for k, position in enumerate(picked):  # Each picked file, byte for byte.
     with open(os.path.join(frames_dir, names[position]), 'rb') as file:
       assert example['visual'][k] == file.read()
+  # The spectrogram takes its own 2 bytes a value (TFDS writes a plain
+  # float16 Tensor as a float32 list); the fake JPEGs are under 1 kB each.
+  files = glob.glob(os.path.join(builder.data_dir, '*-test.array_record*'))
+  sizes = [len(record) for f in files
+           for record in ArrayRecordReader(f).read_all()]
+  assert len(sizes) == len(layout.clips['test'])
+  assert max(sizes) < 2 * np.prod(audio_shape) + 4096
 
 
 @pytest.mark.parametrize('name', sorted(av_fakes.LAYOUTS))
@@ -168,6 +178,25 @@ def test_official_training_frames_get_the_train_transform(tmp_path):
         image = streaming.decode_image(file.read())
       expected = streaming.train_transform(image, 224, rng)
       np.testing.assert_array_equal(batch['visual'][1 - k, frame], expected)
+
+
+def test_train_iterator_crops_only_the_named_encoded_frames(tmp_path):
+  # av_ogm's setting: random_resized_crop_flip of 'visual' only. The frames
+  # get the train transform as they are decoded (draws of batch 0:
+  # default_rng((seed, process, 0, 1))); the [257, 1004] spectrogram, an
+  # image-shaped array, is left as stored.
+  builder = _build(tmp_path, 'ave', config='official')
+  source = _streamed(builder, 'train')
+  iterator = data.train_iterator(
+      source, global_batch_size=2, seed=3, workers=0,
+      augmentation='random_resized_crop_flip', augment_modalities=('visual',))
+  batch = next(iterator)
+  iterator.close()
+  indices = np.array([source.ids.tolist().index(i) for i in batch['id']])
+  plain = source.take(indices)
+  np.testing.assert_array_equal(batch['audio'], plain['audio'])
+  cropped = source.take(indices, np.random.default_rng((3, 0, 0, 1)))
+  np.testing.assert_array_equal(batch['visual'], cropped['visual'])
 
 
 @pytest.mark.parametrize('config', ['small', 'official'])
