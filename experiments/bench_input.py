@@ -4,10 +4,21 @@ Fake ImageNet-LT copies in the builder's real layout (list files and JPEG
 files under ``train/<wnid>/`` and ``val/<wnid>/``), prepared with the
 ``full`` config (the JPEG bytes), then read as training reads them
 (`gblend_jax.data.train_iterator`: decode, random-resized-crop 224, flip).
+The audio-visual part: a fake CREMA-D copy in the builder's layout
+(``AudioWAV/``, ``Image-01-FPS/<clip>/`` JPEG frames at the videos'
+480 x 360, the split files), prepared with the ``official`` config (each
+clip's frame file bytes and a float16 [257, 188] spectrogram), read as
+``av_ogm.py:dataset=crema_d`` trains on it, beside the in-memory path on
+float32 arrays of the same shapes; and the stored bytes per clip.
 
   python -m experiments.bench_input \
-      --output experiments/results/streaming_input_cpu.md    # both parts
+      --output experiments/results/streaming_input_cpu.md    # every part
+  python -m experiments.bench_input --parts av \
+      --output experiments/results/streaming_input_cpu.md    # AV only
   python -m experiments.bench_input --tiny                   # a smoke run
+
+With ``--parts`` naming some parts and ``--output`` an existing file, the
+file keeps its other parts (each with the command that made it).
 
 ``make bench`` (`experiments.benchmark`) adds ``input_section``'s table to
 its report; ``tests/test_streaming_memory.py`` checks ``peak_rss_mb``.
@@ -30,6 +41,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGENET_SHAPE = (500, 375)
 CROP = 224
 FLOAT32_EXAMPLE_MB = CROP * CROP * 3 * 4 / 2**20
+PARTS = ('imagenet', 'av')
+AV_TITLE = '## Streaming input (CREMA-D-shaped audio-visual clips)'
+# CREMA-D's videos (VideoFlash/*.flv) are 480 x 360; its clips last about
+# 2.5 s (16 kHz wav files), so 3 frames at 1 fps.
+CREMA_D_FRAME = (480, 360)
+CREMA_D_SECONDS = 2.5
+CREMA_D_SHAPES = {'audio': (257, 188), 'visual': (1, CROP, CROP, 3)}
 
 
 def write_imagenet_lt_files(root: str, train_per_class: int, *,
@@ -64,17 +82,67 @@ def write_imagenet_lt_files(root: str, train_per_class: int, *,
         else:
           path = f'train/{wnid}/{wnid}_{k}{"v" if split == "val" else ""}' \
                  '.JPEG'
-        coarse = rng.integers(0, 200, (height // 8 + 1, width // 8 + 1, 3))
-        coarse[..., label % 3] += 55
-        image = Image.fromarray(coarse.astype(np.uint8)).resize(
-            (width, height), Image.Resampling.BILINEAR)
         full = os.path.join(root, path)
         os.makedirs(os.path.dirname(full), exist_ok=True)
-        image.save(full, quality=90)
+        smooth_image(rng, size, label % 3).save(full, quality=90)
         lines[split].append(f'{path} {label}\n')
   for split, split_lines in lines.items():
     with open(os.path.join(root, f'ImageNet_LT_{split}.txt'), 'w') as f:
       f.writelines(split_lines)
+
+
+def smooth_image(rng: np.random.Generator, size: tuple[int, int],
+                 channel: int) -> Image.Image:
+  """Smooth random colour of ``size`` = (width, height), brighter in
+  ``channel``: random 8 x 8 cells, bilinearly enlarged."""
+  width, height = size
+  coarse = rng.integers(0, 200, (height // 8 + 1, width // 8 + 1, 3))
+  coarse[..., channel] += 55
+  return Image.fromarray(coarse.astype(np.uint8)).resize(
+      (width, height), Image.Resampling.BILINEAR)
+
+
+def write_crema_d_files(root: str, train_per_class: int, *,
+                        test_per_class: int = 2, seed: int = 0) -> None:
+  """Writes a fake CREMA-D into ``root`` (the manual dir), in the layout
+  of the ``crema_d_av`` builder: ``CREMAD/{train,test}.csv``,
+  ``AudioWAV/<clip>.wav`` (16 kHz int16, ``CREMA_D_SECONDS`` of noise) and
+  ``Image-01-FPS/<clip>/000{00,30,60}.jpg`` (``smooth_image`` at
+  ``CREMA_D_FRAME``, quality 90).
+
+  Args:
+    root: The manual dir.
+    train_per_class: Training clips of each of the 6 emotions.
+    test_per_class: Test clips of each.
+    seed: Seed of the samples and pixels.
+  """
+  import scipy.io.wavfile  # pylint: disable=g-import-not-at-top
+
+  from gblend_jax.datasets.crema_d import crema_d_dataset_builder  # pylint: disable=g-import-not-at-top
+
+  builder = crema_d_dataset_builder.Builder
+  rng = np.random.default_rng(seed)
+  folder = os.path.join(root, builder.FOLDER)
+  for name in (builder.AUDIO_DIR, builder.FRAMES_DIR):
+    os.makedirs(os.path.join(folder, name), exist_ok=True)
+  samples = int(16000 * CREMA_D_SECONDS)
+  for split, count in (('train', train_per_class), ('test', test_per_class)):
+    lines = []
+    for label, emotion in enumerate(builder.CLASS_NAMES):
+      for k in range(count):
+        clip = f'{1001 + k:04d}_{split.upper()}_{emotion}_XX'
+        wave = 0.1 * rng.standard_normal(samples)
+        scipy.io.wavfile.write(
+            os.path.join(folder, builder.AUDIO_DIR, clip + '.wav'), 16000,
+            (np.clip(wave, -1, 1) * (2**15 - 1)).astype(np.int16))
+        frames = os.path.join(folder, builder.FRAMES_DIR, clip)
+        os.makedirs(frames, exist_ok=True)
+        for frame in ('00000.jpg', '00030.jpg', '00060.jpg'):
+          smooth_image(rng, CREMA_D_FRAME, label % 3).save(
+              os.path.join(frames, frame), quality=90)
+        lines.append(f'{clip},{emotion}\n')
+    with open(os.path.join(folder, builder.SPLIT_FILES[split]), 'w') as f:
+      f.writelines(lines)
 
 
 def _python(args: Sequence[str], timeout: int) -> dict:
@@ -173,6 +241,12 @@ def streaming_rate(folder: str, *, workers: int, batch_size: int,
   iterator = data.train_iterator(
       splits.train, global_batch_size=batch_size, seed=0,
       augmentation='random_resized_crop_flip', workers=workers)
+  return _rate(iterator, batch_size, batches)
+
+
+def _rate(iterator, batch_size: int, batches: int) -> float:
+  """Examples/s of ``batches`` batches after the first (not timed: worker
+  start and first reads); closes the iterator."""
   next(iterator)
   start = time.perf_counter()
   for _ in range(batches):
@@ -197,38 +271,96 @@ def in_memory_rate(*, batch_size: int, batches: int) -> float:
   iterator = data.train_iterator(
       source, global_batch_size=batch_size, seed=0,
       augmentation='random_resized_crop_flip')
-  next(iterator)
-  start = time.perf_counter()
-  for _ in range(batches):
-    next(iterator)
-  return batches * batch_size / (time.perf_counter() - start)
+  return _rate(iterator, batch_size, batches)
+
+
+def _av_config(folder: str):
+  from experiments.configs import av_ogm  # pylint: disable=g-import-not-at-top
+
+  config = av_ogm.get_config('dataset=crema_d')  # builder config official.
+  config.data.data_dir = os.path.join(folder, 'tfds')
+  config.data.manual_dir = os.path.join(folder, 'manual')
+  config.data.standardize = False
+  return config
+
+
+def av_streaming_rate(folder: str, *, workers: int, batch_size: int,
+                      batches: int) -> float:
+  """Examples/s of training batches of the prepared fake CREMA-D (config
+  ``official``), read as ``av_ogm.py:dataset=crema_d`` reads them: the
+  frame decoded, random-resized-crop 224 and flip; the float16 spectrogram
+  cast to float32; ``workers`` grain processes (0: in this process)."""
+  from gblend_jax import data  # pylint: disable=g-import-not-at-top
+
+  config = _av_config(folder)
+  splits = data.load_dataset(config.data)
+  iterator = data.train_iterator(
+      splits.train, global_batch_size=batch_size, seed=0,
+      augmentation=config.data.augmentation,
+      augment_modalities=tuple(config.data.augment_modalities),
+      workers=workers)
+  return _rate(iterator, batch_size, batches)
+
+
+def av_in_memory_rate(*, batch_size: int, batches: int) -> float:
+  """Examples/s of the in-memory path on CREMA-D-shaped float32 arrays
+  (``CREMA_D_SHAPES``, as it holds the ``small`` configs' records):
+  gather; no augmentation (it cannot crop ``[T, S, S, 3]`` frames)."""
+  from gblend_jax import data  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(0)
+  count = 4 * batch_size
+  arrays = {name: rng.standard_normal((count, *shape), np.float32)
+            for name, shape in CREMA_D_SHAPES.items()}
+  source = data.ArraySource({**arrays, 'label': np.arange(count) % 6,
+                             'id': np.arange(count)})
+  iterator = data.train_iterator(source, global_batch_size=batch_size,
+                                 seed=0)
+  return _rate(iterator, batch_size, batches)
 
 
 def input_section(*, tiny: bool = False, memory: bool = True,
                   consumed: dict[str, float] | None = None,
-                  folder: str | None = None) -> list[str]:
-  """The markdown section: throughput, then the peak RSS at N and 5N.
+                  folder: str | None = None,
+                  parts: Sequence[str] = PARTS) -> list[str]:
+  """The markdown section: ImageNet-shaped throughput, then the peak RSS at
+  N and 5N; then the CREMA-D-shaped audio-visual throughput and sizes.
 
   Args:
     tiny: Few images and batches (a smoke run).
     memory: Whether to measure the peak RSS (two short training runs).
     consumed: Training examples/s to compare against (name -> rate).
     folder: Scratch folder (default: a temporary one).
+    parts: Which of ``PARTS`` to measure.
 
   Returns:
     Markdown lines.
   """
+  unknown = sorted(set(parts) - set(PARTS))
+  if unknown:
+    raise ValueError(f'Unknown parts {unknown}; valid: {list(PARTS)}.')
+  lines = []
   with tempfile.TemporaryDirectory() as scratch:
     folder = folder or scratch
-    batch, batches = (4, 2) if tiny else (32, 8)
-    rates = _python(['--worker', 'rates', '--folder',
-                     os.path.join(folder, 'rates'), '--batch_size',
-                     str(batch), '--batches', str(batches)]
-                    + (['--tiny'] if tiny else []), 1800)
-    n = 10 if tiny else 50
-    peaks = {count: peak_rss_mb(os.path.join(folder, f'peak{count}'), count,
-                                steps=2)
-             for count in ((n, 5 * n) if memory else ())}
+    if 'imagenet' in parts:
+      lines += _imagenet_section(tiny, memory, consumed, folder)
+    if 'av' in parts:
+      lines += av_section(tiny=tiny, folder=os.path.join(folder, 'av'))
+  return lines
+
+
+def _imagenet_section(tiny: bool, memory: bool,
+                      consumed: dict[str, float] | None,
+                      folder: str) -> list[str]:
+  batch, batches = (4, 2) if tiny else (32, 8)
+  rates = _python(['--worker', 'rates', '--folder',
+                   os.path.join(folder, 'rates'), '--batch_size',
+                   str(batch), '--batches', str(batches)]
+                  + (['--tiny'] if tiny else []), 1800)
+  n = 10 if tiny else 50
+  peaks = {count: peak_rss_mb(os.path.join(folder, f'peak{count}'), count,
+                              steps=2)
+           for count in ((n, 5 * n) if memory else ())}
   cores = os.cpu_count()
   lines = [
       '## Streaming input (ImageNet-shaped JPEGs)', '',
@@ -266,6 +398,134 @@ def input_section(*, tiny: bool = False, memory: bool = True,
   return lines
 
 
+def av_section(*, tiny: bool, folder: str) -> list[str]:
+  """The audio-visual part: examples/s of the streamed CREMA-D-shaped
+  records (in process, one worker, all cores) and of the in-memory path,
+  and the stored bytes per clip (see the module docstring)."""
+  batch, batches = (4, 2) if tiny else (32, 8)
+  load = os.getloadavg()
+  result = _python(['--worker', 'av_rates', '--folder', folder,
+                    '--batch_size', str(batch), '--batches', str(batches)]
+                   + (['--tiny'] if tiny else []), 1800)
+  load_after = os.getloadavg()
+  shapes = CREMA_D_SHAPES
+  float32_bytes = 4 * sum(int(np.prod(s)) for s in shapes.values())
+  old_bytes = 4 * int(np.prod(shapes['audio'])) + int(
+      np.prod(shapes['visual']))
+  lines = [
+      AV_TITLE, '',
+      f'Fake CREMA-D in the builder\'s layout ({result["clips"]} clips; '
+      f'3 JPEG frames of {CREMA_D_FRAME[0]}x{CREMA_D_FRAME[1]}, smooth '
+      f'random colour, quality 90, and {CREMA_D_SECONDS} s of 16 kHz noise '
+      'a clip), config `official` (version 2.0.0: the picked frame file\'s '
+      'bytes and a float16 spectrogram); `data.train_iterator` as '
+      '`av_ogm.py:dataset=crema_d` trains: decode the frame, '
+      f'random-resized-crop {CROP} + flip, float32; spectrogram float16 to '
+      f'float32 ({list(shapes["audio"])}); batch {batch}. In memory: '
+      f'float32 arrays {list(shapes["audio"])} and {list(shapes["visual"])} '
+      'gathered (no augmentation: the in-memory path cannot crop frames). '
+      f'This host: {os.cpu_count()} cores; load average (1, 5, 15 min) '
+      f'{_load(load)} before, {_load(load_after)} after (other users\' '
+      'jobs: the rates are comparable only with each other).', '',
+      '| path | workers | examples/s | examples/s per worker |',
+      '|---|---:|---:|---:|']
+  for name, (workers, rate) in result['rates'].items():
+    per = rate / max(workers, 1)
+    lines.append(f'| {name} | {workers} | {rate:.0f} | {per:.0f} |')
+  lines += [
+      '', '| stored per clip | bytes |', '|---|---:|',
+      f'| `official` 2.0.0: array_record files (zstd) / clips | '
+      f'{result["bytes_per_clip"]:.0f} |',
+      f'| `official` 2.0.0: serialized record (mean) | '
+      f'{result["record_bytes"]:.0f} |',
+      f'| of which the frame JPEG (mean) | {result["frame_bytes"]:.0f} |',
+      f'| of which the float16 spectrogram | '
+      f'{2 * int(np.prod(shapes["audio"]))} |',
+      f'| `official` 1.0.0 (float32 spectrogram + uint8 frame): serialized '
+      f'record (mean of the test clips) | {result["old_record_bytes"]:.0f} |',
+      f'| of which the arrays | {old_bytes} |',
+      f'| float32, as the in-memory path holds a clip | {float32_bytes} |',
+      '', 'Synthetic frames: real CREMA-D frames compress differently, so '
+      'the JPEG sizes (and the 2.0.0 bytes per clip) of a real copy differ.',
+      '']
+  return lines
+
+
+def _load(averages: Sequence[float]) -> str:
+  return ', '.join(f'{a:.1f}' for a in averages)
+
+
+def _old_record_bytes(builder, manual_dir: str) -> float:
+  """Mean serialized size of the test clips as the 1.0.0 ``official``
+  config wrote them: its features (float32 spectrogram, uint8 frames,
+  `audio_visual.clip_features` of a config that is not compact) serialize
+  the arrays its builder computed (`audio_features`, `read_frames`)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  from gblend_jax.data import audio_visual as av  # pylint: disable=g-import-not-at-top
+
+  config = dataclasses.replace(builder.builder_config, compact=False)
+  features = tfds.features.FeaturesDict({
+      'id': tfds.features.Text(),
+      'label': tfds.features.ClassLabel(names=list(builder.CLASS_NAMES)),
+      **av.clip_features(config)})
+  root = os.path.join(manual_dir, builder.FOLDER)
+  sizes = []
+  with open(os.path.join(root, builder.SPLIT_FILES['test'])) as f:
+    for line in f:
+      clip, emotion = line.strip().split(',')
+      example = {
+          'id': clip, 'label': builder.CLASS_NAMES.index(emotion),
+          'audio': av.audio_features(
+              os.path.join(root, builder.AUDIO_DIR, clip + '.wav'),
+              config.num_samples, config.spectrogram),
+          'visual': av.read_frames(
+              os.path.join(root, builder.FRAMES_DIR, clip),
+              config.num_frames, config.image_size)}
+      sizes.append(len(features.serialize_example(example)))
+  return float(np.mean(sizes))
+
+
+def _av_rates_worker(folder: str, batch_size: int, batches: int,
+                     tiny: bool) -> dict:
+  import glob  # pylint: disable=g-import-not-at-top
+
+  from array_record.python.array_record_module import ArrayRecordReader  # pylint: disable=g-import-not-at-top
+
+  from gblend_jax import data  # pylint: disable=g-import-not-at-top
+
+  write_crema_d_files(os.path.join(folder, 'manual'), 4 if tiny else 16)
+  config = _av_config(folder)
+  builder = data.get_builder(config.data.name,
+                             data_dir=config.data.data_dir,
+                             builder_config=config.data.builder_config)
+  data.prepare(builder, manual_dir=config.data.manual_dir)
+  clips = sum(split.num_examples for split in builder.info.splits.values())
+  files = glob.glob(os.path.join(os.fspath(builder.data_dir),
+                                 '*.array_record*'))
+  serialized = sum(len(record) for f in files
+                   for record in ArrayRecordReader(f).read_all())
+  records = builder.as_data_source(split='test')
+  frames = [len(records[i]['visual'][0]) for i in range(len(records))]
+  old_records = _old_record_bytes(builder, os.path.join(folder, 'manual'))
+  cores = os.cpu_count() or 1
+  rates = {}
+  for name, workers in (('streamed, in process', 0),
+                        ('streamed, one worker', 1),
+                        ('streamed, all cores', cores)):
+    rates[name] = (workers, av_streaming_rate(
+        folder, workers=workers, batch_size=batch_size, batches=batches))
+  rates['in memory (float32 arrays)'] = (0, av_in_memory_rate(
+      batch_size=batch_size, batches=batches))
+  return {'rates': rates, 'clips': clips,
+          'bytes_per_clip': sum(os.path.getsize(f) for f in files) / clips,
+          'record_bytes': serialized / clips,
+          'old_record_bytes': old_records,
+          'frame_bytes': float(np.mean(frames))}
+
+
 def _rates_worker(folder: str, batch_size: int, batches: int,
                   tiny: bool) -> dict:
   from gblend_jax import data  # pylint: disable=g-import-not-at-top
@@ -293,7 +553,9 @@ def _rates_worker(folder: str, batch_size: int, batches: int,
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(prog='python -m experiments.bench_input')
   parser.add_argument('--worker', default='',
-                      choices=('', 'prepare', 'train', 'rates'))
+                      choices=('', 'prepare', 'train', 'rates', 'av_rates'))
+  parser.add_argument('--parts', default=','.join(PARTS),
+                      help=f'Comma-separated parts of {list(PARTS)}.')
   parser.add_argument('--folder', default='')
   parser.add_argument('--train_per_class', type=int, default=50)
   parser.add_argument('--steps', type=int, default=4)
@@ -313,16 +575,33 @@ def main(argv: Sequence[str] | None = None) -> None:
   elif args.worker == 'rates':
     result = _rates_worker(args.folder, args.batch_size, args.batches,
                            args.tiny)
+  elif args.worker == 'av_rates':
+    result = _av_rates_worker(args.folder, args.batch_size, args.batches,
+                              args.tiny)
   else:
-    body = '\n'.join(input_section(tiny=args.tiny,
+    parts = tuple(p for p in args.parts.split(',') if p)
+    body = '\n'.join(input_section(tiny=args.tiny, parts=parts,
                                    folder=args.scratch or None))
     if args.output:
       from experiments import runs  # pylint: disable=g-import-not-at-top
-      body = runs.write_report(args.output, body, 'experiments.bench_input',
-                               argv)
+      body = runs.write_report(
+          args.output, _kept_parts(args.output, parts) + body,
+          'experiments.bench_input', argv)
     print(body)
     return
   print(json.dumps(result))
+
+
+def _kept_parts(path: str, parts: Sequence[str]) -> str:
+  """The text of ``path`` that a run of only ``parts`` keeps: with the AV
+  part alone, everything before its heading (the ImageNet part and the
+  command that made it, each part followed by its own command), then a
+  blank line; otherwise nothing (the file is rewritten)."""
+  if tuple(parts) != ('av',) or not os.path.exists(path):
+    return ''
+  with open(path) as f:
+    text = f.read()
+  return text.split(AV_TITLE)[0].rstrip('\n') + '\n\n'
 
 
 if __name__ == '__main__':

@@ -8,9 +8,13 @@ import re
 import pytest
 
 from experiments import bench_input
+from experiments import runs
+from gblend_jax import data
+from gblend_jax.data import pipeline
 from gblend_jax.training import metric_writer
 from gblend_jax.training import trainer as train
 from tests import train_utils
+from tests.datasets import av_fakes
 
 TIMING = ('train_step/steps_per_second',)
 
@@ -82,3 +86,50 @@ def test_peak_memory_does_not_grow_with_the_data_set(tmp_path):
   run = os.path.join(str(tmp_path / '250'), 'run')
   rows = metric_writer.read_metrics(run)
   assert rows[-1]['step'] == 2 and 'test/fused/accuracy' in rows[-1]
+
+
+@pytest.mark.slow
+def test_av_ogm_trains_on_the_compact_crema_d_records(tmp_path):
+  # The official config's records (frame JPEG bytes, float16 spectrogram)
+  # on the fake CREMA-D copy: streamed (data.streaming='auto'), the frames
+  # decoded with the train transform in a grain worker process, evaluated.
+  config = runs.load_config(os.path.join(train_utils.REPO, 'experiments',
+                                         'configs', 'av_ogm.py'),
+                            'dataset=crema_d,runlocal')
+  av_fakes.on_crema_d_copy(config, tmp_path)
+  config.data.builder_config = 'official'
+  config.data.augmentation = 'random_resized_crop_flip'
+  config.data.augment_modalities = ('visual',)
+  config.data.workers = 1
+  config.num_train_steps = 2
+  config.log_every_steps = 1
+  splits = data.load_dataset(config.data)
+  assert config.data.streaming == 'auto'
+  assert pipeline.streamed_source(splits.train) is not None
+  assert splits.modalities == {'audio': (257, 188),
+                               'visual': (1, 224, 224, 3)}
+  results = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert results['step'] == 2
+  final = results['final']
+  for key in ('test/fused/accuracy', 'test/unimodal_audio/accuracy',
+              'test/unimodal_visual/accuracy'):
+    assert 0.0 <= final[key] <= 1.0, key
+  # 6 test clips, 6 classes: accuracy is a multiple of 1/6.
+  assert final['test/fused/accuracy'] * 6 == pytest.approx(
+      round(final['test/fused/accuracy'] * 6))
+  rows = [r for r in metric_writer.read_metrics(str(tmp_path / 'run'))
+          if 'train_step/loss' in r]
+  assert len(rows) == 2 and all(abs(r['train_step/loss']) < 1e3
+                                for r in rows)
+
+
+def test_an_av_only_bench_run_keeps_the_imagenet_part(tmp_path):
+  path = tmp_path / 'input.md'
+  imagenet = ('## Streaming input (ImageNet-shaped JPEGs)\n\n| 72 |\n\n'
+              'Command: `python -m experiments.bench_input`  \n')
+  path.write_text(imagenet + '\n' + bench_input.AV_TITLE + '\n\n| 40 |\n')
+  assert bench_input._kept_parts(str(path), ('av',)) == imagenet + '\n'
+  assert bench_input._kept_parts(str(path), bench_input.PARTS) == ''
+  assert bench_input._kept_parts(str(tmp_path / 'new.md'), ('av',)) == ''
+  with pytest.raises(ValueError, match=re.escape("Unknown parts ['video']")):
+    bench_input.input_section(parts=('video',))

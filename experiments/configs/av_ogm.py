@@ -76,8 +76,9 @@ Arguments (comma-separated):
                 (default: 1.0) or PMR's (default: 2.0).
   momentum=M    PMR's prototype momentum μ (default: 0.0).
   stages=N      ReconBoost's stages (default 100).
-  runlocal      the `small` builder config (64x64 frames), narrow ResNets
-                (8 filters), batch 8 and 20 steps: minutes on a CPU.
+  runlocal      the `small` builder config (64x64 uint8 frames, no
+                augmentation), narrow ResNets (8 filters), batch 8 and 20
+                steps: minutes on a CPU.
 """
 
 import ml_collections
@@ -114,6 +115,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Per-feature mean and std of the training split: frames arrive as
   # uint8 and spectrograms as log magnitudes.
   config.data.standardize = True
+  # The official configs store the frame files' bytes: training batches
+  # decode each frame with the official train transform
+  # (RandomResizedCrop(224) + RandomHorizontalFlip of OGM-GE's loaders),
+  # every other read resizes it to 224 x 224 (gblend_jax.data.streaming).
+  config.data.augmentation = 'random_resized_crop_flip'
+  config.data.augment_modalities = ('visual',)
 
   config.model.encoder.name = 'resnet18'
   config.model.encoders = {'visual': {'name': 'frame_resnet18'}}
@@ -181,7 +188,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                       clip_threshold=1.0, clip_norm=1.0)
 
   if args['runlocal']:
-    config.data.builder_config = 'small'
+    config.data.builder_config = 'small'  # uint8 frames, in memory.
+    config.data.augmentation = 'none'
+    config.data.augment_modalities = ()
     config.data.batch_size = 8
     config.data.eval_batch_size = 16
     for name in ('resnet18', 'frame_resnet18'):

@@ -277,7 +277,7 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> DatasetSplits:
         f'{list(available)}.'
     )
   images = streaming.encoded_images(builder)
-  modalities = {m: ((images[m], images[m], 3) if m in images
+  modalities = {m: (images[m].shape if m in images
                     else tuple(features[m].shape)) for m in requested}
   num_classes = features['label'].num_classes
 
@@ -672,7 +672,9 @@ def train_iterator(
       standardised per pixel, so the zeros of ``pad_crop_flip`` pad with the
       training mean.
     augment_modalities: Modalities to augment; empty: every modality whose
-      examples are ``[H, W]`` or ``[H, W, C]``.
+      examples are ``[H, W]`` or ``[H, W, C]``, and every encoded image or
+      frame sequence of a streamed source (which, under
+      ``'random_resized_crop_flip'``, get the crop as they are decoded).
     augment_pad: ``P`` of ``pad_crop_flip``.
     read_threads: grain threads that prepare batches ahead (0: none, read
       in the caller's thread). The batches and their order do not depend
@@ -703,17 +705,23 @@ def train_iterator(
       process_index=process_index, process_count=process_count)
   augment.check_augmentation(augmentation)
   streamed = streamed_source(source)
-  # Encoded images get the random resized crop as they are decoded, at full
-  # resolution; every other augmentation runs on the gathered batch.
-  decoded = (tuple(streamed.images) if streamed is not None
+  # Encoded images (and frames) get the random resized crop as they are
+  # decoded, at full resolution; every other augmentation runs on the
+  # gathered batch.
+  decoded = (tuple(m for m in streamed.images
+                   if not augment_modalities or m in augment_modalities)
+             if streamed is not None
              and augmentation == 'random_resized_crop_flip' else ())
   augmenter = None
   if augmentation != 'none':
     shapes = (dict(streamed.modalities) if streamed is not None else
               {key: np.shape(value) for key, value in source[0].items()
                if key not in RESERVED_KEYS})
-    names = tuple(n for n in augment.image_modalities(
-        shapes, augment_modalities) if n not in decoded)
+    requested = tuple(m for m in augment_modalities if m not in decoded)
+    names = () if augment_modalities and not requested else tuple(
+        augment.image_modalities(
+            {n: s for n, s in shapes.items() if n not in decoded},
+            requested))
     if names:
       augmenter = augment.BatchAugmenter(
           augmentation, names, seed=seed, process_index=process_index,

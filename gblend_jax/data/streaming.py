@@ -18,12 +18,18 @@ in-memory path does with copies of the data is done on indices here:
   function) and cached next to the prepared files.
 
 Encoded images (the ``full`` configs of the ImageNet-LT and iNaturalist
-builders store each image file's own JPEG bytes) are decoded when a batch is
-read, in the reading worker: training batches get the paper's train
-transform (random-resized-crop to ``S`` + flip, ``RandomResizedCrop`` and
-``RandomHorizontalFlip`` of torchvision), every other read the test
-transform (shorter side resized to ``round(S / 0.875)`` = 256 for ``S`` =
-224, centre crop ``S``).
+builders store each image file's own JPEG bytes; the ``official`` configs of
+the audio-visual builders store the bytes of a clip's ``T`` frame files)
+are decoded when a batch is read, in the reading worker (`EncodedImages`
+says how): training batches get the paper's train transform
+(random-resized-crop to ``S`` + flip, ``RandomResizedCrop`` and
+``RandomHorizontalFlip`` of torchvision; each frame its own draws) when
+``data.augmentation`` is ``'random_resized_crop_flip'``, every other read
+the test transform: ``'shorter_side'`` (shorter side resized to
+``round(S / 0.875)`` = 256 for ``S`` = 224, centre crop ``S``; ImageNet) or
+``'square'`` (resized to ``S x S``, torchvision's ``Resize((S, S))``: what
+OGM-GE does to video frames, and what the audio-visual builders did at
+build time).
 
 ``use_streaming`` chooses the path: ``data.streaming`` 'auto' streams when
 the float32 size of the requested modalities over the train and test splits
@@ -31,6 +37,7 @@ exceeds ``data.in_memory_limit_mb`` (default ``IN_MEMORY_LIMIT_MB``) or
 when a modality is encoded; 'always' and 'never' force a path.
 """
 
+import dataclasses
 import glob
 import hashlib
 import io
@@ -92,13 +99,50 @@ def resolve_workers(workers: int) -> int:
   return default_workers() if workers == -1 else int(workers)
 
 
-def encoded_images(builder: Any) -> dict[str, int]:
-  """Encoded image features of a builder and the side ``S`` they become.
+TEST_RESIZES = ('shorter_side', 'square')
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedImages:
+  """How an encoded image feature becomes pixels when it is read.
+
+  Attributes:
+    size: ``S``: the side of the square crops.
+    frames: 0: one image per example (a bytes scalar); ``T`` > 0: ``T``
+      frames per example (a ``[T]`` array of bytes), decoded each.
+    test_resize: The test transform (see the module docstring):
+      ``'shorter_side'`` or ``'square'``.
+  """
+
+  size: int
+  frames: int = 0
+  test_resize: str = 'shorter_side'
+
+  def __post_init__(self):
+    if self.test_resize not in TEST_RESIZES:
+      raise ValueError(f'Unknown test_resize={self.test_resize!r}; valid: '
+                       f'{list(TEST_RESIZES)}.')
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    """The shape of one decoded example: ``[(T,) S, S, 3]``."""
+    pixels = (self.size, self.size, 3)
+    return (self.frames, *pixels) if self.frames else pixels
+
+
+def _as_encoded(spec: 'EncodedImages | int') -> EncodedImages:
+  return spec if isinstance(spec, EncodedImages) else EncodedImages(int(spec))
+
+
+def encoded_images(builder: Any) -> dict[str, EncodedImages]:
+  """Encoded image features of a builder and how they are decoded.
 
   A builder declares them with a ``gblend_encoded_images`` property
-  (feature name to ``S``); others have none.
+  (feature name to an `EncodedImages`, or to ``S`` for one image with the
+  ``'shorter_side'`` test transform); others have none.
   """
-  return dict(getattr(builder, 'gblend_encoded_images', None) or {})
+  declared = getattr(builder, 'gblend_encoded_images', None) or {}
+  return {name: _as_encoded(spec) for name, spec in declared.items()}
 
 
 def float32_megabytes(builder: Any, modalities: Mapping[str, Sequence[int]],
@@ -145,6 +189,24 @@ def decode_image(data: bytes) -> Image.Image:
   return image.convert('RGB')
 
 
+def read_image_bytes(path: str) -> bytes:
+  """The bytes of the image file at ``path``, once they decode whole.
+
+  What a builder stores of an encoded image. The check decodes at JPEG's
+  smallest DCT scale (pillow's ``draft``), which still reads every
+  entropy-coded byte: a truncated or corrupt file raises.
+
+  Raises:
+    OSError: for a file that does not decode (the caller names it).
+  """
+  with open(path, 'rb') as f:
+    data = f.read()
+  with Image.open(io.BytesIO(data)) as image:
+    image.draft('RGB', (1, 1))
+    image.load()
+  return data
+
+
 def test_transform(image: Image.Image, size: int) -> np.ndarray:
   """Resize the shorter side to ``round(S / 0.875)``, centre crop ``S``.
 
@@ -169,6 +231,23 @@ def test_transform(image: Image.Image, size: int) -> np.ndarray:
   left = int(round((new_size[0] - size) / 2.0))
   top = int(round((new_size[1] - size) / 2.0))
   return np.asarray(image.crop((left, top, left + size, top + size)),
+                    np.uint8)
+
+
+def square_transform(image: Image.Image, size: int) -> np.ndarray:
+  """Resize to ``S x S`` (bilinear), ignoring the aspect ratio.
+
+  torchvision's ``Resize((S, S))`` on a pillow image: OGM-GE's test
+  transform of video frames.
+
+  Args:
+    image: An RGB pillow image.
+    size: ``S``.
+
+  Returns:
+    uint8 ``[S, S, 3]``.
+  """
+  return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR),
                     np.uint8)
 
 
@@ -217,7 +296,8 @@ class StreamedSource:
     labels: ``[n]`` int32 labels.
     ids: ``[n]`` ids (int32, or bytes for text ids).
     modalities: Modality name to the shape it has once read.
-    images: Encoded image modality name to its side ``S``.
+    images: Encoded image modality name to its `EncodedImages` (or its
+      side ``S``).
     feature_positions: Modality name to ``[n]`` records (default:
       ``positions``).
     stats: Modality name to ``(mean, std)`` arrays of its shape.
@@ -229,7 +309,7 @@ class StreamedSource:
   def __init__(self, records: Any, *, positions: np.ndarray,
                labels: np.ndarray, ids: np.ndarray,
                modalities: Mapping[str, tuple[int, ...]],
-               images: Mapping[str, int] | None = None,
+               images: Mapping[str, EncodedImages | int] | None = None,
                feature_positions: Mapping[str, np.ndarray] | None = None,
                stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None
                = None, where: str = '',
@@ -239,7 +319,8 @@ class StreamedSource:
     self.labels = np.asarray(labels, np.int32)
     self.ids = np.asarray(ids)
     self.modalities = dict(modalities)
-    self.images = dict(images or {})
+    self.images = {name: _as_encoded(spec)
+                   for name, spec in (images or {}).items()}
     self.feature_positions = {
         m: np.asarray((feature_positions or {}).get(m, self.positions),
                       np.int64) for m in self.modalities}
@@ -293,14 +374,15 @@ class StreamedSource:
     Args:
       indices: ``[B]`` positions into this source.
       rng: For training batches: the draws of the train transform of
-        encoded images (in example order). None: the test transform.
+        encoded images (in example order, then frame order). None: the
+        test transform.
 
     Returns:
       ``id``, ``label`` and each modality, ``[B, ...]`` (float32).
 
     Raises:
-      ValueError: naming the example and id of an image that does not
-        decode.
+      ValueError: naming the example and id of an image (or frame) that
+        does not decode.
     """
     indices = np.asarray(indices, np.int64)
     wanted = {m: p[indices] for m, p in self.feature_positions.items()}
@@ -312,7 +394,7 @@ class StreamedSource:
       rows = [records[p][name] for p in wanted[name].tolist()]
       if name in self.images:
         values = np.stack([
-            self._image(rows[k], int(indices[k]), rng, self.images[name])
+            self._decode(rows[k], int(indices[k]), rng, self.images[name])
             for k in range(len(rows))]).astype(np.float32)
       else:
         values = np.asarray(rows, np.float32).reshape((len(rows), *shape))
@@ -322,20 +404,32 @@ class StreamedSource:
       batch[name] = values
     return batch
 
-  def _image(self, data: Any, index: int, rng: np.random.Generator | None,
-             size: int) -> np.ndarray:
+  def _decode(self, data: Any, index: int, rng: np.random.Generator | None,
+              spec: EncodedImages) -> np.ndarray:
+    """One example's image, or its ``[T]`` frames, decoded and transformed."""
+    data = np.asarray(data)
+    if not spec.frames:
+      return self._image(data.item(), index, '', rng, spec)
+    return np.stack([self._image(frame, index, f' frame {k}', rng, spec)
+                     for k, frame in enumerate(data.reshape(-1))])
+
+  def _image(self, data: Any, index: int, frame: str,
+             rng: np.random.Generator | None,
+             spec: EncodedImages) -> np.ndarray:
     try:
-      image = decode_image(bytes(np.asarray(data).item()))
+      image = decode_image(bytes(data))
     except OSError as error:
       example_id = self.ids[index]
       if isinstance(example_id, bytes):
         example_id = example_id.decode(errors='replace')
       raise ValueError(
-          f'{self.where}, example {index} (id {example_id}): the stored '
-          f'image does not decode ({error}).') from error
-    if rng is None:
-      return test_transform(image, size)
-    return train_transform(image, size, rng)
+          f'{self.where}, example {index} (id {example_id}){frame}: the '
+          f'stored image does not decode ({error}).') from error
+    if rng is not None:
+      return train_transform(image, spec.size, rng)
+    if spec.test_resize == 'square':
+      return square_transform(image, spec.size)
+    return test_transform(image, spec.size)
 
 
 def read_records(records: Any, positions: np.ndarray) -> list[Any]:
@@ -424,7 +518,7 @@ def open_split(builder: Any, split: str, *, name: str, num_classes: int,
 
 def _check_records(records: Any, *, where: str, num_classes: int,
                    modalities: Mapping[str, tuple[int, ...]],
-                   images: Mapping[str, int]
+                   images: Mapping[str, EncodedImages]
                    ) -> tuple[np.ndarray, np.ndarray]:
   """One streamed pass: the checks of `pipeline.check_examples`, keeping
   only labels and ids."""
@@ -442,9 +536,13 @@ def _check_records(records: Any, *, where: str, num_classes: int,
                            f'{name!r}.')
         value = np.asarray(example[name])
         if name in images:
-          if value.dtype.kind not in 'OSU' or not value.size:
-            raise ValueError(f'{where}, example {index}: modality {name!r} '
-                             'is not encoded image bytes.')
+          frames = images[name].frames
+          if (value.dtype.kind not in 'OSU' or not value.size
+              or value.shape != ((frames,) if frames else ())):
+            raise ValueError(
+                f'{where}, example {index}: modality {name!r} is not '
+                f'encoded image bytes ({frames or "one"} a clip); got '
+                f'dtype {value.dtype}, shape {value.shape}.')
           continue
         if value.shape != shape:
           raise ValueError(

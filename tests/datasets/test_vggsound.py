@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 from experiments import runs
 from gblend_jax import data
 from gblend_jax.data import audio_visual as av
+from gblend_jax.data import streaming
 from gblend_jax.datasets.vggsound import vggsound_dataset_builder as vggsound
 from gblend_jax.training import metric_writer
 from gblend_jax.training import trainer as train
@@ -80,14 +81,31 @@ def test_every_clip_is_stored_with_its_label_sound_and_frames(tmp_path):
     np.testing.assert_allclose(means[:, 1], 20 * picked, atol=3)
 
 
-def test_official_config_shapes(tmp_path):
+def test_official_config_stores_frame_bytes_and_float16(tmp_path):
+  # Read as training reads it, each frame is the old uint8 frame exactly
+  # and the spectrogram the float32 one to float16 rounding.
   av_fakes.write_vggsound_copy(_root(tmp_path))
   builder = _build(tmp_path, 'official')
+  assert str(builder.version) == '2.0.0'
   assert builder.info.features['audio'].shape == (129, 626)
-  assert builder.info.features['visual'].shape == (3, 224, 224, 3)
+  assert builder.info.features['audio'].np_dtype == np.float16
+  assert builder.info.features['visual'].shape == (3,)  # The files' bytes.
+  spec = builder.gblend_encoded_images['visual']
+  assert spec.shape == (3, 224, 224, 3)
   example = _read(tmp_path, 'official')['test']['---g-f_I2yQ_1']
-  assert example['visual'].shape == (3, 224, 224, 3)
   assert example['label'] == CLASSES.index('playing tennis')
+  source = streaming.open_split(
+      builder, 'test', name='vggsound', num_classes=309,
+      modalities={'audio': (129, 626), 'visual': spec.shape})
+  batch = source.take(np.arange(len(source)))
+  for k, clip_id in enumerate(batch['id'].astype(str)):
+    row = next(r for r in ROWS if f'{r[0]}_{r[1]}' == clip_id)
+    audio_path, frames_dir = av_fakes.vggsound_paths(_root(tmp_path), row)
+    np.testing.assert_allclose(batch['audio'][k],
+                               vggsound.audio_features(audio_path),
+                               rtol=2.0**-11, atol=2.0**-25)
+    np.testing.assert_array_equal(batch['visual'][k],
+                                  av.read_frames(frames_dir, 3, 224))
 
 
 def test_audio_is_the_middle_5_s_of_the_clip_at_16_khz(tmp_path):
@@ -278,4 +296,4 @@ def test_the_config_has_ogm_ges_vggsound_settings(tmp_path):
   features = builder.info.features  # Nothing prepared.
   assert features['label'].num_classes == 309
   assert features['audio'].shape == (129, 626)
-  assert features['visual'].shape == (3, 224, 224, 3)
+  assert features['visual'].shape == (3,)  # Frame files' bytes.

@@ -8,11 +8,13 @@ that of the category in the sorted list of the 28 names, as in OGM-GE's
 A video listed twice in a split keeps its last line (the official loader's
 rule); one listed in two splits stays only in the later one.
 
-Configs (see ``gblend_jax.data.audio_visual``): ``official``: ``audio``
-float32 [257, 1004] (the standardised log PSD that
+Configs (see ``gblend_jax.data.audio_visual``): ``official`` (2.0.0):
+``audio`` float16 [257, 1004] (the standardised log PSD that
 ``pre-processing/obtain_audio_spectrogram.py`` stored for
-``dataset/dataset.py``), ``visual`` uint8 [3, 224, 224, 3] (its 3 frames);
-``small``: ``audio`` [257, 188] (3 s STFT), ``visual`` [3, 64, 64, 3].
+``dataset/dataset.py``), ``visual`` the bytes of its 3 frames' JPEG files,
+[3] (decoded to [3, 224, 224, 3] by the input pipeline); ``small``
+(1.0.0): ``audio`` float32 [257, 188] (3 s STFT), ``visual`` uint8
+[3, 64, 64, 3].
 """
 
 from gblend_jax.data import audio_visual

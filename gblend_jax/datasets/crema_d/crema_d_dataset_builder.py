@@ -7,10 +7,11 @@ indexed as the official ``class_dict``: NEU 0, HAP 1, SAD 2, FEA 3, DIS 4,
 ANG 5. ``id`` is the clip name (``1001_DFA_ANG_XX``).
 
 Configs (see ``gblend_jax.data.audio_visual`` for the preprocessing):
-``official``: ``audio`` float32 [257, 188] (3 s STFT of
-``dataset/CramedDataset.py``), ``visual`` uint8 [1, 224, 224, 3] (the
-official ``--fps 1`` frame); ``small``: the same audio, ``visual`` uint8
-[1, 64, 64, 3].
+``official`` (2.0.0): ``audio`` float16 [257, 188] (3 s STFT of
+``dataset/CramedDataset.py``), ``visual`` the bytes of the official
+``--fps 1`` frame's JPEG file, [1] (decoded to [1, 224, 224, 3] by the
+input pipeline); ``small`` (1.0.0): ``audio`` float32 [257, 188],
+``visual`` uint8 [1, 64, 64, 3].
 
 Named ``crema_d_av``: TFDS ships an audio-only ``crema_d`` builder, and two
 builders of one name cannot both be registered.

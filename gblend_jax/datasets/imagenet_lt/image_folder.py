@@ -25,7 +25,6 @@ decoding) and written by TFDS's plain ``_generate_examples`` path (no Beam).
 
 import concurrent.futures
 import dataclasses
-import io
 import os
 from collections.abc import Iterator
 from collections.abc import Sequence
@@ -33,6 +32,8 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
+
+from gblend_jax.data import streaming
 
 IMAGE_SIZES = (32, 64, 128, 256)
 DEFAULT_CONFIG = 's64'
@@ -105,24 +106,6 @@ def read_image(path: str, size: int) -> np.ndarray:
   with Image.open(path) as image:
     image.draft('RGB', (size, size))  # JPEG only; a no-op for others.
     return resize_and_crop(image, size)
-
-
-def read_image_bytes(path: str) -> bytes:
-  """The bytes of the image file at ``path``, once they decode whole.
-
-  The check decodes at JPEG's smallest DCT scale (pillow's ``draft``),
-  which still reads every entropy-coded byte: a truncated or corrupt file
-  raises.
-
-  Raises:
-    OSError: for a file that does not decode (the caller names it).
-  """
-  with open(path, 'rb') as f:
-    data = f.read()
-  with Image.open(io.BytesIO(data)) as image:
-    image.draft('RGB', (1, 1))
-    image.load()
-  return data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,7 +214,7 @@ class ImageListBuilder(tfds.core.GeneratorBasedBuilder,
     def decode(image: ListedImage) -> np.ndarray | bytes:
       try:
         if encoded:
-          return read_image_bytes(image.path)
+          return streaming.read_image_bytes(image.path)
         return read_image(image.path, size)
       except (OSError, ValueError) as error:
         raise ValueError(f'{image.where}: cannot read {image.path}: '

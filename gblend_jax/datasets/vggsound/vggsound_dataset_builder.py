@@ -21,10 +21,17 @@ order). ``id`` is the clip name.
 
 Audio (`audio_features`), as ``VGGSound.__getitem__``: the wav at 16 kHz,
 mono, repeated until 10 s long, a 5 s window clipped to [-1, 1], then
-``log(|librosa.stft(n_fft=256, hop_length=128)| + 1e-7)``: float32
-[129, 626]. Frames: 3 per clip (``--use_video_frames 3``), resized to
-224 x 224 (its test transform; the train transform's random-resized-crop
-and flip belong to the input pipeline), uint8 [3, 224, 224, 3].
+``log(|librosa.stft(n_fft=256, hop_length=128)| + 1e-7)``: [129, 626].
+Frames: 3 per clip (``--use_video_frames 3``), resized to 224 x 224 (its
+test transform; the train transform's random-resized-crop and flip belong
+to the input pipeline): [3, 224, 224, 3].
+
+What is stored: the ``official`` config (version 2.0.0) stores the three
+frame files' own bytes (JPEG, checked by one decode at build time; the
+input pipeline decodes and resizes them, `gblend_jax.data.streaming`) and
+the spectrogram as float16; the ``small`` config (version 1.0.0) stores
+uint8 [3, 64, 64, 3] frames and a float32 spectrogram (see
+`gblend_jax.data.audio_visual`).
 
 Departures from the official code, each for a stated reason:
 
@@ -44,15 +51,11 @@ Departures from the official code, each for a stated reason:
 
 import dataclasses
 import os
-import struct
-import warnings
 from collections.abc import Iterator
 
 import numpy as np
-import scipy.io.wavfile
 import tensorflow_datasets as tfds
 from absl import logging
-from PIL import Image
 
 from gblend_jax.data import audio_visual as av
 
@@ -100,9 +103,12 @@ class VGGSoundConfig(tfds.core.BuilderConfig):
 
   Attributes:
     image_size: Side of the square frames (S).
+    compact: Store the frame files' bytes and a float16 spectrogram
+      (`gblend_jax.data.audio_visual.clip_features`).
   """
 
   image_size: int
+  compact: bool = False
 
   @property
   def audio_shape(self) -> tuple[int, int]:
@@ -111,34 +117,6 @@ class VGGSoundConfig(tfds.core.BuilderConfig):
   @property
   def visual_shape(self) -> tuple[int, int, int, int]:
     return NUM_FRAMES, self.image_size, self.image_size, 3
-
-
-def read_complete_wav(path: str) -> tuple[np.ndarray, int]:
-  """`audio_visual.read_wav`, refusing a truncated or unreadable file.
-
-  scipy reads a wav file cut short with a warning and fewer samples; here
-  that is an error.
-
-  Args:
-    path: A wav file.
-
-  Returns:
-    ``(waveform, rate)``: float32 ``[n]`` mono in [-1, 1], and Hz.
-
-  Raises:
-    ValueError: the file is truncated or not a wav file, naming it.
-  """
-  with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter('always', scipy.io.wavfile.WavFileWarning)
-    try:
-      result = av.read_wav(path)
-    except (ValueError, EOFError, struct.error) as error:
-      raise ValueError(f'{path}: not a readable wav file ({error}).') from None
-  for warning in caught:
-    message = str(warning.message)
-    if 'EOF' in message or 'ncomplete' in message:
-      raise ValueError(f'{path}: truncated wav file ({message}).')
-  return result
 
 
 def audio_features(path: str) -> np.ndarray:
@@ -154,35 +132,15 @@ def audio_features(path: str) -> np.ndarray:
 
   Returns:
     float32 ``[129, 626]``.
+
+  Raises:
+    ValueError: naming a truncated or unreadable wav file.
   """
-  waveform, rate = read_complete_wav(path)
+  waveform, rate = av.read_complete_wav(path)
   waveform = av.tile_and_clip(av.resample(waveform, rate, SAMPLE_RATE),
                               CLIP_SAMPLES)
   window = waveform[WINDOW_START:WINDOW_START + WINDOW_SAMPLES]
   return av.log_stft(window, n_fft=N_FFT, hop_length=HOP_LENGTH)
-
-
-def read_frames(folder: str, image_size: int) -> np.ndarray:
-  """``NUM_FRAMES`` frames of a clip, each file named if it cannot be read.
-
-  Args:
-    folder: The clip's frame folder.
-    image_size: Side of the square each frame is resized to (bilinear).
-
-  Returns:
-    uint8 ``[NUM_FRAMES, image_size, image_size, 3]``.
-  """
-  names = av.frame_files(folder)
-  frames = []
-  for position in av.select_frames(len(names), NUM_FRAMES):
-    path = os.path.join(folder, names[position])
-    try:
-      with Image.open(path) as image:
-        frames.append(np.asarray(image.convert('RGB').resize(
-            (image_size, image_size), Image.Resampling.BILINEAR)))
-    except OSError as error:  # Truncated or not an image.
-      raise ValueError(f'{path}: unreadable frame ({error}).') from None
-  return np.stack(frames).astype(np.uint8)
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -194,23 +152,26 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = [
       VGGSoundConfig(name='official', image_size=224,
                      description='OGM-GE sizes: log STFT [129, 626] of 5 s '
-                     'at 16 kHz; frames [3, 224, 224, 3].'),
+                     'at 16 kHz, float16; the frame files\' bytes, decoded '
+                     'to [3, 224, 224, 3].'),
       VGGSoundConfig(name='small', image_size=64,
                      description='For CPU: log STFT [129, 626]; frames '
                      '[3, 64, 64, 3].'),
   ]
+  av.compact_config(BUILDER_CONFIGS[0])
   FOLDER = 'VGGSound'
 
+  @property
+  def gblend_encoded_images(self) -> dict[str, object]:
+    """The encoded frames of the compact config (for `streaming`)."""
+    return av.encoded_frames(self.builder_config)
+
   def _info(self) -> tfds.core.DatasetInfo:
-    config = self.builder_config
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
             'id': tfds.features.Text(),
             'label': tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-            'audio': tfds.features.Tensor(shape=config.audio_shape,
-                                          dtype=np.float32),
-            'visual': tfds.features.Tensor(shape=config.visual_shape,
-                                           dtype=np.uint8),
+            **av.clip_features(self.builder_config),
         }),
         supervised_keys=None,
         homepage='https://www.robots.ox.ac.uk/~vgg/data/vggsound/',
@@ -266,13 +227,17 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(
       self, clips: list[av.Clip]
   ) -> Iterator[tuple[str, dict[str, object]]]:
+    config = self.builder_config
     for clip in clips:
-      yield clip.id, {
-          'id': clip.id, 'label': clip.label,
-          'audio': audio_features(clip.audio_path),
-          'visual': read_frames(clip.frames_dir,
-                                self.builder_config.image_size),
-      }
+      audio = audio_features(clip.audio_path)
+      if config.compact:
+        audio = audio.astype(np.float16)
+        visual = av.read_frame_bytes(clip.frames_dir, NUM_FRAMES)
+      else:
+        visual = av.read_frames(clip.frames_dir, NUM_FRAMES,
+                                config.image_size)
+      yield clip.id, {'id': clip.id, 'label': clip.label, 'audio': audio,
+                      'visual': visual}
 
 
 def _clip(root: str, split: str, clip_id: str, label: int) -> av.Clip:
