@@ -8,13 +8,13 @@ the command, the date and the machine, to
 
   python -m experiments.ogm_grid --seeds 5 --workdir workdirs/ogm_mfeat
 
-``--mechanism`` runs the search for a setting where OGM-GE's mechanism
+After the tables it runs the search for a setting where OGM-GE's mechanism
 applies (`mechanism.py`: a complementarity screen of the view pairs and an
 α sweep on the selection seeds, held-out data only, then naive vs OGM vs
 OGM-GE on the chosen settings over the grid's seeds, all with the paper's
-schedule) and replaces (or appends) only its section of the file, between
-`mechanism.SECTION_BEGIN` and `mechanism.SECTION_END`; every other line
-stays as it is:
+schedule) and replaces (or appends) its section of the file, between
+`mechanism.SECTION_BEGIN` and `mechanism.SECTION_END`. ``--mechanism``
+runs the search alone; every other line of the file stays as it is:
 
   python -m experiments.ogm_grid --mechanism --seeds 5 \
       --workdir workdirs/ogm_mfeat
@@ -106,6 +106,8 @@ def main(argv: list[str]) -> None:
       'experiments.ogm_grid', sys.argv[1:],
   )
   print(text)
+  # Then the mechanism search (its finished runs are read, not rerun).
+  _run_mechanism()
 
 
 def _run_mechanism() -> None:
@@ -127,6 +129,8 @@ def _run_mechanism() -> None:
       f'Machine: {runs.machine()}\n\n{mechanism.SECTION_END}'))
   with open(_OUTPUT.value) as f:
     text = f.read()
+  # A file without the section gets it at its end, after the tables'
+  # footer (`before` is then absent too).
   text = tables.merge_section(text, section, begin=mechanism.SECTION_BEGIN,
                               end=mechanism.SECTION_END,
                               before=mechanism.SECTION_END)
