@@ -238,27 +238,27 @@ def _metrics_rows(run_dir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def share_history(run_dirs: list[str], views: list[str],
-                  steps_per_epoch: float) -> dict[int, list[float]]:
-  """Held-out share accuracy (%) of each view at `HISTORY_EPOCHS`.
+def metric_history(run_dirs: list[str], names: list[str],
+                   steps_per_epoch: float) -> dict[int, list[float]]:
+  """Evaluated metrics (%) at `HISTORY_EPOCHS`, e.g. each view's held-out
+  share ``holdout/unimodal_<view>/accuracy``.
 
   Args:
     run_dirs: the runs (one per seed).
-    views: the two views.
+    names: the metrics.
     steps_per_epoch: optimiser steps per epoch.
 
   Returns:
-    epoch -> [mean share of each view over the runs].
+    epoch -> [mean of each metric over the runs].
   """
   history = {}
   for epoch in HISTORY_EPOCHS:
     step = int(round(epoch * steps_per_epoch))
     values = []
     for run_dir in run_dirs:
-      row = next(r for r in _metrics_rows(run_dir) if r['step'] == step
-                 and f'holdout/unimodal_{views[0]}/accuracy' in r)
-      values.append([100 * row[f'holdout/unimodal_{v}/accuracy']
-                     for v in views])
+      row = next(r for r in _metrics_rows(run_dir)
+                 if r['step'] == step and names[0] in r)
+      values.append([100 * row[name] for name in names])
     history[epoch] = list(np.mean(values, axis=0))
   return history
 
@@ -302,15 +302,25 @@ def _grid(config_path, pair, args, description, alphas, seeds, workdir):
   run = by_label['naive'][0]
   steps_per_epoch = run['step'] / runs.run_config(
       config_path, rows['naive'], 0).num_epochs
-  text += ['', f'Held-out share of each view ({views[0]} / {views[1]}, %, '
-           'mean over seeds) during training:', '',
+  text += ['', f'Held-out accuracy (%) of each view\'s share of the fused '
+           f'logits ({views[0]} / {views[1]}; the single-view rows: that '
+           'view\'s own network), mean over seeds, during training:', '',
            '| run | ' + ' | '.join(f'epoch {e}' for e in HISTORY_EPOCHS)
            + ' |', '|---|' + '---:|' * len(HISTORY_EPOCHS)]
-  for label in list(rows)[2:]:
+  for label in rows:
     dirs = [runs.run_directory(workdir, rows[label], s) for s in seeds]
-    history = share_history(dirs, views, steps_per_epoch)
-    text.append(f'| {label} | ' + ' | '.join(
-        f'{a:.1f} / {b:.1f}' for a, b in history.values()) + ' |')
+    if label.startswith('single'):
+      history = metric_history(dirs, ['holdout/fused/accuracy'],
+                               steps_per_epoch)
+      cells = [f'{a:.1f} / —' if label == 'single_a' else f'— / {a:.1f}'
+               for (a,) in history.values()]
+      label = f'{views[label == "single_b"]} alone'
+    else:
+      history = metric_history(
+          dirs, [f'holdout/unimodal_{v}/accuracy' for v in views],
+          steps_per_epoch)
+      cells = [f'{a:.1f} / {b:.1f}' for a, b in history.values()]
+    text.append(f'| {label} | ' + ' | '.join(cells) + ' |')
   text += ['', f'OGM\'s coefficients k ({views[0]} / {views[1]}; 1: not '
            f'modulated) and ρ of {views[0]} (its score over {views[1]}\'s), '
            'mean over seeds and steps of each epoch bin:', '',

@@ -136,7 +136,9 @@ def test_histories_read_from_the_metrics(tmp_path, monkeypatch):
         for s in (1, 2, 3, 4)] + [
         {'step': s, 'holdout/unimodal_a/accuracy': 0.4 * s / 4 + shift,
          'holdout/unimodal_b/accuracy': 0.1} for s in (2, 4)])
-  shares = mechanism.share_history(dirs, ['a', 'b'], steps_per_epoch=2)
+  shares = mechanism.metric_history(
+      dirs, ['holdout/unimodal_a/accuracy', 'holdout/unimodal_b/accuracy'],
+      steps_per_epoch=2)
   assert shares[1] == pytest.approx([30.0, 10.0])  # (20 + 40) / 2.
   assert shares[2] == pytest.approx([50.0, 10.0])  # (40 + 60) / 2.
   coefficients = mechanism.coefficient_history(dirs, ['a', 'b'],
