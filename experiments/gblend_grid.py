@@ -310,7 +310,23 @@ def _sgd_section(select: list[int], seeds: int, workdir: str) -> str:
                     SGD_EXPLANATION, SGD_SECTION_END]) + '\n'
 
 
-SGD_EXPLANATION = ''
+SGD_EXPLANATION = """\
+**Reading (2026-12-01).** With SGD, online G-Blend does not reach kar
+alone either: 85.72 ± 1.24 test against 88.16 ± 0.51 for kar alone with
+the same optimiser (89.36 with Adam), the same shortfall as under Adam
+(online 86.16 ± 0.87 above). Its gain over naive fusion stays (+4.9
+points; naive 80.80 ± 1.04). The reason is the one found under Adam: the
+kar head of the same online networks reaches 90.20 ± 0.70 % test (read
+from their results.json, `test/kar/accuracy`; reported here, chosen on
+nothing), above kar alone, while the fused head that predicts has
+memorised the training set through pix (final training loss 0.006). The
+last weights differ by seed (fused weight 0.10 to 0.68, mean 0.37). Under
+SGD a small weight does scale the fused head's steps (an argument, not a
+measurement), but the two seeds whose last estimate sits at the 0.1 floor
+(seeds 0 and 3: 86.4 and 85.6 test) do no better than the three above it
+(87.0, 86.2, 83.4). SGD removes Adam's normalisation argument, not the
+gap.
+"""
 
 
 def _run_sgd_only(select: list[int]) -> None:
