@@ -123,7 +123,8 @@ def _write_metrics(run_dir, rows):
 
 def test_histories_read_from_the_metrics(tmp_path, monkeypatch):
   monkeypatch.setattr(mechanism, 'HISTORY_EPOCHS', (1, 2))
-  monkeypatch.setattr(mechanism, 'COEFFICIENT_BINS', ((0, 1), (1, 2)))
+  monkeypatch.setattr(mechanism, 'COEFFICIENT_BINS',
+                      ((0, 1), (1, 2), (2, 3)))
   dirs = []
   for seed, shift in enumerate((0.0, 0.2)):
     run_dir = str(tmp_path / f'seed_{seed}')
@@ -146,6 +147,7 @@ def test_histories_read_from_the_metrics(tmp_path, monkeypatch):
   # Bin 0-1: k_a of steps 1, 2 over both seeds: (0.1 + 0.2 + 0.3 + 0.4) / 4.
   assert coefficients[(0, 1)] == pytest.approx([0.25, 1.0, 2.5])
   assert coefficients[(1, 2)] == pytest.approx([0.45, 1.0, 4.5])
+  assert coefficients[(2, 3)] is None  # No logged step in epoch 2-3.
 
 
 @pytest.mark.slow
