@@ -7,25 +7,49 @@ the command, the date and the machine, to
 ``experiments/results/ogm_ge_mfeat.md``.
 
   python -m experiments.ogm_grid --seeds 5 --workdir workdirs/ogm_mfeat
+
+After the tables it runs the search for a setting where OGM-GE's mechanism
+applies (`mechanism.py`: a complementarity screen of the view pairs and an
+α sweep on the selection seeds, held-out data only, then naive vs OGM vs
+OGM-GE on the chosen settings over the grid's seeds, all with the paper's
+schedule) and replaces (or appends) its section of the file, between
+`mechanism.SECTION_BEGIN` and `mechanism.SECTION_END`. ``--mechanism``
+runs the search alone; every other line of the file stays as it is:
+
+  python -m experiments.ogm_grid --mechanism --seeds 5 \
+      --workdir workdirs/ogm_mfeat
 """
 
+import datetime
 import os
+import shlex
 import sys
 
+import jax
 from absl import app
 from absl import flags
 from absl import logging
 
+from experiments import mechanism
 from experiments import runs
 from experiments import tables
 from experiments.configs import mfeat_ogm
 from gblend_jax.training import metric_writer
+from gblend_jax.training import workdir as workdir_lib
 
 _SEEDS = flags.DEFINE_integer('seeds', 5, 'Seeds per setting.')
 _WORKDIR = flags.DEFINE_string('workdir', 'workdirs/ogm_mfeat',
                                'Directory of the runs.')
 _OUTPUT = flags.DEFINE_string('output', 'experiments/results/ogm_ge_mfeat.md',
                               'Where the table goes.')
+_MECHANISM = flags.DEFINE_bool(
+    'mechanism', False,
+    'Run only the search for a setting where the mechanism applies and '
+    'merge its section into --output (every other line kept).')
+_SELECT_SEEDS = flags.DEFINE_list(
+    'select_seeds', ['10', '11', '12'],
+    'Seeds of the screen and the α sweep (held-out data only); distinct '
+    'from the grid seeds 0..seeds-1.')
 
 CONFIG = os.path.join(os.path.dirname(__file__), 'configs', 'mfeat_ogm.py')
 # (strong+weak view pair, config arguments, what the setting is).
@@ -70,6 +94,9 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)
   metric_writer.quiet_library_logs()
+  if _MECHANISM.value:
+    _run_mechanism()
+    return
   sections = runs.run_view_pair_grid(
       CONFIG, mfeat_ogm.METHODS, SETTINGS, tables.ogm_setting,
       seeds=_SEEDS.value, workdir=_WORKDIR.value,
@@ -79,6 +106,36 @@ def main(argv: list[str]) -> None:
       'experiments.ogm_grid', sys.argv[1:],
   )
   print(text)
+  # Then the mechanism search (its finished runs are read, not rerun).
+  _run_mechanism()
+
+
+def _run_mechanism() -> None:
+  """The mechanism search, merged into its section of ``--output``."""
+  select = [int(s) for s in _SELECT_SEEDS.value]
+  if set(select) & set(range(_SEEDS.value)):
+    raise app.UsageError('--select_seeds must differ from the grid seeds '
+                         f'0..{_SEEDS.value - 1}.')
+  # The runs of a setting compile the same programs: keep them across runs.
+  jax.config.update('jax_compilation_cache_dir',
+                    os.path.join(_WORKDIR.value, 'jax_cache'))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  section = mechanism.section(CONFIG, select_seeds=select,
+                              seeds=_SEEDS.value, workdir=_WORKDIR.value)
+  command = shlex.join(['python', '-m', 'experiments.ogm_grid', *sys.argv[1:]])
+  section = section.replace(mechanism.SECTION_END, (
+      f'Command: `{command}`  \n'
+      f'Date: {datetime.date.today().isoformat()}  \n'
+      f'Machine: {runs.machine()}\n\n{mechanism.SECTION_END}'))
+  with open(_OUTPUT.value) as f:
+    text = f.read()
+  # A file without the section gets it at its end, after the tables'
+  # footer (`before` is then absent too).
+  text = tables.merge_section(text, section, begin=mechanism.SECTION_BEGIN,
+                              end=mechanism.SECTION_END,
+                              before=mechanism.SECTION_END)
+  workdir_lib.write_text(_OUTPUT.value, text)
+  print(section)
 
 
 if __name__ == '__main__':

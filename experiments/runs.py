@@ -12,6 +12,7 @@ import platform
 import shlex
 import time
 from collections.abc import Callable
+from collections.abc import Sequence
 
 import jax
 import ml_collections
@@ -138,8 +139,8 @@ class SweepInterrupted(Exception):
 
 
 def run_sweep(
-    config_path: str, rows: list[str], seeds: int, overrides: list[str],
-    workdir: str,
+    config_path: str, rows: list[str], seeds: int | Sequence[int],
+    overrides: list[str], workdir: str,
 ) -> dict[str, list[dict]]:
   """Trains every (row, seed) not finished yet; returns their results.
 
@@ -147,22 +148,31 @@ def run_sweep(
   ``config.json`` equals this sweep's config of it; otherwise the trainer
   runs on it, which resumes it, or refuses with the keys that differ.
 
+  Args:
+    config_path: the config file.
+    rows: its arguments, one per row.
+    seeds: how many seeds (0, 1, ...), or which (e.g. selection seeds
+      ``[10, 11, 12]``, kept apart from a grid's ``0..n-1``).
+    overrides: ``key=value`` overrides of every run (`apply_overrides`).
+    workdir: runs go to ``workdir/<row_directory(row)>/seed_<seed>``.
+
+  Returns:
+    row -> the results of its seeds, in order, each with ``'reported'``.
+
   Raises:
     SweepInterrupted: when a run was stopped by a signal.
   """
-  total = len(rows) * seeds
+  seed_values = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+  total = len(rows) * len(seed_values)
   done = 0
   results: dict[str, list[dict]] = {}
   start = time.perf_counter()
   for row in rows:
     results[row] = []
-    for seed in range(seeds):
-      run_dir = os.path.join(workdir, row_directory(row), f'seed_{seed}')
+    for seed in seed_values:
+      run_dir = run_directory(workdir, row, seed)
       results_path = os.path.join(run_dir, 'results.json')
-      config = load_config(config_path, row)
-      apply_overrides(config, overrides)
-      config.seed = seed
-      config.data.shuffle_seed = seed
+      config = run_config(config_path, row, seed, overrides)
       if not _finished(config, run_dir):
         outcome = train.train_and_evaluate(config, run_dir)
         if 'interrupted_at_step' in outcome:
@@ -184,6 +194,21 @@ def run_sweep(
 def row_directory(row: str) -> str:
   """The folder of a sweep row's runs: ``'a=1,b=2'`` -> ``'a_1__b_2'``."""
   return row.replace('=', '_').replace(',', '__')
+
+
+def run_directory(workdir: str, row: str, seed: int) -> str:
+  """Where `run_sweep` puts the run of ``row`` with ``seed``."""
+  return os.path.join(workdir, row_directory(row), f'seed_{seed}')
+
+
+def run_config(config_path: str, row: str, seed: int,
+               overrides: list[str] = ()) -> ml_collections.ConfigDict:
+  """The config `run_sweep` trains for ``row`` with ``seed``."""
+  config = load_config(config_path, row)
+  apply_overrides(config, list(overrides))
+  config.seed = seed
+  config.data.shuffle_seed = seed
+  return config
 
 
 def _finished(config: ml_collections.ConfigDict, run_dir: str) -> bool:

@@ -35,7 +35,8 @@ def gblend_setting(pair: str, description: str,
   return '\n'.join(lines) + '\n'
 
 
-def _percent(results: list[dict], key: str) -> str:
+def percent(results: list[dict], key: str) -> str:
+  """``'mean ± std'`` over runs of a reported metric, in percent."""
   values = 100 * np.array([r['reported'][key] for r in results])
   return f'{values.mean():.2f} ± {values.std():.2f}'
 
@@ -55,15 +56,15 @@ def ogm_setting(pair: str, description: str,
     for index, view in enumerate(views):
       alone = ('single_a', 'single_b')[index]
       if method == alone:
-        shares.append(_percent(results, 'holdout/fused/accuracy'))
+        shares.append(percent(results, 'holdout/fused/accuracy'))
       elif method.startswith('single'):
         shares.append('—')
       else:
-        shares.append(_percent(results, f'holdout/unimodal_{view}/accuracy'))
+        shares.append(percent(results, f'holdout/unimodal_{view}/accuracy'))
     seconds = np.mean([r['train_seconds'] for r in results])
     lines.append(
-        f'| {name} | {_percent(results, "test/fused/accuracy")} | '
-        f'{_percent(results, "train/fused/accuracy")} | {shares[0]} | '
+        f'| {name} | {percent(results, "test/fused/accuracy")} | '
+        f'{percent(results, "train/fused/accuracy")} | {shares[0]} | '
         f'{shares[1]} | {seconds:.1f} |'
     )
   return '\n'.join(lines) + '\n'
@@ -116,8 +117,8 @@ def longtail_table(by_row: dict[str, list[dict]],
            '|---|---:|---:|---:|---:|---:|---:|']
   for label, results in by_row.items():
     prefix = prefixes.get(label, '')
-    cells = [_percent(results, f'test/fused/{prefix}top1_error')]
-    cells += [_percent(results, f'test/fused/{prefix}{group}_accuracy')
+    cells = [percent(results, f'test/fused/{prefix}top1_error')]
+    cells += [percent(results, f'test/fused/{prefix}{group}_accuracy')
               for group in ('many_shot', 'medium_shot', 'few_shot')]
     seconds = np.mean([r['train_seconds'] for r in results])
     lines.append(f'| {label} | ' + ' | '.join(cells) + f' | {seconds:.0f} | '

@@ -19,6 +19,7 @@ import gblend_jax
 from experiments import runs
 from experiments import tables
 from experiments.configs import mfeat_fusion
+from experiments.configs import mfeat_gblend
 from gblend_jax import data
 from gblend_jax import models
 from gblend_jax.training import methods
@@ -122,6 +123,24 @@ def test_mfeat_baseline_models_build_and_run(baseline):
   variables = model.init(jax.random.PRNGKey(0), inputs, train=False)
   out = model.apply(variables, inputs, train=False)
   assert out['logits']['fused'].shape == (2, 10)
+
+
+def test_mfeat_gblend_sgd_option():
+  adam = mfeat_gblend.get_config('method=online')
+  # The default is the Adam grid's optimiser, unchanged.
+  assert mfeat_gblend.get_config('method=online,optimizer=adam') == adam
+  assert (adam.optimizer.name, adam.optimizer.learning_rate) == ('adam', 1e-3)
+  sgd = mfeat_gblend.get_config('method=online,optimizer=sgd')
+  assert (sgd.optimizer.name, sgd.optimizer.momentum,
+          sgd.optimizer.learning_rate, sgd.optimizer.weight_decay,
+          sgd.optimizer.schedule) == ('sgd', 0.9, 0.01, 0.0, 'constant')
+  assert mfeat_gblend.get_config(
+      'method=online,optimizer=sgd,lr=0.03').optimizer.learning_rate == 0.03
+  # Only the optimiser differs from the Adam run.
+  sgd.optimizer = adam.optimizer
+  assert sgd == adam
+  with pytest.raises(ValueError, match="optimizer='rmsprop'"):
+    mfeat_gblend.get_config('optimizer=rmsprop')
 
 
 def test_unknown_config_argument_is_named():

@@ -58,6 +58,10 @@ Arguments (comma-separated):
                  random example of the split (default 0): a weakly
                  informative, easy-to-memorise modality built from real data
                  (`gblend_jax.data.mismatch_modalities`).
+  optimizer=O    adam (default: Adam, lr 1e-3) or sgd (SGD, momentum 0.9,
+                 as the G-Blend paper trains; no weight decay and a
+                 constant lr, as the Adam runs).
+  lr=L           the learning rate (default: 1e-3 for adam, 0.01 for sgd).
   runlocal       a few steps, for a quick check.
 
 Algorithm 1's weight rule (offline / online; empty: the config default of
@@ -93,6 +97,8 @@ METHODS = ('single_a', 'single_b', 'naive', 'offline', 'online', 'gradient',
            'gradient_every_step', 'mmpareto', 'mla', 'agm', 'pmr',
            'reconboost')
 
+OPTIMIZERS = ('adam', 'sgd')
+
 # The settings of the G-Blend and balancing tables:
 # (view pair, config arguments, what the setting is).
 SETTINGS = (
@@ -108,7 +114,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, views='kar+pix', method='naive',
                           per_class='20', mismatch='0', rule='',
                           floor_rel='', min_fused='', measure='',
-                          estimate='', runlocal=False)
+                          estimate='', optimizer='adam', lr='',
+                          runlocal=False)
+  if args['optimizer'] not in OPTIMIZERS:
+    raise ValueError(f'Unknown optimizer={args["optimizer"]!r}; valid: '
+                     f'{list(OPTIMIZERS)}.')
   config, method = mfeat_fusion.two_view_config(args, METHODS)
   config.data.batch_size = 32
 
@@ -119,6 +129,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer.name = 'adam'
   config.optimizer.learning_rate = 1e-3
   config.optimizer.weight_decay = 0.0
+  if args['optimizer'] == 'sgd':
+    config.optimizer.name = 'sgd'
+    config.optimizer.momentum = 0.9
+    config.optimizer.learning_rate = 0.01
+  if args['lr']:
+    config.optimizer.learning_rate = float(args['lr'])
   config.optimizer.schedule = 'constant'
   config.num_epochs = 60
   config.eval_every_epochs = 10
