@@ -33,7 +33,7 @@ each row's number of seeds; ``--report_only`` trains nothing and writes the
 section from the runs finished so far:
 
   python -m experiments.longtail_grid --budget epochs --imbalances 100 \
-      --seeds 3 --workdir /work/lt17_runs
+      --seeds 3 --workdir workdirs/longtail_fmnist_epochs
 
 ``--decoupling_only`` runs stage 3's rows alone and replaces (or inserts,
 before the hand-written notes) only their section of the file; every other
