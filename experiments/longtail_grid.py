@@ -23,6 +23,18 @@ Writes the tables, the command, the wall time, the date and the machine to
   python -m experiments.longtail_grid --seeds 3 \
       --workdir workdirs/longtail_fmnist
 
+``--budget epochs`` runs only the paper's comparisons (`EPOCH_ROWS`) on the
+config's ``budget=epochs`` (the cpu size on the paper's 200 / 400 epochs
+with pad-crop-flip), seed 0 of every row first, then seed 1, and so on,
+and replaces (or inserts, before stage 3's section) only its own section
+of the file. A SIGINT / SIGTERM stops the run in progress (resumable from
+its checkpoint) and the section is written from the finished runs, with
+each row's number of seeds; ``--report_only`` trains nothing and writes the
+section from the runs finished so far:
+
+  python -m experiments.longtail_grid --budget epochs --imbalances 100 \
+      --seeds 3 --workdir workdirs/longtail_fmnist_epochs
+
 ``--decoupling_only`` runs stage 3's rows alone and replaces (or inserts,
 before the hand-written notes) only their section of the file; every other
 line of it stays as it is:
@@ -49,8 +61,10 @@ from gblend_jax.training import workdir as workdir_lib
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per table row.')
 _IMBALANCES = flags.DEFINE_list('imbalances', ['100', '50'],
                                 'Imbalance factors; the first selects.')
-_BUDGET = flags.DEFINE_enum('budget', 'cpu', ['cpu', 'paper'],
-                            'Recipe budget of the config.')
+_BUDGET = flags.DEFINE_enum(
+    'budget', 'cpu', ['cpu', 'paper', 'epochs'],
+    'Recipe budget of the config; epochs: only the rows of EPOCH_ROWS, in '
+    'their own section of --output.')
 _WORKDIR = flags.DEFINE_string('workdir', 'workdirs/longtail_fmnist',
                                'Directory of the runs.')
 _OUTPUT = flags.DEFINE_string(
@@ -60,6 +74,10 @@ _DECOUPLING_ONLY = flags.DEFINE_bool(
     'decoupling_only', False,
     'Run only the logit-adjustment and decoupling rows and replace only '
     'their section of --output.')
+_REPORT_ONLY = flags.DEFINE_bool(
+    'report_only', False,
+    'With --budget epochs: train nothing, write the section from the runs '
+    'finished so far.')
 
 CONFIG = os.path.join(os.path.dirname(__file__), 'configs',
                       'fashion_mnist_lt.py')
@@ -116,6 +134,61 @@ DECOUPLING_ROWS = {
 SECTION_BEGIN = '<!-- longtail_grid: logit adjustment and decoupling -->'
 SECTION_END = '<!-- longtail_grid: end of logit adjustment and decoupling -->'
 NOTES = '## What it shows'
+# The paper's comparisons at its epoch budget (--budget epochs), in the
+# order they are run at each seed: the rows of the issue's three findings
+# first (the cheaper ones of findings 1 and 3 before mixup_ft's 400
+# epochs). The best of each family is the 20-epoch selection's (held-out
+# accuracy, seed 0, IF 100, in the file's selection tables); the selection
+# is not rerun at 200 epochs (18 runs more).
+EPOCH_FAMILY_BEST = {'re-weighting': 'balanced_softmax',
+                     're-sampling': 'progressive', 'mixup': 'remix',
+                     'two-stage': 'drs_cam'}
+EPOCH_ROWS = {
+    'ce': 'CE (baseline)',
+    'mixup': 'input mixup',
+    'progressive': 'progressive (best re-sampling at 20 epochs)',
+    'best_bag': 'best bag: input mixup, DRS + CAM-BS, no-mixup fine-tune',
+    'mixup_ft': 'input mixup, then fine-tuning without mixup',
+    'balanced_softmax': 'balanced_softmax (best re-weighting at 20 epochs)',
+    'drs': 'DRS (class-balanced, no CAM)',
+    'drs_cam': 'DRS with CAM-based balanced sampling (best two-stage at 20 '
+               'epochs)',
+    'ldam_drw': 'DRW + LDAM',
+    'manifold_mixup': 'manifold mixup (after pooling)',
+    'remix': 'remix (best mixup at 20 epochs)',
+}
+# The issue's three findings (20 epochs: input mixup hurts, fine-tuning
+# does not help it, the best bag loses to re-balancing alone), then the
+# paper's other comparisons among these rows.
+EPOCH_CLAIMS = (
+    ('(1) Input mixup beats the CE baseline', 'mixup', (BASELINE,)),
+    ('(2) Fine-tuning without mixup helps input mixup', 'mixup_ft',
+     ('mixup',)),
+    ('(3) The best bag beats re-balancing alone (the best re-weighting and '
+     're-sampling recipes)', BEST_BAG, ('balanced_softmax', 'progressive')),
+    ('The best bag beats every other row', BEST_BAG,
+     tuple(r for r in EPOCH_ROWS if r != BEST_BAG)),
+    ('Input mixup beats manifold mixup', 'mixup', ('manifold_mixup',)),
+    ('CAM-based balanced sampling improves DRS', 'drs_cam', ('drs',)),
+    ('DRW + LDAM beats the CE baseline', 'ldam_drw', (BASELINE,)),
+)
+assert set(EPOCH_FAMILY_BEST.values()) <= set(EPOCH_ROWS)
+EPOCH_BEGIN = '<!-- longtail_grid: the paper\'s epoch budget -->'
+EPOCH_END = '<!-- longtail_grid: end of the paper\'s epoch budget -->'
+EPOCH_INTRO = """\
+The paper's comparisons again on budget `epochs` of
+`experiments/configs/fashion_mnist_lt.py`: the size of the 20-epoch rows
+above (ResNet-8 at half width, n_max = 500, same data and held-out split)
+on the paper's schedule, 200 epochs (5 warm-up, lr × 0.01 at 160 and 180,
+two-stage recipes switch at 160) and for the mixup recipes the authors'
+400 (lr steps at 320 and 360, switch at 320, `mixup_ft` / `best_bag`
+without mixup for the last 40), with the paper's pad-crop-flip
+augmentation (4 pixels of padding on each side of the 28 × 28 images,
+random 28 × 28 crop, flip p = 1/2). The best recipe of each family is the
+20-epoch selection's. A row with fewer seeds than asked for says so in
+its `seeds` column: the rest of its runs have not been run yet.
+"""
+
 DECOUPLING_INTRO = """\
 The standard long-tail baselines of recent tables, on the setting and
 budget above: the logit-adjusted loss (Menon et al., ICLR 2021, τ = 1),
@@ -219,6 +292,96 @@ def _run_decoupling_only() -> None:
   print(section)
 
 
+def _epoch_results(seeds: int, imbalances: list[str], train: bool
+                   ) -> tuple[dict[str, dict[str, list[dict]]], str]:
+  """The runs of `EPOCH_ROWS`, seed 0 of every row first, then seed 1 ...
+
+  Args:
+    seeds: Seeds per row.
+    imbalances: Imbalance factors, run one after the other.
+    train: Train the runs not finished yet (else only read the finished).
+
+  Returns:
+    imbalance -> recipe -> the results of its finished seeds; and how the
+    training ended ('' when every run finished or ``train`` is false).
+  """
+  stopped = ''
+  if train:
+    try:
+      for imbalance in imbalances:
+        for seed in range(seeds):
+          for recipe in EPOCH_ROWS:
+            run = runs.run_one(CONFIG, _row(recipe, imbalance), seed, [],
+                               _WORKDIR.value)
+            print(f'IF {imbalance} {recipe} seed {seed}: test acc '
+                  f"{100 * run['reported']['test/fused/accuracy']:.2f}% "
+                  f"({run['train_seconds']:.0f} s training)", flush=True)
+    except runs.SweepInterrupted as e:
+      stopped = f'stopped by a signal: {e}'
+  results = {}
+  for imbalance in imbalances:
+    results[imbalance] = {}
+    for recipe in EPOCH_ROWS:
+      finished = (runs.finished_result(CONFIG, _row(recipe, imbalance), seed,
+                                       [], _WORKDIR.value)
+                  for seed in range(seeds))
+      results[imbalance][recipe] = [r for r in finished if r is not None]
+  return results, stopped
+
+
+def _epoch_section(results: dict[str, dict[str, list[dict]]], seeds: int
+                   ) -> str:
+  """`EPOCH_BEGIN` .. the tables and findings of the finished runs (without
+  the closing command line and `EPOCH_END`)."""
+  parts = [EPOCH_BEGIN,
+           "## The paper's epoch budget (200 epochs, 400 with mixup; "
+           'pad-crop-flip)\n', EPOCH_INTRO]
+  for imbalance, by_recipe in results.items():
+    done = {r: rs for r, rs in by_recipe.items() if rs}
+    missing = [r for r, rs in by_recipe.items() if not rs]
+    parts.append(
+        f'### Imbalance factor {imbalance}: test %, mean ± std over the '
+        f'finished seeds (of {seeds} asked for)\n\n'
+        + tables.longtail_table({EPOCH_ROWS[r]: rs for r, rs in done.items()},
+                                seeds=True)
+        + (f'\nNot run yet: {", ".join(missing)}.\n' if missing else '')
+        + f'\nThe findings at IF {imbalance} at this budget, checked on '
+        'these means (a finding whose rows are not all run yet says so):\n\n'
+        + tables.longtail_findings(by_recipe, EPOCH_CLAIMS,
+                                   verdicts=('holds', '**disagrees**')))
+  return '\n'.join(parts)
+
+
+def _run_epoch_budget() -> None:
+  """`EPOCH_ROWS` on budget ``epochs``: trains what is not finished (unless
+  ``--report_only``), then replaces only its section of ``--output``."""
+  start = time.perf_counter()
+  seeds, imbalances = _SEEDS.value, _IMBALANCES.value
+  results, stopped = _epoch_results(seeds, imbalances,
+                                    train=not _REPORT_ONLY.value)
+  wall = time.perf_counter() - start
+  finished = [r for by_recipe in results.values()
+              for rs in by_recipe.values() for r in rs]
+  train_seconds = sum(r['train_seconds'] for r in finished)
+  asked = seeds * len(EPOCH_ROWS) * len(imbalances)
+  command = ' '.join(['python -m experiments.longtail_grid', *sys.argv[1:]])
+  section = (
+      _epoch_section(results, seeds)
+      + f'\nCommand: `{command}`; {len(finished)} of {asked} runs finished'
+      + (f' ({stopped})' if stopped else '')
+      + f'; wall time {wall / 60:.1f} min, training time of the finished '
+      f'runs {train_seconds / 60:.1f} min (finished runs are read back, not '
+      'rerun: the same command continues the grid). Date: '
+      f'{datetime.date.today().isoformat()}. Machine: {runs.machine()}.\n'
+      + EPOCH_END + '\n')
+  with open(_OUTPUT.value) as f:
+    text = f.read()
+  text = tables.merge_section(text, section, begin=EPOCH_BEGIN,
+                              end=EPOCH_END, before=SECTION_BEGIN)
+  workdir_lib.write_text(_OUTPUT.value, text)
+  print(section)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -231,6 +394,11 @@ def main(argv: list[str]) -> None:
   if _DECOUPLING_ONLY.value:
     _run_decoupling_only()
     return
+  if _BUDGET.value == 'epochs':
+    _run_epoch_budget()
+    return
+  if _REPORT_ONLY.value:
+    raise app.UsageError('--report_only is for --budget epochs.')
   start = time.perf_counter()
   imbalances = _IMBALANCES.value
   chosen, selection = _select(imbalances[0])

@@ -170,18 +170,7 @@ def run_sweep(
   for row in rows:
     results[row] = []
     for seed in seed_values:
-      run_dir = run_directory(workdir, row, seed)
-      results_path = os.path.join(run_dir, 'results.json')
-      config = run_config(config_path, row, seed, overrides)
-      if not _finished(config, run_dir):
-        outcome = train.train_and_evaluate(config, run_dir)
-        if 'interrupted_at_step' in outcome:
-          raise SweepInterrupted(
-              f'{run_dir} interrupted at step '
-              f'{outcome["interrupted_at_step"]}')
-      run = workdir_lib.read_json(results_path)
-      # Early-stopped runs report their best held-out checkpoint.
-      run['reported'] = run['best'] if run['stopped_early'] else run['final']
+      run = run_one(config_path, row, seed, overrides, workdir)
       results[row].append(run)
       done += 1
       elapsed = time.perf_counter() - start
@@ -189,6 +178,64 @@ def run_sweep(
             f"{100 * run['reported']['test/fused/accuracy']:.2f}% "
             f'({elapsed:.0f} s elapsed)', flush=True)
   return results
+
+
+def _read_result(run_dir: str) -> dict:
+  """A run's ``results.json``, with ``reported``: its best held-out
+  checkpoint's metrics if it stopped early, else its final ones."""
+  run = workdir_lib.read_json(os.path.join(run_dir, 'results.json'))
+  run['reported'] = run['best'] if run['stopped_early'] else run['final']
+  return run
+
+
+def run_one(
+    config_path: str, row: str, seed: int, overrides: list[str],
+    workdir: str,
+) -> dict:
+  """Trains one (row, seed) of a sweep unless it is finished; its result.
+
+  Args:
+    config_path: The config file.
+    row: The config argument of the row (``'recipe=ce,imbalance=100'``).
+    seed: The seed (``config.seed`` and ``config.data.shuffle_seed``).
+    overrides: ``--config.key=value`` overrides of every run.
+    workdir: The sweep's folder; the run is
+      ``workdir/row_directory(row)/seed_<seed>``.
+
+  Returns:
+    The run's ``results.json`` with ``reported`` (see ``_read_result``).
+
+  Raises:
+    SweepInterrupted: when the run was stopped by a signal.
+  """
+  run_dir = run_directory(workdir, row, seed)
+  config = run_config(config_path, row, seed, overrides)
+  if not _finished(config, run_dir):
+    outcome = train.train_and_evaluate(config, run_dir)
+    if 'interrupted_at_step' in outcome:
+      raise SweepInterrupted(
+          f'{run_dir} interrupted at step '
+          f'{outcome["interrupted_at_step"]}')
+  return _read_result(run_dir)
+
+
+def finished_result(
+    config_path: str, row: str, seed: int, overrides: list[str],
+    workdir: str,
+) -> dict | None:
+  """One (row, seed)'s result if that run finished with this config.
+
+  Args: as ``run_one``.
+
+  Returns:
+    As ``run_one``, or None when the run has no results with exactly this
+    config (not started, unfinished or made with another config); nothing
+    is trained.
+  """
+  run_dir = run_directory(workdir, row, seed)
+  if not _finished(run_config(config_path, row, seed, overrides), run_dir):
+    return None
+  return _read_result(run_dir)
 
 
 def row_directory(row: str) -> str:

@@ -1,6 +1,8 @@
 """Markdown tables of the experiment grids (no absl flags: importable by
 tests and by any script)."""
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
@@ -96,7 +98,8 @@ def longtail_selection(by_recipe: dict[str, dict], chosen: set[str]) -> str:
 
 def longtail_table(by_row: dict[str, list[dict]],
                    paper: dict[str, str] | None = None,
-                   prefixes: dict[str, str] | None = None) -> str:
+                   prefixes: dict[str, str] | None = None,
+                   seeds: bool = False) -> str:
   """Long-tail grid, stage 2: mean ± std over seeds of each row.
 
   Args:
@@ -106,22 +109,27 @@ def longtail_table(by_row: dict[str, list[dict]],
     prefixes: row label -> the prefix of its metrics' names (``posthoc_``:
       ``test/fused/posthoc_top1_error``, ...), for rows that report a
       post-hoc measurement of a run; default none.
+    seeds: Add a ``seeds`` column: how many results each row averages.
 
   Returns:
     Markdown rows: top-1 error, then many/medium/few-shot accuracy (%), the
-    training seconds of one run, and the paper's error.
+    training seconds of one run, (the seeds,) and the paper's error.
   """
   paper, prefixes = paper or {}, prefixes or {}
   lines = ['| recipe | top-1 error | many-shot acc | medium-shot acc | '
-           'few-shot acc | s/run | paper error (CIFAR-10-LT) |',
-           '|---|---:|---:|---:|---:|---:|---:|']
+           'few-shot acc | s/run | ' + ('seeds | ' if seeds else '')
+           + 'paper error (CIFAR-10-LT) |',
+           '|---|---:|---:|---:|---:|---:|---:|' + ('---:|' if seeds else '')]
   for label, results in by_row.items():
     prefix = prefixes.get(label, '')
     cells = [percent(results, f'test/fused/{prefix}top1_error')]
     cells += [percent(results, f'test/fused/{prefix}{group}_accuracy')
               for group in ('many_shot', 'medium_shot', 'few_shot')]
     seconds = np.mean([r['train_seconds'] for r in results])
-    lines.append(f'| {label} | ' + ' | '.join(cells) + f' | {seconds:.0f} | '
+    cells.append(f'{seconds:.0f}')
+    if seeds:
+      cells.append(str(len(results)))
+    lines.append(f'| {label} | ' + ' | '.join(cells) + ' | '
                  f"{paper.get(label, '—')} |")
   return '\n'.join(lines) + '\n'
 
@@ -132,8 +140,11 @@ def _error(results: list[dict]) -> tuple[float, float]:
   return float(errors.mean()), float(errors.std())
 
 
-def longtail_findings(by_recipe: dict[str, list[dict]],
-                      claims: list[tuple[str, str, tuple[str, ...]]]) -> str:
+def longtail_findings(
+    by_recipe: dict[str, list[dict]],
+    claims: Sequence[tuple[str, str, tuple[str, ...]]],
+    verdicts: tuple[str, str] = ('agrees', '**disagrees**'),
+) -> str:
   """The paper's comparisons, checked on the measured top-1 errors.
 
   Args:
@@ -141,15 +152,23 @@ def longtail_findings(by_recipe: dict[str, list[dict]],
     claims: ``(claim, recipe, others)``: the paper says ``recipe`` has a
       lower error than each of ``others`` (or, if ``claim`` starts with
       ``'worse:'``, a higher one).
+    verdicts: The words for a claim the means order as the paper says, and
+      for one they do not.
 
   Returns:
     Markdown bullets: the claim, the mean ± std errors, and whether the
-    means order as the paper says.
+    means order as the paper says; a claim with a recipe that has no
+    results is marked not measured yet, naming those recipes.
   """
   lines = []
   for claim, recipe, others in claims:
     worse = claim.startswith('worse:')
     text = claim.removeprefix('worse:').strip()
+    absent = [r for r in (recipe, *others) if not by_recipe.get(r)]
+    if absent:
+      lines.append(f'- {text}: not measured yet (no finished run of '
+                   f'{", ".join(absent)}).')
+      continue
     mean, std = _error(by_recipe[recipe])
     measured = [f'{recipe} {mean:.2f} ± {std:.2f}']
     holds = True
@@ -157,7 +176,7 @@ def longtail_findings(by_recipe: dict[str, list[dict]],
       other_mean, other_std = _error(by_recipe[other])
       measured.append(f'{other} {other_mean:.2f} ± {other_std:.2f}')
       holds &= (mean > other_mean) if worse else (mean < other_mean)
-    verdict = 'agrees' if holds else '**disagrees**'
+    verdict = verdicts[0] if holds else verdicts[1]
     lines.append(f'- {text}: {verdict} (top-1 error %: '
                  + ', '.join(measured) + ').')
   return '\n'.join(lines) + '\n'

@@ -268,3 +268,33 @@ def test_longtail_tables_format():
       '0.00, a 40.00 ± 0.00, b 45.00 ± 0.00).',
       '- m beats a: **disagrees** (top-1 error %: m 42.00 ± 0.00, a 40.00 ± '
       '0.00).']
+
+
+def test_longtail_table_seeds_column_and_findings_not_yet_measured():
+  def run(error):
+    reported = {'test/fused/top1_error': error}
+    reported.update({f'test/fused/{g}_accuracy': 0.5 for g in (
+        'many_shot', 'medium_shot', 'few_shot')})
+    return {'reported': reported, 'train_seconds': 10.0}
+
+  table = tables.longtail_table({'CE': [run(0.4), run(0.3)]}, seeds=True)
+  assert table.splitlines()[0].endswith('| s/run | seeds | paper error '
+                                        '(CIFAR-10-LT) |')
+  assert table.splitlines()[1].count('---:') == 7
+  assert ('| CE | 35.00 ± 5.00 | 50.00 ± 0.00 | 50.00 ± 0.00 | 50.00 ± 0.00 '
+          '| 10 | 2 | — |') in table
+  # The bag's 1 seed (30.00) against CE's mean of 2 (35.00); remix has no
+  # finished run yet.
+  by_recipe = {'ce': [run(0.4), run(0.3)], 'bag': [run(0.3)], 'remix': []}
+  findings = tables.longtail_findings(by_recipe, [
+      ('bag beats CE', 'bag', ('ce',)),
+      ('bag beats remix and CE', 'bag', ('remix', 'ce')),
+      ('CE beats the bag', 'ce', ('bag',)),
+  ], verdicts=('holds', '**disagrees**')).splitlines()
+  assert findings == [
+      '- bag beats CE: holds (top-1 error %: bag 30.00 ± 0.00, ce 35.00 ± '
+      '5.00).',
+      '- bag beats remix and CE: not measured yet (no finished run of '
+      'remix).',
+      '- CE beats the bag: **disagrees** (top-1 error %: ce 35.00 ± 5.00, '
+      'bag 30.00 ± 0.00).']

@@ -149,6 +149,35 @@ def test_fashion_mnist_lt_values(budget, runlocal):
                                if got.get(k) != want.get(k)})
 
 
+def test_fashion_mnist_lt_epochs_budget_is_the_paper_schedule_at_cpu_size():
+  # SPEC §3's schedule (200 epochs; 400 with mixup, steps at 320 / 360)
+  # and pad-crop-flip (pad 4) on the cpu budget's ResNet-8 / n_max 500.
+  for recipe, imbalance in itertools.product(longtail_recipes.RECIPES,
+                                             ('100', '50')):
+    config = fashion_mnist_lt.get_config(
+        f'recipe={recipe},imbalance={imbalance},budget=epochs')
+    flat = _flat(config.to_dict())
+    mixup = recipe in longtail_recipes.MIXUP_RECIPES
+    want = {'model.encoder.cifar_resnet.depth': 8,
+            'model.encoder.cifar_resnet.width': 8,
+            'data.longtail.max_count': 500,
+            'data.longtail.imbalance_factor': float(imbalance),
+            'data.augmentation': 'pad_crop_flip', 'data.augment_pad': 4,
+            'data.batch_size': 128, 'optimizer.learning_rate': 0.1,
+            'optimizer.warmup_epochs': 5.0,
+            'optimizer.boundaries_epochs': (320.0, 360.0) if mixup else (
+                160.0, 180.0),
+            'num_epochs': 400 if mixup else 200,
+            'eval_every_epochs': 400 if mixup else 200}
+    assert {k: flat[k] for k in want} == want, recipe
+    _check_recipe(config, recipe, 320 if mixup else 160,
+                  40 if mixup else 20, 80 if mixup else 40)
+  # The other budgets keep no augmentation.
+  for budget in ('cpu', 'paper'):
+    assert fashion_mnist_lt.get_config(
+        f'budget={budget}').data.augmentation == 'none'
+
+
 def test_recipe_list_is_documented_beside_recipes():
   doc = longtail_recipes.__doc__
   listed = doc[doc.index('Recipes ('):]

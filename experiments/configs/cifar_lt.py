@@ -49,8 +49,6 @@ and few-shot (< 20) test accuracy (``results.json``) and
 built from the CIFAR python archives (``data/cifar10``, ``data/cifar100``).
 """
 
-import dataclasses
-
 import ml_collections
 
 from experiments.configs import common
@@ -73,17 +71,6 @@ MAX_COUNTS = {('paper', 'cifar10'): 0, ('paper', 'cifar100'): 0,
 HOLDOUT_FRACTION = 0.02
 
 
-def long_mixup_schedule(
-    schedule: longtail_recipes.Schedule,
-) -> longtail_recipes.Schedule:
-  """The schedule twice as long (the authors' 400 epochs for mixup)."""
-  return dataclasses.replace(
-      schedule, epochs=2 * schedule.epochs,
-      boundaries_epochs=tuple(2 * b for b in schedule.boundaries_epochs),
-      switch_epoch=2 * schedule.switch_epoch,
-      no_mixup_epochs=2 * schedule.no_mixup_epochs)
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, dataset='cifar10', imbalance='100',
                           profile='exponential', recipe='ce',
@@ -98,7 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           f'long_mixup is for the mixup recipes '
           f'{list(longtail_recipes.MIXUP_RECIPES)}, not '
           f'recipe={args["recipe"]!r}.')
-    schedule = long_mixup_schedule(schedule)
+    schedule = longtail_recipes.long_mixup_schedule(schedule)
 
   config = config_lib.default_config()
   config.data.name = args['dataset']
