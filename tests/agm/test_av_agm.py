@@ -32,6 +32,7 @@ def test_official_settings_are_the_authors():
 def test_av_agm_runlocal_trains_on_a_fake_crema_d_copy(tmp_path):
   config = runs.load_config(AV_CONFIG, 'dataset=crema_d,method=agm,runlocal')
   av_fakes.on_crema_d_copy(config, tmp_path)
+  av_fakes.with_small_encoders(config)
   config.num_train_steps = 4
   config.log_every_steps = 1
   results = train.train_and_evaluate(config, str(tmp_path / 'run'))

@@ -253,6 +253,7 @@ def test_ogm_ge_trains_on_the_copy_with_the_official_config(tmp_path):
   assert config.modulation.alpha == 0.1  # OGM-GE's VGGSound α.
   config.data.data_dir = str(tmp_path / 'tfds')
   config.data.manual_dir = str(tmp_path / 'manual')
+  av_fakes.with_small_encoders(config)
   config.data.batch_size = 4
   config.data.eval_batch_size = 8
   config.num_train_steps = 3

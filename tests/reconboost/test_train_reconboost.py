@@ -92,6 +92,7 @@ def test_av_ogm_reconboost_runlocal_trains_on_a_fake_crema_d_copy(tmp_path):
           official.reconboost.rectify_epochs) == (4.0, 4.0)
   assert official.optimizer.boundaries_epochs == (240, 480, 720)
   av_fakes.on_crema_d_copy(config, tmp_path)
+  av_fakes.with_small_encoders(config)
   # 18 training clips, batch 8: 2 full batches an epoch; phases of
   # 0.5 epoch are one step: audio, rectify, visual, rectify.
   config.num_train_steps = 4
