@@ -84,7 +84,10 @@ def test_every_config_builds(path, arg, tmp_path):
   features = builder.info.features
   names = tuple(config.data.modalities) or tuple(
       k for k in features.keys() if k not in data.pipeline.RESERVED_KEYS)
-  shapes = {m: tuple(features[m].shape) for m in names}
+  # Encoded images (JPEG bytes) come out of the pipeline decoded.
+  encoded = data.streaming.encoded_images(builder)
+  shapes = {m: encoded[m].shape if m in encoded else tuple(features[m].shape)
+            for m in names}
   num_classes = features['label'].num_classes
   model = models.build_model(config.model, modalities=shapes,
                              num_classes=num_classes)
