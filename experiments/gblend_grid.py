@@ -40,7 +40,6 @@ from experiments import tables
 from experiments.configs import mfeat_gblend
 from gblend_jax.training import metric_writer
 from gblend_jax.training import trainer
-from gblend_jax.training import workdir as workdir_lib
 
 _SEEDS = flags.DEFINE_integer('seeds', 5, 'Seeds per setting.')
 _WORKDIR = flags.DEFINE_string('workdir', 'workdirs/gblend_mfeat',
@@ -336,12 +335,9 @@ def _run_sgd_only(select: list[int]) -> None:
   section = section.replace(SGD_SECTION_END, (
       f'Command: `{command}`  \nDate: {datetime.date.today().isoformat()}'
       f'  \nMachine: {runs.machine()}\n\n{SGD_SECTION_END}'))
-  with open(_OUTPUT.value) as f:
-    text = f.read()
   # A file without the section gets it at its end (`before` is absent).
-  text = tables.merge_section(text, section, begin=SGD_SECTION_BEGIN,
-                              end=SGD_SECTION_END, before=SGD_SECTION_END)
-  workdir_lib.write_text(_OUTPUT.value, text)
+  runs.write_section(_OUTPUT.value, section, begin=SGD_SECTION_BEGIN,
+                     end=SGD_SECTION_END, before=SGD_SECTION_END)
   print(section)
 
 

@@ -56,7 +56,6 @@ from absl import logging
 from experiments import runs
 from experiments import tables
 from gblend_jax.training import metric_writer
-from gblend_jax.training import workdir as workdir_lib
 
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per table row.')
 _IMBALANCES = flags.DEFINE_list('imbalances', ['100', '50'],
@@ -284,11 +283,8 @@ def _run_decoupling_only() -> None:
       f'of these runs {train_seconds / 60:.1f} min (finished runs are read '
       f'back, not rerun). Date: {datetime.date.today().isoformat()}. '
       f'Machine: {runs.machine()}.\n' + SECTION_END + '\n')
-  with open(_OUTPUT.value) as f:
-    text = f.read()
-  text = tables.merge_section(text, section, begin=SECTION_BEGIN,
-                              end=SECTION_END, before=NOTES)
-  workdir_lib.write_text(_OUTPUT.value, text)
+  runs.write_section(_OUTPUT.value, section, begin=SECTION_BEGIN,
+                     end=SECTION_END, before=NOTES)
   print(section)
 
 
@@ -374,11 +370,8 @@ def _run_epoch_budget() -> None:
       'rerun: the same command continues the grid). Date: '
       f'{datetime.date.today().isoformat()}. Machine: {runs.machine()}.\n'
       + EPOCH_END + '\n')
-  with open(_OUTPUT.value) as f:
-    text = f.read()
-  text = tables.merge_section(text, section, begin=EPOCH_BEGIN,
-                              end=EPOCH_END, before=SECTION_BEGIN)
-  workdir_lib.write_text(_OUTPUT.value, text)
+  runs.write_section(_OUTPUT.value, section, begin=EPOCH_BEGIN,
+                     end=EPOCH_END, before=SECTION_BEGIN)
   print(section)
 
 

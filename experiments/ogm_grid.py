@@ -35,7 +35,6 @@ from experiments import runs
 from experiments import tables
 from experiments.configs import mfeat_ogm
 from gblend_jax.training import metric_writer
-from gblend_jax.training import workdir as workdir_lib
 
 _SEEDS = flags.DEFINE_integer('seeds', 5, 'Seeds per setting.')
 _WORKDIR = flags.DEFINE_string('workdir', 'workdirs/ogm_mfeat',
@@ -127,14 +126,10 @@ def _run_mechanism() -> None:
       f'Command: `{command}`  \n'
       f'Date: {datetime.date.today().isoformat()}  \n'
       f'Machine: {runs.machine()}\n\n{mechanism.SECTION_END}'))
-  with open(_OUTPUT.value) as f:
-    text = f.read()
   # A file without the section gets it at its end, after the tables'
   # footer (`before` is then absent too).
-  text = tables.merge_section(text, section, begin=mechanism.SECTION_BEGIN,
-                              end=mechanism.SECTION_END,
-                              before=mechanism.SECTION_END)
-  workdir_lib.write_text(_OUTPUT.value, text)
+  runs.write_section(_OUTPUT.value, section, begin=mechanism.SECTION_BEGIN,
+                     end=mechanism.SECTION_END, before=mechanism.SECTION_END)
   print(section)
 
 

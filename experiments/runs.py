@@ -18,6 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from experiments import tables
 from gblend_jax.training import trainer as train
 from gblend_jax.training import workdir as workdir_lib
 
@@ -311,6 +312,20 @@ def machine() -> str:
     pass
   return (f'{cpu}, {os.cpu_count()} cores; jax {jax.__version__} on '
           f'{jax.devices()[0].platform} ({jax.device_count()} device(s))')
+
+
+def write_section(path: str, section: str, *, begin: str, end: str,
+                  before: str) -> None:
+  """Replaces one marked section of the result file ``path`` in place.
+
+  Args:
+    path: the markdown file (it must exist).
+    section, begin, end, before: as `tables.merge_section`.
+  """
+  with open(path) as f:
+    text = f.read()
+  workdir_lib.write_text(path, tables.merge_section(
+      text, section, begin=begin, end=end, before=before))
 
 
 def write_report(path: str, body: str, module: str, argv: list[str]) -> str:

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+from experiments import runs
 from experiments import tables
 from tests import train_utils
 
@@ -26,6 +27,14 @@ def test_section_goes_before_the_notes_and_replaces_itself():
   assert again == merged.replace('| a | 1 |', '| a | 2 |')
   # Without notes the section goes at the end.
   assert _merge('# T\n', SECTION) == '# T\n\n' + SECTION
+
+
+def test_write_section_merges_into_the_file_in_place(tmp_path):
+  path = tmp_path / 'results.md'
+  text = '# Table\n\n| ce | 47.58 |\n\n## What it shows\n\nnotes\n'
+  path.write_text(text)
+  runs.write_section(str(path), SECTION, begin=BEGIN, end=END, before=NOTES)
+  assert path.read_text() == _merge(text, SECTION)
 
 
 def test_every_decoupling_row_is_a_recipe_with_a_known_prefix():
