@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from collections.abc import Sequence
 
 import numpy as np
@@ -510,13 +511,7 @@ def _av_rates_worker(folder: str, batch_size: int, batches: int,
   records = builder.as_data_source(split='test')
   frames = [len(records[i]['visual'][0]) for i in range(len(records))]
   old_records = _old_record_bytes(builder, os.path.join(folder, 'manual'))
-  cores = os.cpu_count() or 1
-  rates = {}
-  for name, workers in (('streamed, in process', 0),
-                        ('streamed, one worker', 1),
-                        ('streamed, all cores', cores)):
-    rates[name] = (workers, av_streaming_rate(
-        folder, workers=workers, batch_size=batch_size, batches=batches))
+  rates = _streamed_rates(av_streaming_rate, folder, batch_size, batches)
   rates['in memory (float32 arrays)'] = (0, av_in_memory_rate(
       batch_size=batch_size, batches=batches))
   return {'rates': rates, 'clips': clips,
@@ -524,6 +519,19 @@ def _av_rates_worker(folder: str, batch_size: int, batches: int,
           'record_bytes': serialized / clips,
           'old_record_bytes': old_records,
           'frame_bytes': float(np.mean(frames))}
+
+
+def _streamed_rates(rate: Callable[..., float], folder: str,
+                    batch_size: int, batches: int) -> dict:
+  """``{row: (workers, examples/s)}`` of ``rate`` in process, with one
+  worker and with one worker per core (the table's streamed rows)."""
+  rows = {}
+  for name, workers in (('streamed, in process', 0),
+                        ('streamed, one worker', 1),
+                        ('streamed, all cores', os.cpu_count() or 1)):
+    rows[name] = (workers, rate(folder, workers=workers,
+                                batch_size=batch_size, batches=batches))
+  return rows
 
 
 def _rates_worker(folder: str, batch_size: int, batches: int,
@@ -538,13 +546,7 @@ def _rates_worker(folder: str, batch_size: int, batches: int,
                              data_dir=config.data.data_dir,
                              builder_config=config.data.builder_config)
   data.prepare(builder, manual_dir=config.data.manual_dir)
-  cores = os.cpu_count() or 1
-  rates = {}
-  for name, workers in (('streamed, in process', 0),
-                        ('streamed, one worker', 1),
-                        ('streamed, all cores', cores)):
-    rates[name] = (workers, streaming_rate(
-        folder, workers=workers, batch_size=batch_size, batches=batches))
+  rates = _streamed_rates(streaming_rate, folder, batch_size, batches)
   rates['in memory (stored 224 crops, float32)'] = (0, in_memory_rate(
       batch_size=batch_size, batches=batches))
   return rates
