@@ -642,9 +642,11 @@ def stacked_estimation_seconds(setting: Setting, eval_batch: int,
 
   Returns:
     Seconds of: ``naive`` (a training step), ``copies`` (one step of the H
-    head copies stacked, `ScheduledEstimator.stacked_step`), ``eval`` (the
-    trainer's eval step on one batch of `eval_batch`) and ``measure`` (one
-    such batch measured on the H + 1 stacked states,
+    head copies stacked on the whole model, `ScheduledEstimator.stacked_step`),
+    ``own_models`` (one step of the H copies, each modality's on its own
+    encoder and head, `ScheduledEstimator.copies_step`: the default),
+    ``eval`` (the trainer's eval step on one batch of `eval_batch`) and
+    ``measure`` (one such batch measured on the H + 1 stacked states,
     `ScheduledEstimator.stacked_measure`).
   """
   modalities = tuple(setting.shapes)
@@ -656,11 +658,19 @@ def stacked_estimation_seconds(setting: Setting, eval_batch: int,
   tx = optax.sgd(0.1, momentum=0.9)
   plain = jax.jit(steps.make_train_step(
       model, tx, optax.constant_schedule(0.1), heads))
-  estimator = blend_estimation.ScheduledEstimator(
-      config, train_step=plain, tx=tx, make_batches=None, evaluate=None,
-      sources=None, heads=heads, steps_per_epoch=6, put=jax.device_put,
-      measure_step=blend_method.measure_step(model),
-      eval_batches=lambda source: iter(()))
+
+  def estimator(head_steps=None):
+    return blend_estimation.ScheduledEstimator(
+        config, train_step=plain, tx=tx, make_batches=None, evaluate=None,
+        sources=None, heads=heads, steps_per_epoch=6, put=jax.device_put,
+        measure_step=blend_method.measure_step(model),
+        eval_batches=lambda source: iter(()), head_steps=head_steps)
+
+  whole, own = estimator(), estimator([
+      None if model.head_model(head) is None else jax.jit(
+          steps.make_train_step(model.head_model(head), tx,
+                                optax.constant_schedule(0.1), (head,)))
+      for head in heads])
   state = steps.TrainState.create(model, tx, jax.random.PRNGKey(0),
                                   setting.shapes)
   num_heads = len(heads)
@@ -687,13 +697,29 @@ def stacked_estimation_seconds(setting: Setting, eval_batch: int,
     sync()
     return TimedStep(run, sync, 0.0)
 
+  def copies_call(states):
+    compiled = own.copies_step.lower(
+        states, batches, own._copy_args).compile()  # pylint: disable=protected-access
+    box = {'states': states}
+
+    def run():
+      box['states'] = compiled(box['states'], batches, own._copy_args)  # pylint: disable=protected-access
+
+    def sync():
+      jax.block_until_ready(box['states'])
+
+    run()
+    sync()
+    return TimedStep(run, sync, compiled_flops(compiled))
+
   timed = {
       'naive': _stepper(plain, state, batches[-1],
                         {'head_weights': one_hot[-1]}),
-      'copies': _stepper(estimator.stacked_step, copies, batches,
+      'copies': _stepper(whole.stacked_step, copies, batches,
                          {'head_weights': one_hot}),
+      'own_models': copies_call((state,) * num_heads),
       'eval': timed_call(eval_step, state, eval_input),
-      'measure': timed_call(estimator.stacked_measure, *states, eval_input),
+      'measure': timed_call(whole.stacked_measure, *states, eval_input),
   }
   return time_alternating(timed, rounds, 3, min_seconds=0.3)
 
@@ -918,8 +944,10 @@ def amortised_section(args, mfeat: Setting,
            'Computed, not timed end to end: step and eval times measured '
            'side by side in one alternating run (mfeat MLP, batch '
            f'{mfeat.batch_size}): a naive step {1e3 * pieces["naive"]:.2f} '
-           f'ms, a step of the {heads} stacked head copies '
-           f'{1e3 * pieces["copies"]:.2f} ms, the trainer\'s eval batch '
+           f'ms, a step of the {heads} stacked head copies on the whole '
+           f'model {1e3 * pieces["copies"]:.2f} ms, a step of the {heads} '
+           'copies with each modality\'s on its own encoder and head '
+           f'{1e3 * pieces["own_models"]:.2f} ms, the trainer\'s eval batch '
            f'{1e3 * pieces["eval"]:.2f} ms, and one eval batch measured on '
            f'the {heads + 1} stacked states {1e3 * pieces["measure"]:.2f} '
            'ms; times the number of steps that '
@@ -927,12 +955,17 @@ def amortised_section(args, mfeat: Setting,
            'class) runs under the schedule of '
            '`blend_estimation.ScheduledEstimator`. in turn: '
            '`blend.stack_copies=False` (each copy step a naive step, each '
-           'state measured alone); stacked: the default.', '',
+           'state measured alone); stacked: every copy on the whole model, '
+           '`jax.vmap`-ed (the default before own models); own models: the '
+           'default, each modality\'s copy on its own encoder and head, the '
+           'states measured stacked.', '',
            '| method | × naive per epoch | how |', '|---|---:|---|']
   for method in ('offline', 'online'):
     for label, stacked in (('in turn', None),
                            ('stacked', (pieces['copies'],
-                                        pieces['measure']))):
+                                        pieces['measure'])),
+                           ('own models', (pieces['own_models'],
+                                           pieces['measure']))):
       ratio, why = amortised_blend_cost(
           method, pieces['naive'], pieces['eval'], heads, splits,
           stacked=stacked)

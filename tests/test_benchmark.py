@@ -109,8 +109,8 @@ def test_smoke_run_writes_the_table(tmp_path, data_dir, mfeat_manual_dir):
       ('mfeat MLP kar+pix, batch 32', 'gblend_fixed')]
   amortised = tables[('method', '× naive per epoch', 'how')]
   assert [r[0] for r in amortised] == [
-      'offline (in turn)', 'offline (stacked)', 'online (in turn)',
-      'online (stacked)']
+      'offline (in turn)', 'offline (stacked)', 'offline (own models)',
+      'online (in turn)', 'online (stacked)', 'online (own models)']
   streamed = tables[('path', 'workers', 'examples/s',
                      'examples/s per worker')]
   # The ImageNet-shaped JPEGs' table, then the CREMA-D-shaped clips'.

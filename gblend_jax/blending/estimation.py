@@ -161,13 +161,25 @@ class ScheduledEstimator:
   held-out split (``L^V``); never on the test split.
 
   The copies are independent, so with ``blend.stack_copies`` (and
-  ``measure_step`` and ``eval_batches`` given) they train together: the H
-  copies' states are stacked on a leading axis and one compiled step,
-  ``jax.vmap`` of `train_step` over the copies, advances all of them on
-  their own batches and one-hot weights; the starting state and the H
-  trained copies are then measured together by ``jax.vmap`` of
-  ``measure_step``. The same computation per copy as one after another:
-  the same losses, to float rounding (tests/blending/test_stacked_copies.py).
+  ``measure_step`` and ``eval_batches`` given) they train together, in one
+  compiled step that advances every copy on its own batch:
+
+  * where ``head_steps`` gives a head a model of its own (late fusion:
+    modality m's encoder and head, `MultiModalClassifier.head_model`),
+    that copy runs only that model; the fused copy runs the whole model.
+    The H copies then cost about two whole-model steps, not H, because
+    the modality models together are one pass of the encoders;
+  * otherwise (no head has a model of its own) the H copies' states are
+    stacked on a leading axis and the step is ``jax.vmap`` of
+    `train_step` over them, with one-hot weights.
+
+  The starting state and the H trained copies are then measured together
+  by ``jax.vmap`` of ``measure_step``. Either way each copy's head sees the
+  computation it sees one after another: the same losses, to float
+  rounding (tests/blending/test_stacked_copies.py). A restricted copy
+  leaves the other encoders' batch statistics as they were, where the
+  whole model's copy updates them; Algorithm 1 measures a copy on its own
+  head only, which does not read them.
 
   Args:
     config: the run config.
@@ -188,11 +200,14 @@ class ScheduledEstimator:
       measuring stacked copies; None: one `evaluate` per copy.
     eval_batches: ``source -> iterator`` of global evaluation batches (the
       trainer's); needed with ``measure_step``.
+    head_steps: None, or per head (in ``heads`` order) the jitted step of
+      that head's model alone (``head_weights`` of shape [1]), or None
+      where the head needs the whole model: for stacked copies.
   """
 
   def __init__(self, config, *, train_step, tx, make_batches, evaluate,
                sources, heads, steps_per_epoch, put, measure_step=None,
-               eval_batches=None):
+               eval_batches=None, head_steps=None):
     self._mode = config.blend.mode
     self._train_step = train_step
     self._tx_init = tx.init
@@ -220,10 +235,29 @@ class ScheduledEstimator:
                         and measure_step is not None
                         and eval_batches is not None)
     self._eval_batches = eval_batches
-    if self.stacked:
+    self.own_models = self.stacked and bool(head_steps) and any(
+        step is not None for step in head_steps)
+    if self.own_models:
+      if len(head_steps) != len(self._heads):
+        raise ValueError(f'{len(head_steps)} head_steps for the heads '
+                         f'{list(self._heads)}.')
+      copy_steps = [train_step if step is None else step
+                    for step in head_steps]
+      num_heads = len(self._heads)
+      self._copy_args = [
+          {'head_weights': put(
+              np.eye(num_heads, dtype=np.float32)[head] if step is None
+              else np.ones(1, np.float32))}
+          for head, step in enumerate(head_steps)]
+      self.copies_step = jax.jit(
+          lambda states, batches, args: tuple(
+              step(s, b, a)[0] for step, s, b, a in zip(
+                  copy_steps, states, batches, args, strict=True)))
+    elif self.stacked:
       self.stacked_step = jax.jit(
           lambda states, batches, args: jax.vmap(train_step)(
               states, _stack(batches), args))
+    if self.stacked:
       self.stacked_measure = jax.jit(jax.vmap(measure_step,
                                                in_axes=(0, 0, None)))
 
@@ -261,8 +295,8 @@ class ScheduledEstimator:
     """The H head copies trained together from `state`, stacked.
 
     Copy i is head i's model of Algorithm 1: the objective one-hot on head
-    i, a fresh optimiser state and the data order of head i's seed, as
-    `_train_head` trains it alone.
+    i (or head i's own model, `head_steps`), a fresh optimiser state and
+    the data order of head i's seed, as `_train_head` trains it alone.
 
     Returns:
       The copies' states, every leaf with a leading axis of size H.
@@ -271,6 +305,12 @@ class ScheduledEstimator:
     batches = [self._make_batches(self._copy_seed(step, head))
                for head in range(num_heads)]
     copy = state.replace(opt_state=self._tx_init(state.params))
+    if self.own_models:
+      states = (copy,) * num_heads
+      for _ in range(self.estimate_steps):
+        states = self.copies_step(
+            states, tuple(next(b) for b in batches), self._copy_args)
+      return _stack(states)
     states = _stack([copy] * num_heads)
     args = {'head_weights': self._put(np.eye(num_heads, dtype=np.float32))}
     for _ in range(self.estimate_steps):
@@ -312,6 +352,8 @@ class ScheduledEstimator:
     logging.info('Estimating blend weights (Algorithm 1) at step %d: %d '
                  'steps for each of the heads %s%s.', step,
                  self.estimate_steps, list(self._heads),
+                 ', each modality\'s copy on its own encoder and head'
+                 if self.own_models else
                  ', the copies stacked' if self.stacked else '')
     if self.stacked:
       result = self._estimate_stacked(state, step, previous_weights)

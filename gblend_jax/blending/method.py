@@ -86,10 +86,13 @@ def default_blend_config() -> ml_collections.ConfigDict:
       ``jax.jacrev``; 'jacrev': always ``jax.jacrev`` (H backward passes).
       Both give the same gradients to float rounding.
     stack_copies: Offline/online: train Algorithm 1's H head copies
-      together (their states stacked, one compiled step ``jax.vmap``-ed
-      over the copies) and measure them together; False: one after
-      another, as before (H times less memory for the copies). The same
-      losses either way, to float rounding.
+      together in one compiled step and measure them together: where the
+      model has a model of its own for a head (late fusion: modality m's
+      copy runs ``encoder_<m>`` and ``head_<m>`` only), one step of every
+      copy on its own model; otherwise their states stacked and the step
+      ``jax.vmap``-ed over the copies. False: one after another on the
+      whole model, as before (H times less memory for the copies). The
+      same losses either way, to float rounding.
   """
   return ml_collections.ConfigDict({
       'mode': 'none',
@@ -423,8 +426,13 @@ class Blending(methods.Method):
         constant, total_steps=self.run.total_steps,
         steps_per_epoch=self.run.steps_per_epoch,
     )
-    estimate_step = services.build_train_step(
-        estimate_tx, optax.constant_schedule(constant.learning_rate))
+    learning_rate = optax.constant_schedule(constant.learning_rate)
+    estimate_step = services.build_train_step(estimate_tx, learning_rate)
+    # Each head's own model where it has one (late fusion: a modality's
+    # encoder and head), so that its copy skips the other encoders.
+    head_steps = [services.build_train_step(estimate_tx, learning_rate,
+                                            head=head)
+                  for head in self.heads]
     subset_size = min(
         config.blend.train_subset_size or len(splits.holdout),
         len(splits.train),
@@ -443,7 +451,7 @@ class Blending(methods.Method):
         sources={'train': train_subset, 'holdout': splits.holdout},
         heads=self.heads, steps_per_epoch=self.run.steps_per_epoch,
         put=services.put, measure_step=measure_step(self.run.model),
-        eval_batches=services.eval_batches,
+        eval_batches=services.eval_batches, head_steps=head_steps,
     )
 
   def before_step(self, step: int, state: Any) -> None:

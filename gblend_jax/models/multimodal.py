@@ -58,6 +58,10 @@ class MultiModalClassifier(nn.Module):
       features of the same width.
     shared_head_fusion_weights: Fixed fusion weights, one per modality
       (MLA's code: 0.55, 0.45); empty: entropy weights.
+    only_head: None, or a modality whose head's loss is confined to its
+      own encoder (`head_parameters`): the model then runs only
+      ``encoder_<m>`` and ``head_<m>`` and returns only their logits and
+      features; built by `head_model`.
 
   Call ``model.apply(variables, inputs, train=...)`` with ``inputs`` mapping
   every modality to its batch (extra keys are ignored). Returns
@@ -76,6 +80,7 @@ class MultiModalClassifier(nn.Module):
   dtype: Any = jnp.float32
   shared_head: bool = False
   shared_head_fusion_weights: tuple[float, ...] = ()
+  only_head: str | None = None
 
   def _encoder(self, index: int, modality: str) -> nn.Module:
     if isinstance(self.encoders, Mapping):
@@ -107,6 +112,8 @@ class MultiModalClassifier(nn.Module):
   def __call__(
       self, inputs: Mapping[str, Array], *, train: bool
   ) -> dict[str, dict[str, Array]]:
+    if self.only_head is not None:
+      return self._only_head(inputs, train=train)
     self._check(inputs)
     encoded = {
         m: self._encoder(i, m)(inputs[m], train=train)
@@ -152,6 +159,45 @@ class MultiModalClassifier(nn.Module):
       fused = mla_fusion.entropy_weighted_fusion(per_modality)
     return {'logits': {FUSED: fused, **logits},
             'features': _float32(dict(encoded))}
+
+  def _only_head(self, inputs: Mapping[str, Array], *, train: bool):
+    m = self.only_head
+    if self.head_parameters().get(m) is None:
+      raise ValueError(
+          f'only_head={m!r}: that head\'s loss is not confined to one '
+          f'encoder in this model (heads {list(self.head_parameters())}).')
+    if m not in inputs:
+      raise KeyError(f'Inputs are missing modality {m!r}; present: '
+                     f'{sorted(inputs)}.')
+    index = self.modalities.index(m)
+    features = self._encoder(index, m)(inputs[m], train=train)
+    head = ClassifierHead(
+        self.num_classes, normalized=self.normalized_modality_heads,
+        dtype=self.dtype, name=f'head_{m}')
+    return _float32({'logits': {m: head(features, train=train)},
+                     'features': {m: features}})
+
+  def head_model(self, head: str) -> 'MultiModalClassifier | None':
+    """This model cut down to what one head's loss reaches, or None.
+
+    Algorithm 1 of G-Blend trains each head's model alone; with late
+    fusion, modality m's model is ``encoder_<m>`` and ``head_<m>``
+    (`head_parameters`). Its copy need not run the other encoders: this
+    model, applied to the full parameters, runs those two parts only and
+    gives the same head-m logits as the whole model.
+
+    Args:
+      head: a head name of this model.
+
+    Returns:
+      The restricted model, or None for the fused head and for heads whose
+      loss may reach any parameter (mid fusion, a shared head).
+    """
+    if self.shared_head or self.only_head is not None:
+      return None
+    if self.head_parameters().get(head) is None:
+      return None
+    return self.clone(only_head=head)
 
   def head_parameters(self) -> dict[str, tuple[str, ...] | None]:
     """The top-level parameter subtrees each head's loss reaches.

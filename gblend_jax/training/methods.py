@@ -271,9 +271,11 @@ class Services:
       with its resumable state (``get_state``/``set_state``).
     evaluate: ``(state, {split: source}) -> metrics`` in evaluation mode.
     eval_batches: ``source -> iterator`` of global evaluation batches.
-    build_train_step: ``(tx, learning_rate) -> jitted step(state, batch,
-      args)`` with the trainer's shardings and no method hooks (Algorithm
-      1's head copies).
+    build_train_step: ``(tx, learning_rate, head=None) -> jitted
+      step(state, batch, args)`` with the trainer's shardings and no method
+      hooks (Algorithm 1's head copies); with ``head``, the step of that
+      head's model alone, or None where the model has none
+      (`gblend_jax.training.program.plain_train_step`).
     write_metrics: ``(step, metrics) -> None``: a row of ``metrics.jsonl``.
   """
 

@@ -123,10 +123,24 @@ def plain_train_step(
     learning_rate: optax.Schedule,
     *,
     replicated: jax.sharding.Sharding | None = None,
-) -> Callable[..., Any]:
+    head: str | None = None,
+) -> Callable[..., Any] | None:
   """A jitted train step with no method hooks and no donation (Algorithm
-  1's head copies): ``(state, batch, {'head_weights': w})``."""
+  1's head copies): ``(state, batch, {'head_weights': w})``.
+
+  With ``head``, the step of that head's model alone: the model's
+  ``head_model(head)`` (e.g. `gblend_jax.models.MultiModalClassifier`'s
+  ``encoder_<m>`` and ``head_<m>``), whose one loss is ``head``'s
+  (``head_weights`` of shape [1]); None if the model has no such
+  restriction for ``head``.
+  """
   out = {} if replicated is None else {
       'out_shardings': (replicated, replicated)}
-  return jax.jit(steps.make_train_step(run.model, tx, learning_rate,
-                                       run.heads), **out)
+  model, heads = run.model, run.heads
+  if head is not None:
+    model = getattr(run.model, 'head_model', lambda _: None)(head)
+    if model is None:
+      return None
+    heads = (head,)
+  return jax.jit(steps.make_train_step(model, tx, learning_rate, heads),
+                 **out)

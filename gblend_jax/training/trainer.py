@@ -365,8 +365,9 @@ def _train_and_evaluate(
           source, global_batch_size=global_batch, seed=seed,
           **processes, **reading),
       evaluate=evaluate, eval_batches=eval_batches,
-      build_train_step=lambda tx, lr: program_lib.plain_train_step(
-          run, tx, lr, replicated=replicated),
+      build_train_step=lambda tx, lr, head=None: (
+          program_lib.plain_train_step(run, tx, lr, replicated=replicated,
+                                       head=head)),
       write_metrics=writer.write,
   )
   for method in methods:

@@ -1,4 +1,10 @@
-"""Algorithm 1's head copies trained together equal those trained in turn."""
+"""Algorithm 1's head copies trained together equal those trained in turn.
+
+Together: stacked and ``jax.vmap``-ed over the copies, or (``own_models``)
+each modality's copy on its own encoder and head only.
+"""
+
+import logging
 
 import jax
 import ml_collections
@@ -21,7 +27,7 @@ SHAPES = {'strong': (5,), 'weak': (3,)}
 HEADS = ('strong', 'weak', 'fused')
 
 
-def _estimator(stack_copies: bool):
+def _estimator(stack_copies: bool, own_models: bool = False):
   config = config_lib.default_config()
   config.blend.update(mode='online', estimate_epochs=1.0,
                       stack_copies=stack_copies)
@@ -38,6 +44,13 @@ def _estimator(stack_copies: bool):
   train_step = jax.jit(steps.make_train_step(
       model, tx, optax.constant_schedule(0.5), HEADS))
   eval_step = jax.jit(steps.make_eval_step(model))
+  head_steps = None
+  if own_models:  # What the trainer gives: each modality's own model.
+    head_steps = [
+        None if model.head_model(head) is None else jax.jit(
+            steps.make_train_step(model.head_model(head), tx,
+                                  optax.constant_schedule(0.5), (head,)))
+        for head in HEADS]
 
   def evaluate(state, sources):
     results = {}
@@ -55,15 +68,18 @@ def _estimator(stack_copies: bool):
       evaluate=evaluate, sources={'train': source, 'holdout': source},
       heads=HEADS, steps_per_epoch=5, put=jax.device_put,
       measure_step=blend_method.measure_step(model),
-      eval_batches=lambda s: data.eval_batches(s, batch_size=16))
+      eval_batches=lambda s: data.eval_batches(s, batch_size=16),
+      head_steps=head_steps)
   state = steps.TrainState.create(model, tx, jax.random.PRNGKey(0), SHAPES)
   return estimator, state
 
 
-def test_stacked_copies_equal_copies_in_turn():
-  stacked, state = _estimator(True)
-  in_turn, _ = _estimator(False)
+@pytest.mark.parametrize('own_models', [False, True])
+def test_stacked_copies_equal_copies_in_turn(own_models):
+  stacked, state = _estimator(True, own_models)
+  in_turn, _ = _estimator(False, own_models)
   assert stacked.stacked and not in_turn.stacked
+  assert stacked.own_models == own_models and not in_turn.own_models
   copies = stacked.train_copies(state, step=3)
   for head in range(len(HEADS)):
     alone = in_turn._train_head(state, head, step=3)  # pylint: disable=protected-access
@@ -88,14 +104,21 @@ def test_stacked_copies_equal_copies_in_turn():
 
 @pytest.mark.slow
 @pytest.mark.parametrize('mode', ['offline', 'online'])
-def test_trainer_stacked_and_in_turn_log_the_same(data_dir, tmp_path, mode):
+def test_trainer_stacked_and_in_turn_log_the_same(data_dir, tmp_path, mode,
+                                                  caplog):
   rows = {}
   for stack in (True, False):
     config = train_utils.tiny_synthetic_config(data_dir, steps=20)
     config.blend.update(mode=mode, estimate_epochs=1.0, warmup_epochs=1.0,
                         stack_copies=stack)
     workdir = str(tmp_path / str(stack))
-    train.train_and_evaluate(config, workdir)
+    with caplog.at_level(logging.INFO):
+      train.train_and_evaluate(config, workdir)
+    # The trainer's late-fusion model gives each modality's copy its own
+    # encoder and head.
+    own = "each modality's copy on its own encoder and head"
+    assert (own in caplog.text) == stack
+    caplog.clear()
     rows[stack] = metric_writer.read_metrics(workdir)
   blend_rows = [r for r in rows[True] if 'blend/gain/fused' in r]
   assert len(blend_rows) == (1 if mode == 'offline' else 3)

@@ -155,3 +155,49 @@ def test_fused_is_a_reserved_name():
   )
   with pytest.raises(ValueError, match='reserved'):
     model.init(jax.random.key(1), {'fused': jnp.ones((2, 3))}, train=False)
+
+
+def test_head_model_runs_one_modality_and_gives_its_logits():
+  model = _model()
+  inputs = _inputs()
+  variables = model.init(jax.random.key(1), inputs, train=False)
+  whole = model.apply(variables, inputs, train=True,
+                      rngs={'dropout': jax.random.key(2)})
+  audio_model = model.head_model('audio')
+  # The video input is not read: the restricted model runs without it.
+  alone = audio_model.apply(variables, {'audio': inputs['audio']},
+                            train=True, rngs={'dropout': jax.random.key(2)})
+  assert list(alone['logits']) == ['audio']
+  assert list(alone['features']) == ['audio']
+  np.testing.assert_array_equal(alone['logits']['audio'],
+                                whole['logits']['audio'])
+  np.testing.assert_array_equal(alone['features']['audio'],
+                                whole['features']['audio'])
+  # Its gradient is the whole model's on the audio loss: zero off
+  # encoder_audio and head_audio.
+  def loss(params, net, feed):
+    return jnp.sum(net.apply({'params': params}, feed,
+                             train=False)['logits']['audio'] ** 2)
+  grads_alone = jax.grad(loss)(variables['params'], audio_model,
+                               {'audio': inputs['audio']})
+  grads_whole = jax.grad(loss)(variables['params'], model, inputs)
+  jax.tree.map(np.testing.assert_allclose, grads_alone, grads_whole)
+  assert all(not np.any(leaf) for key in ('encoder_video', 'head_video',
+                                          'fused_head')
+             for leaf in jax.tree.leaves(grads_alone[key]))
+
+
+def test_head_model_is_none_where_a_head_reaches_other_parameters():
+  model = _model()
+  assert model.head_model('fused') is None
+  assert model.head_model('video').only_head == 'video'
+  shared = MultiModalClassifier(
+      modalities=('audio', 'video'),
+      encoders={'audio': MLPEncoder(hidden_sizes=(4,)),
+                'video': MLPEncoder(hidden_sizes=(4,))},
+      fusion=ConcatFusion(('audio', 'video')),
+      fused_head=ClassifierHead(NUM_CLASSES), num_classes=NUM_CLASSES,
+      shared_head=True)
+  assert shared.head_model('audio') is None
+  no_heads = _model().clone(modality_heads=False)
+  assert no_heads.head_model('audio') is None
