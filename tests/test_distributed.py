@@ -17,7 +17,6 @@ import pytest
 
 from gblend_jax.training import distributed
 from gblend_jax.training import metric_writer
-from tests import conftest
 from tests import train_utils
 
 
@@ -80,10 +79,9 @@ def _free_port() -> int:
 
 
 def _env() -> dict[str, str]:
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=train_utils.REPO,
-             JAX_COMPILATION_CACHE_DIR=conftest.JAX_CACHE)
-  env.pop('XLA_FLAGS', None)  # One CPU device per process.
-  return env
+  # One CPU device per process.
+  return train_utils.subprocess_env(JAX_PLATFORMS='cpu',
+                                    PYTHONPATH=train_utils.REPO)
 
 
 def _launch(data_dir, workdir, *flags: str) -> subprocess.Popen:

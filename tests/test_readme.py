@@ -26,7 +26,6 @@ import numpy as np
 import pytest
 
 from experiments import runs
-from tests import conftest
 from tests import train_utils
 
 README = os.path.join(train_utils.REPO, 'README.md')
@@ -341,9 +340,8 @@ def test_multihost_command_runs_as_a_one_process_job(data_dir, tmp_path):
         next(words)
     else:
       args.append(word)
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=train_utils.REPO,
-             JAX_COMPILATION_CACHE_DIR=conftest.JAX_CACHE)
-  env.pop('XLA_FLAGS', None)
+  env = train_utils.subprocess_env(JAX_PLATFORMS='cpu',
+                                   PYTHONPATH=train_utils.REPO)
   completed = subprocess.run(
       [sys.executable, *args, f'--config.data.data_dir={data_dir}',
        '--config.data.batch_size=16', '--config.num_train_steps=2'],

@@ -265,8 +265,9 @@ def _free_port() -> int:
 
 
 def _workers(data_dir, workdir, count: int) -> list[subprocess.Popen]:
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=train_utils.REPO)
-  env.pop('XLA_FLAGS', None)  # One CPU device per process.
+  # One CPU device per process.
+  env = train_utils.subprocess_env(JAX_PLATFORMS='cpu',
+                                   PYTHONPATH=train_utils.REPO)
   port = _free_port()
   return [subprocess.Popen(
       [sys.executable, os.path.join(train_utils.REPO, 'tests',

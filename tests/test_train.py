@@ -185,8 +185,7 @@ print(json.dumps(results['final']))
 def test_eight_devices_match_one_device(data_dir, tmp_path, blend_mode):
   finals = {}
   for devices in (1, 8):
-    env = dict(os.environ,
-               XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+    env = train_utils.subprocess_env(devices)
     out = subprocess.run(
         [sys.executable, '-c', _DEVICE_RUN, data_dir,
          str(tmp_path / f'devices_{devices}'), str(devices), blend_mode],

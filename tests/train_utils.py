@@ -59,6 +59,33 @@ def interrupted_then_resumed(config, workdir: str, step: int, monkeypatch):
   return train.train_and_evaluate(config, workdir)
 
 
+def subprocess_env(devices: int | None = None, **extra: str) -> dict[str, str]:
+  """The environment of a child process that trains: as the tests compile.
+
+  The child gets the suite's XLA flags (``conftest.TEST_XLA_FLAGS``: the
+  optimisation level the tests compile at) and its persistent compilation
+  cache, so children that train the same tiny model compile it once. Any
+  other XLA flag of this process is dropped: the child sees one CPU device,
+  or ``devices`` of them.
+
+  Args:
+    devices: CPU devices the child sees (None: one).
+    **extra: Further variables to set.
+
+  Returns:
+    A copy of ``os.environ`` with those variables set.
+  """
+  from tests import conftest  # pylint: disable=g-import-not-at-top
+
+  flags = [conftest.TEST_XLA_FLAGS]
+  if devices is not None:
+    flags.append(f'--xla_force_host_platform_device_count={devices}')
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=conftest.JAX_CACHE,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.5', **extra)
+  env['XLA_FLAGS'] = ' '.join(filter(None, flags))
+  return env
+
+
 def run_on_cpu_devices(script: str, devices: int = 8,
                        timeout: int = 300) -> subprocess.CompletedProcess:
   """Runs a Python script in a subprocess that sees `devices` CPU devices.
