@@ -97,6 +97,8 @@ def test_av_ogm_trains_on_the_compact_crema_d_records(tmp_path):
                                          'configs', 'av_ogm.py'),
                             'dataset=crema_d,runlocal')
   av_fakes.on_crema_d_copy(config, tmp_path)
+  # The subject is the records' path, not the encoders: the small pair.
+  av_fakes.with_small_encoders(config)
   config.data.builder_config = 'official'
   config.data.augmentation = 'random_resized_crop_flip'
   config.data.augment_modalities = ('visual',)
