@@ -167,8 +167,9 @@ def with_small_encoders(config) -> None:
 
   For the end-to-end tests of a method's audio-visual config, whose subject
   is the method's settings and machinery, not the encoders (the ResNet-18
-  pair itself trains in `tests/test_train_modulation.py` and
-  `tests/mla/test_train_mla.py`)."""
+  pair itself trains in `tests/test_train_modulation.py`;
+  `tests/mla/test_train_mla.py` trains a BatchNorm ResNet on each
+  modality)."""
   config.model.encoder.name = 'resnet10'
   config.model.encoder.resnet10.num_filters = 8
   config.model.encoders = {'visual': {'name': 'mlp', 'hidden_sizes': (64,)}}

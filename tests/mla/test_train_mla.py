@@ -197,6 +197,10 @@ def test_av_ogm_mla_runlocal_trains_on_a_fake_crema_d_copy(tmp_path):
           config.optimizer.momentum, config.optimizer.weight_decay) == (
               'sgd', 1e-3, 0.9, 1e-4)
   av_fakes.on_crema_d_copy(config, tmp_path)
+  # A BatchNorm ResNet-10 on the spectrogram, the ResNet-18 on the frames:
+  # each encoder still has the BatchNorm statistics checked below.
+  config.model.encoder.name = 'resnet10'
+  config.model.encoder.resnet10.num_filters = 8
   config.num_train_steps = 4
   config.log_every_steps = 1
   workdir = str(tmp_path / 'run')
