@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -70,12 +69,9 @@ def run_attempt(attempt: str, args) -> dict:
              '--worker_rounds', str(args.worker_rounds)]
   if args.tiny:
     command.append('--tiny')
-  out = subprocess.run(command, env=env, capture_output=True, text=True,
-                       check=False)
-  if out.returncode:
-    raise RuntimeError(f'XLA_FLAGS={flags!r}: the worker failed '
-                       f'({out.returncode}):\n{out.stderr[-3000:]}')
-  return json.loads(out.stdout.strip().splitlines()[-1])
+  from experiments import benchmark  # pylint: disable=g-import-not-at-top
+
+  return benchmark.run_json(command, env)
 
 
 def table(results: dict[str, list[dict]]) -> list[str]:
