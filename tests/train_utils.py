@@ -81,7 +81,8 @@ def subprocess_env(devices: int | None = None, **extra: str) -> dict[str, str]:
   if devices is not None:
     flags.append(f'--xla_force_host_platform_device_count={devices}')
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=conftest.JAX_CACHE,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.5', **extra)
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=str(
+                 conftest.JAX_CACHE_MIN_SECONDS), **extra)
   env['XLA_FLAGS'] = ' '.join(filter(None, flags))
   return env
 

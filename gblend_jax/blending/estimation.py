@@ -244,7 +244,9 @@ class ScheduledEstimator:
       copy_steps = [train_step if step is None else step
                     for step in head_steps]
       num_heads = len(self._heads)
-      self._copy_args = [
+      # Each copy's step arguments: one-hot on its head for the whole
+      # model, the one head's weight 1 for a head's own model.
+      self.copy_args = [
           {'head_weights': put(
               np.eye(num_heads, dtype=np.float32)[head] if step is None
               else np.ones(1, np.float32))}
@@ -309,7 +311,7 @@ class ScheduledEstimator:
       states = (copy,) * num_heads
       for _ in range(self.estimate_steps):
         states = self.copies_step(
-            states, tuple(next(b) for b in batches), self._copy_args)
+            states, tuple(next(b) for b in batches), self.copy_args)
       return _stack(states)
     states = _stack([copy] * num_heads)
     args = {'head_weights': self._put(np.eye(num_heads, dtype=np.float32))}

@@ -89,6 +89,11 @@ class MultiModalClassifier(nn.Module):
       template = self.encoders[index]
     return template.clone(parent=self, name=f'encoder_{modality}')
 
+  def _modality_head(self, modality: str) -> ClassifierHead:
+    return ClassifierHead(
+        self.num_classes, normalized=self.normalized_modality_heads,
+        dtype=self.dtype, name=f'head_{modality}')
+
   def _check(self, inputs: Mapping[str, Array]) -> None:
     if FUSED in self.modalities:
       raise ValueError(f'{FUSED!r} is reserved and cannot name a modality.')
@@ -130,10 +135,7 @@ class MultiModalClassifier(nn.Module):
     logits = {FUSED: self.fused_head(fused, train=train)}
     if self.modality_heads:
       for m in self.modalities:
-        modality_head = ClassifierHead(
-            self.num_classes, normalized=self.normalized_modality_heads,
-            dtype=self.dtype, name=f'head_{m}')
-        logits[m] = modality_head(features[m], train=train)
+        logits[m] = self._modality_head(m)(features[m], train=train)
     return _float32({'logits': logits,
                      'features': {**features, FUSED: fused}})
 
@@ -171,10 +173,8 @@ class MultiModalClassifier(nn.Module):
                      f'{sorted(inputs)}.')
     index = self.modalities.index(m)
     features = self._encoder(index, m)(inputs[m], train=train)
-    head = ClassifierHead(
-        self.num_classes, normalized=self.normalized_modality_heads,
-        dtype=self.dtype, name=f'head_{m}')
-    return _float32({'logits': {m: head(features, train=train)},
+    return _float32({'logits': {m: self._modality_head(m)(features,
+                                                          train=train)},
                      'features': {m: features}})
 
   def head_model(self, head: str) -> 'MultiModalClassifier | None':

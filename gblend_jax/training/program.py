@@ -128,19 +128,14 @@ def plain_train_step(
   """A jitted train step with no method hooks and no donation (Algorithm
   1's head copies): ``(state, batch, {'head_weights': w})``.
 
-  With ``head``, the step of that head's model alone: the model's
-  ``head_model(head)`` (e.g. `gblend_jax.models.MultiModalClassifier`'s
-  ``encoder_<m>`` and ``head_<m>``), whose one loss is ``head``'s
-  (``head_weights`` of shape [1]); None if the model has no such
-  restriction for ``head``.
+  With ``head``, the step of that head's model alone
+  (`gblend_jax.training.steps.head_train_step`; ``head_weights`` of shape
+  [1]), or None if the model has no such restriction for ``head``.
   """
   out = {} if replicated is None else {
       'out_shardings': (replicated, replicated)}
-  model, heads = run.model, run.heads
-  if head is not None:
-    model = getattr(run.model, 'head_model', lambda _: None)(head)
-    if model is None:
-      return None
-    heads = (head,)
-  return jax.jit(steps.make_train_step(model, tx, learning_rate, heads),
-                 **out)
+  if head is None:
+    step = steps.make_train_step(run.model, tx, learning_rate, run.heads)
+  else:
+    step = steps.head_train_step(run.model, tx, learning_rate, head)
+  return None if step is None else jax.jit(step, **out)

@@ -346,6 +346,37 @@ def make_train_step(
   return train_step
 
 
+def head_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    learning_rate: optax.Schedule,
+    head: str,
+) -> Callable[..., tuple[TrainState, dict]] | None:
+  """The train step of one head's model alone, or None (not jitted).
+
+  The model's ``head_model(head)`` (e.g.
+  `gblend_jax.models.MultiModalClassifier`'s ``encoder_<m>`` and
+  ``head_<m>`` under late fusion) trained on ``head``'s loss: what
+  Algorithm 1 of G-Blend trains as that head's copy, with ``head_weights``
+  of shape [1].
+
+  Args:
+    model: the classifier; one without ``head_model`` has no such step.
+    tx: the optimiser.
+    learning_rate: its schedule, for logging.
+    head: a head name.
+
+  Returns:
+    `make_train_step` of the restricted model, or None where the head's
+    loss may reach any parameter (the fused head, mid fusion, a shared
+    head).
+  """
+  own = getattr(model, 'head_model', lambda _: None)(head)
+  if own is None:
+    return None
+  return make_train_step(own, tx, learning_rate, (head,))
+
+
 def _step_metrics(
     total, per_head, logits, labels, heads, grads, params, learning_rate
 ) -> dict[str, jax.Array]:

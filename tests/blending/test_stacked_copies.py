@@ -46,11 +46,10 @@ def _estimator(stack_copies: bool, own_models: bool = False):
   eval_step = jax.jit(steps.make_eval_step(model))
   head_steps = None
   if own_models:  # What the trainer gives: each modality's own model.
-    head_steps = [
-        None if model.head_model(head) is None else jax.jit(
-            steps.make_train_step(model.head_model(head), tx,
-                                  optax.constant_schedule(0.5), (head,)))
-        for head in HEADS]
+    own_steps = [steps.head_train_step(model, tx, optax.constant_schedule(0.5),
+                                       head) for head in HEADS]
+    head_steps = [None if step is None else jax.jit(step)
+                  for step in own_steps]
 
   def evaluate(state, sources):
     results = {}
