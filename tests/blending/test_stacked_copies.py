@@ -27,7 +27,8 @@ SHAPES = {'strong': (5,), 'weak': (3,)}
 HEADS = ('strong', 'weak', 'fused')
 
 
-def _estimator(stack_copies: bool, own_models: bool = False):
+def _estimator(stack_copies: bool, own_models: bool = False,
+               drop_head_step: bool = False):
   config = config_lib.default_config()
   config.blend.update(mode='online', estimate_epochs=1.0,
                       stack_copies=stack_copies)
@@ -50,6 +51,8 @@ def _estimator(stack_copies: bool, own_models: bool = False):
                                        head) for head in HEADS]
     head_steps = [None if step is None else jax.jit(step)
                   for step in own_steps]
+    if drop_head_step:
+      head_steps = head_steps[:-1]
 
   def evaluate(state, sources):
     results = {}
@@ -99,6 +102,12 @@ def test_stacked_copies_equal_copies_in_turn(own_models):
   for x, y in zip(a.report, b.report, strict=True):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(a.weights, b.weights, rtol=1e-5, atol=1e-6)
+
+
+def test_head_steps_not_one_per_head_are_named():
+  with pytest.raises(ValueError, match=r"2 head_steps for the heads "
+                     r"\['strong', 'weak', 'fused'\]"):
+    _estimator(True, own_models=True, drop_head_step=True)
 
 
 @pytest.mark.slow

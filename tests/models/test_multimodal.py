@@ -201,3 +201,14 @@ def test_head_model_is_none_where_a_head_reaches_other_parameters():
   assert shared.head_model('audio') is None
   no_heads = _model().clone(modality_heads=False)
   assert no_heads.head_model('audio') is None
+
+
+def test_only_head_on_a_head_without_a_model_of_its_own_is_named():
+  model = _model()
+  inputs = _inputs()
+  variables = model.init(jax.random.key(1), inputs, train=False)
+  with pytest.raises(ValueError, match="only_head='fused'"):
+    model.clone(only_head='fused').apply(variables, inputs, train=False)
+  with pytest.raises(KeyError, match="missing modality 'video'"):
+    model.head_model('video').apply(variables, {'audio': inputs['audio']},
+                                    train=False)
