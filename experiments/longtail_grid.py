@@ -35,6 +35,14 @@ section from the runs finished so far:
   python -m experiments.longtail_grid --budget epochs --imbalances 100 \
       --seeds 3 --workdir workdirs/longtail_fmnist_epochs
 
+``--train_seeds`` splits that grid across processes (one per core), each
+training its own seeds into the same work directory:
+
+  python -m experiments.longtail_grid --budget epochs --imbalances 100 \
+      --seeds 3 --train_seeds 1 --workdir workdirs/longtail_fmnist_epochs &
+  python -m experiments.longtail_grid --budget epochs --imbalances 100 \
+      --seeds 3 --train_seeds 2 --workdir workdirs/longtail_fmnist_epochs
+
 ``--decoupling_only`` runs stage 3's rows alone and replaces (or inserts,
 before the hand-written notes) only their section of the file; every other
 line of it stays as it is:
@@ -77,6 +85,11 @@ _REPORT_ONLY = flags.DEFINE_bool(
     'report_only', False,
     'With --budget epochs: train nothing, write the section from the runs '
     'finished so far.')
+_TRAIN_SEEDS = flags.DEFINE_list(
+    'train_seeds', None,
+    'With --budget epochs: train only these of the seeds 0 .. --seeds - 1 '
+    '(default all); the section still reads every finished seed, so '
+    'processes given disjoint seeds share one --workdir.')
 
 CONFIG = os.path.join(os.path.dirname(__file__), 'configs',
                       'fashion_mnist_lt.py')
@@ -288,24 +301,25 @@ def _run_decoupling_only() -> None:
   print(section)
 
 
-def _epoch_results(seeds: int, imbalances: list[str], train: bool
+def _epoch_results(seeds: int, imbalances: list[str], train_seeds: list[int]
                    ) -> tuple[dict[str, dict[str, list[dict]]], str]:
   """The runs of `EPOCH_ROWS`, seed 0 of every row first, then seed 1 ...
 
   Args:
-    seeds: Seeds per row.
+    seeds: Seeds per row (the results read back are those of 0 .. seeds-1).
     imbalances: Imbalance factors, run one after the other.
-    train: Train the runs not finished yet (else only read the finished).
+    train_seeds: The seeds whose runs not finished yet are trained (none:
+      only read the finished).
 
   Returns:
     imbalance -> recipe -> the results of its finished seeds; and how the
     training ended ('' when every run finished or ``train`` is false).
   """
   stopped = ''
-  if train:
+  if train_seeds:
     try:
       for imbalance in imbalances:
-        for seed in range(seeds):
+        for seed in train_seeds:
           for recipe in EPOCH_ROWS:
             run = runs.run_one(CONFIG, _row(recipe, imbalance), seed, [],
                                _WORKDIR.value)
@@ -348,13 +362,29 @@ def _epoch_section(results: dict[str, dict[str, list[dict]]], seeds: int
   return '\n'.join(parts)
 
 
+def _train_seeds(seeds: int) -> list[int]:
+  """``--train_seeds`` as integers, each checked to be in 0 .. seeds-1."""
+  if _TRAIN_SEEDS.value is None:
+    return list(range(seeds))
+  try:
+    chosen = [int(s) for s in _TRAIN_SEEDS.value]
+  except ValueError:
+    raise app.UsageError(
+        f'--train_seeds must be integers, got {_TRAIN_SEEDS.value}') from None
+  bad = [s for s in chosen if not 0 <= s < seeds]
+  if bad:
+    raise app.UsageError(
+        f'--train_seeds {bad} not in 0 .. {seeds - 1} (--seeds {seeds}).')
+  return chosen
+
+
 def _run_epoch_budget() -> None:
   """`EPOCH_ROWS` on budget ``epochs``: trains what is not finished (unless
   ``--report_only``), then replaces only its section of ``--output``."""
   start = time.perf_counter()
   seeds, imbalances = _SEEDS.value, _IMBALANCES.value
-  results, stopped = _epoch_results(seeds, imbalances,
-                                    train=not _REPORT_ONLY.value)
+  results, stopped = _epoch_results(
+      seeds, imbalances, [] if _REPORT_ONLY.value else _train_seeds(seeds))
   wall = time.perf_counter() - start
   finished = [r for by_recipe in results.values()
               for rs in by_recipe.values() for r in rs]

@@ -1,4 +1,5 @@
-"""The long-tail grid's decoupling rows merge into the table file in place."""
+"""The long-tail grid's decoupling rows merge into the table file in place;
+its --train_seeds are checked."""
 
 import subprocess
 import sys
@@ -45,5 +46,25 @@ def test_every_decoupling_row_is_a_recipe_with_a_known_prefix():
       'rows = g.DECOUPLING_ROWS.values()\n'
       'assert all(recipe in r.RECIPES for recipe, _ in rows)\n'
       "assert {p for _, p in rows} == {'', 'posthoc_', 'tau_norm_'}\n")
+  # --train_seeds: the seeds asked for, and one outside 0 .. seeds-1 named.
+  check += (
+      'from absl import app\n'
+      "g.flags.FLAGS(['grid', '--train_seeds', '2,0'])\n"
+      'assert g._train_seeds(3) == [2, 0]\n'
+      "g.flags.FLAGS(['grid', '--train_seeds', '1,3'])\n"
+      'try:\n'
+      '  g._train_seeds(3)\n'
+      '  raise AssertionError(\'seed 3 of 3 accepted\')\n'
+      'except app.UsageError as e:\n'
+      "  assert '[3] not in 0 .. 2' in str(e), e\n"
+      "g.flags.FLAGS(['grid', '--train_seeds', 'one'])\n"
+      'try:\n'
+      '  g._train_seeds(3)\n'
+      '  raise AssertionError(\'seed one accepted\')\n'
+      'except app.UsageError as e:\n'
+      "  assert 'must be integers' in str(e), e\n"
+      "g.flags.FLAGS.unparse_flags()\n"
+      "g.flags.FLAGS(['grid'])\n"
+      'assert g._train_seeds(2) == [0, 1]\n')
   subprocess.run([sys.executable, '-c', check], cwd=train_utils.REPO,
                  check=True)
