@@ -35,13 +35,15 @@ section from the runs finished so far:
   python -m experiments.longtail_grid --budget epochs --imbalances 100 \
       --seeds 3 --workdir workdirs/longtail_fmnist_epochs
 
-``--train_seeds`` splits that grid across processes (one per core), each
-training its own seeds into the same work directory:
+Several processes of that command share its grid (one per core): each
+skips the runs another process is training (their work directories are
+locked) and trains the next; ``--train_seeds`` gives a process its own
+seeds first:
 
   python -m experiments.longtail_grid --budget epochs --imbalances 100 \
-      --seeds 3 --train_seeds 1 --workdir workdirs/longtail_fmnist_epochs &
+      --seeds 3 --train_seeds 1,2 --workdir workdirs/longtail_fmnist_epochs &
   python -m experiments.longtail_grid --budget epochs --imbalances 100 \
-      --seeds 3 --train_seeds 2 --workdir workdirs/longtail_fmnist_epochs
+      --seeds 3 --train_seeds 2,1 --workdir workdirs/longtail_fmnist_epochs
 
 ``--decoupling_only`` runs stage 3's rows alone and replaces (or inserts,
 before the hand-written notes) only their section of the file; every other
@@ -64,6 +66,7 @@ from absl import logging
 from experiments import runs
 from experiments import tables
 from gblend_jax.training import metric_writer
+from gblend_jax.training import workdir as workdir_lib
 
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per table row.')
 _IMBALANCES = flags.DEFINE_list('imbalances', ['100', '50'],
@@ -308,8 +311,9 @@ def _epoch_results(seeds: int, imbalances: list[str], train_seeds: list[int]
   Args:
     seeds: Seeds per row (the results read back are those of 0 .. seeds-1).
     imbalances: Imbalance factors, run one after the other.
-    train_seeds: The seeds whose runs not finished yet are trained (none:
-      only read the finished).
+    train_seeds: The seeds whose runs not finished yet are trained, in this
+      order (none: only read the finished); a run another process is
+      training is skipped.
 
   Returns:
     imbalance -> recipe -> the results of its finished seeds; and how the
@@ -321,8 +325,13 @@ def _epoch_results(seeds: int, imbalances: list[str], train_seeds: list[int]
       for imbalance in imbalances:
         for seed in train_seeds:
           for recipe in EPOCH_ROWS:
-            run = runs.run_one(CONFIG, _row(recipe, imbalance), seed, [],
-                               _WORKDIR.value)
+            try:
+              run = runs.run_one(CONFIG, _row(recipe, imbalance), seed, [],
+                                 _WORKDIR.value)
+            except workdir_lib.WorkdirLockedError:
+              print(f'IF {imbalance} {recipe} seed {seed}: being trained by '
+                    'another process, skipped', flush=True)
+              continue
             print(f'IF {imbalance} {recipe} seed {seed}: test acc '
                   f"{100 * run['reported']['test/fused/accuracy']:.2f}% "
                   f"({run['train_seconds']:.0f} s training)", flush=True)

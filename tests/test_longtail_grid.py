@@ -1,5 +1,6 @@
 """The long-tail grid's decoupling rows merge into the table file in place;
-its --train_seeds are checked."""
+its --train_seeds are checked, and processes sharing the epoch grid skip
+each other's runs."""
 
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def test_write_section_merges_into_the_file_in_place(tmp_path):
   assert path.read_text() == _merge(text, SECTION)
 
 
-def test_every_decoupling_row_is_a_recipe_with_a_known_prefix():
+def test_decoupling_rows_train_seeds_and_a_shared_epoch_grid():
   # The grid defines absl flags at import: a process of its own.
   check = (
       'from experiments import longtail_grid as g\n'
@@ -66,5 +67,29 @@ def test_every_decoupling_row_is_a_recipe_with_a_known_prefix():
       "g.flags.FLAGS.unparse_flags()\n"
       "g.flags.FLAGS(['grid'])\n"
       'assert g._train_seeds(2) == [0, 1]\n')
+  # Processes sharing a grid: a run another process holds is skipped, the
+  # rest are trained in order, and only the finished are reported.
+  check += (
+      'from gblend_jax.training import workdir as w\n'
+      'trained, held = [], (list(g.EPOCH_ROWS)[1], 1)\n'
+      'def run_one(config, row, seed, overrides, workdir):\n'
+      "  recipe = row.split(',')[0].split('=')[1]\n"
+      '  if (recipe, seed) == held:\n'
+      "    raise w.WorkdirLockedError('held')\n"
+      '  trained.append((recipe, seed))\n'
+      "  return {'reported': {'test/fused/accuracy': 0.5},\n"
+      "          'train_seconds': 1}\n"
+      'def finished_result(config, row, seed, overrides, workdir):\n'
+      "  recipe = row.split(',')[0].split('=')[1]\n"
+      "  return None if (recipe, seed) == held else {'seed': seed}\n"
+      'g.runs.run_one, g.runs.finished_result = run_one, finished_result\n'
+      "results, stopped = g._epoch_results(2, ['100'], [1, 0])\n"
+      "assert stopped == ''\n"
+      'expected = [(r, s) for s in (1, 0) for r in g.EPOCH_ROWS]\n'
+      'expected.remove(held)\n'
+      'assert trained == expected, trained\n'
+      "rows = results['100']\n"
+      'assert rows[held[0]] == [{\'seed\': 0}]\n'
+      "assert rows[list(g.EPOCH_ROWS)[0]] == [{'seed': 0}, {'seed': 1}]\n")
   subprocess.run([sys.executable, '-c', check], cwd=train_utils.REPO,
                  check=True)
