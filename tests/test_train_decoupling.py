@@ -328,6 +328,32 @@ def test_bad_decoupling_configs_are_named_before_training(
   assert not os.path.exists(tmp_path / 'checkpoints')
 
 
+@pytest.mark.parametrize('decoupling, overrides, message', [
+    ('crt', {'mla.enabled': True, 'model.shared_head': True},
+     r"decoupling='crt' works on the fused head's classifier, and "
+     r'config.model.shared_head=True \(MLA\) has no fused head'),
+    ('tau_norm', {'model.shared_head': True},
+     r"decoupling='tau_norm' .* config.model.shared_head=True \(MLA\)"),
+    ('lws', {'reconboost.enabled': True, 'model.fusion': 'ensemble'},
+     r"decoupling='lws' works on the fused head's classifier, and "
+     r"config.model.fusion='ensemble' \(ReconBoost\) has none"),
+])
+def test_decoupling_without_a_fused_classifier_is_refused(
+    decoupling, overrides, message):
+  config = train_utils.tiny_synthetic_config('/nonexistent', steps=20)
+  config.longtail.update(
+      decoupling=decoupling,
+      decoupling_epochs=0 if decoupling == 'tau_norm' else 1)
+  config.update_from_flattened_dict(overrides)
+  with pytest.raises(ValueError, match=message):
+    methods.check_config(config)
+  # The same model with one modality has a fused head: not refused.
+  if overrides.get('model.fusion') == 'ensemble':
+    config.data.modalities = config.data.modalities[:1]
+    config.reconboost.enabled = False
+    methods.check_config(config)
+
+
 def test_classifier_stage_is_refused_with_offline_blend():
   config = train_utils.tiny_synthetic_config('/nonexistent', steps=20)
   config.longtail.update(decoupling='crt', decoupling_epochs=1)

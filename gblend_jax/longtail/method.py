@@ -388,6 +388,23 @@ def check_decoupling_config(config: ml_collections.ConfigDict) -> None:
         f'config.longtail.decoupling={name!r} needs a linear classifier with '
         'a bias; config.model.normalized_heads=True makes it a cosine one.'
     )
+  # cRT and LWS retrain, and tau-norm re-normalises, the fused head's
+  # classifier (`lt_decoupling.FUSED_CLASSIFIER`): MLA's shared head and
+  # ReconBoost's ensemble of several learners have none.
+  model = config.model
+  if model.get('shared_head', False):
+    raise ValueError(
+        f'config.longtail.decoupling={name!r} works on the fused head\'s '
+        'classifier, and config.model.shared_head=True (MLA) has no fused '
+        'head: its one head classifies each modality.'
+    )
+  if (model.get('fusion') == 'ensemble'
+      and len(config.data.get('modalities') or ()) > 1):
+    raise ValueError(
+        f'config.longtail.decoupling={name!r} works on the fused head\'s '
+        "classifier, and config.model.fusion='ensemble' (ReconBoost) has "
+        'none: its prediction is the sum of the learners\' logits.'
+    )
   if name not in CLASSIFIER_STAGES:
     return
   # The representation stage is the paper's: plain CE, instance-balanced.
