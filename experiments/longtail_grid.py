@@ -358,11 +358,16 @@ def _epoch_section(results: dict[str, dict[str, list[dict]]], seeds: int
   for imbalance, by_recipe in results.items():
     done = {r: rs for r, rs in by_recipe.items() if rs}
     missing = [r for r, rs in by_recipe.items() if not rs]
+    paper = {}
+    if imbalance in PAPER_IMBALANCES:
+      column = PAPER_IMBALANCES.index(imbalance)
+      paper = {EPOCH_ROWS[r]: errors[column]
+               for r, errors in PAPER_ERRORS.items() if r in done}
     parts.append(
         f'### Imbalance factor {imbalance}: test %, mean ± std over the '
         f'finished seeds (of {seeds} asked for)\n\n'
         + tables.longtail_table({EPOCH_ROWS[r]: rs for r, rs in done.items()},
-                                seeds=True)
+                                paper, seeds=True)
         + (f'\nNot run yet: {", ".join(missing)}.\n' if missing else '')
         + f'\nThe findings at IF {imbalance} at this budget, checked on '
         'these means (a finding whose rows are not all run yet says so):\n\n'

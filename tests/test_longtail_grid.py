@@ -90,6 +90,17 @@ def test_decoupling_rows_train_seeds_and_a_shared_epoch_grid():
       'assert trained == expected, trained\n'
       "rows = results['100']\n"
       'assert rows[held[0]] == [{\'seed\': 0}]\n'
-      "assert rows[list(g.EPOCH_ROWS)[0]] == [{'seed': 0}, {'seed': 1}]\n")
+      "assert rows[list(g.EPOCH_ROWS)[0]] == [{'seed': 0}, {'seed': 1}]\n"
+      # The epoch section's table: the paper's CIFAR-10-LT error beside the
+      # rows that have one (CE 28.05 at IF 100), '—' beside the others.
+      'def run(error):\n'
+      "  reported = {'test/fused/top1_error': error}\n"
+      "  reported.update({f'test/fused/{k}_accuracy': 0.5 for k in (\n"
+      "      'many_shot', 'medium_shot', 'few_shot')})\n"
+      "  return {'reported': reported, 'train_seconds': 10.0}\n"
+      "section = g._epoch_section({'100': {'ce': [run(0.3)],\n"
+      "                                   'progressive': [run(0.2)]}}, 3)\n"
+      "assert '| 10 | 1 | 28.05 |' in section, section\n"
+      "assert '| 20.00 ± 0.00 |' in section and '| 10 | 1 | — |' in section\n")
   subprocess.run([sys.executable, '-c', check], cwd=train_utils.REPO,
                  check=True)
