@@ -317,7 +317,8 @@ def _epoch_results(seeds: int, imbalances: list[str], train_seeds: list[int]
 
   Returns:
     imbalance -> recipe -> the results of its finished seeds; and how the
-    training ended ('' when every run finished or ``train`` is false).
+    training ended ('' when every run finished or ``train_seeds`` is
+    empty).
   """
   stopped = ''
   if train_seeds:

@@ -89,6 +89,7 @@ from gblend_jax.longtail import manifold
 from gblend_jax.longtail import mixup as lt_mixup
 from gblend_jax.longtail import sampling
 from gblend_jax.longtail import shot_metrics
+from gblend_jax.models import builder
 from gblend_jax.training import methods
 from gblend_jax.training import optim
 from gblend_jax.training import steps
@@ -398,7 +399,7 @@ def check_decoupling_config(config: ml_collections.ConfigDict) -> None:
         'classifier, and config.model.shared_head=True (MLA) has no fused '
         'head: its one head classifies each modality.'
     )
-  if (model.get('fusion') == 'ensemble'
+  if (model.get('fusion') in builder.ENSEMBLE_FUSIONS
       and len(config.data.get('modalities') or ()) > 1):
     raise ValueError(
         f'config.longtail.decoupling={name!r} works on the fused head\'s '
