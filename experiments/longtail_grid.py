@@ -55,6 +55,7 @@ line of it stays as it is:
 
 import datetime
 import os
+import statistics
 import sys
 import time
 
@@ -342,11 +343,47 @@ def _epoch_results(seeds: int, imbalances: list[str], train_seeds: list[int]
   for imbalance in imbalances:
     results[imbalance] = {}
     for recipe in EPOCH_ROWS:
-      finished = (runs.finished_result(CONFIG, _row(recipe, imbalance), seed,
-                                       [], _WORKDIR.value)
+      finished = ((seed, runs.finished_result(
+          CONFIG, _row(recipe, imbalance), seed, [], _WORKDIR.value))
                   for seed in range(seeds))
-      results[imbalance][recipe] = [r for r in finished if r is not None]
+      results[imbalance][recipe] = [dict(r, seed=seed) for seed, r in finished
+                                    if r is not None]
   return results, stopped
+
+
+def _paired_differences(by_recipe: dict[str, list[dict]]) -> str:
+  """Each comparison of `EPOCH_CLAIMS`, paired by seed.
+
+  The seeds of a row share the data and the held-out split and differ in
+  initialisation and batch order, so a difference of two rows is taken
+  seed by seed (the seeds both have finished).
+
+  Args:
+    by_recipe: recipe -> its finished results, each with its ``seed``.
+
+  Returns:
+    Markdown lines ``- a − b: mean ± std (seeds ...: per seed)``, one per
+    pair of rows the claims compare, in points of test top-1 error; std
+    over the seeds with n − 1 (none for one seed).
+  """
+  lines = []
+  pairs = dict.fromkeys((recipe, other) for _, recipe, others in EPOCH_CLAIMS
+                        for other in others)  # Each once, in claim order.
+  for recipe, other in pairs:
+    errors = [{r['seed']: 100 * r['reported']['test/fused/top1_error']
+               for r in by_recipe.get(name, [])} for name in (recipe, other)]
+    seeds = sorted(set(errors[0]) & set(errors[1]))
+    if not seeds:
+      continue
+    diffs = [errors[0][s] - errors[1][s] for s in seeds]
+    spread = (f' ± {statistics.stdev(diffs):.2f}' if len(diffs) > 1
+              else '')
+    lines.append(
+        f'- {recipe} − {other}: {statistics.fmean(diffs):+.2f}{spread} '
+        f'(seed{"s" if len(seeds) > 1 else ""} '
+        f'{", ".join(map(str, seeds))}: '
+        f'{", ".join(f"{d:+.2f}" for d in diffs)})')
+  return '\n'.join(lines) + '\n'
 
 
 def _epoch_section(results: dict[str, dict[str, list[dict]]], seeds: int
@@ -373,7 +410,10 @@ def _epoch_section(results: dict[str, dict[str, list[dict]]], seeds: int
         + f'\nThe findings at IF {imbalance} at this budget, checked on '
         'these means (a finding whose rows are not all run yet says so):\n\n'
         + tables.longtail_findings(by_recipe, EPOCH_CLAIMS,
-                                   verdicts=('holds', '**disagrees**')))
+                                   verdicts=('holds', '**disagrees**'))
+        + '\nThe same comparisons paired by seed (row − row, points of '
+        'top-1 error; mean ± std over the seeds both rows finished, then '
+        'each seed\'s difference):\n\n' + _paired_differences(by_recipe))
   return '\n'.join(parts)
 
 

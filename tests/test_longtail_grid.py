@@ -98,9 +98,19 @@ def test_decoupling_rows_train_seeds_and_a_shared_epoch_grid():
       "  reported.update({f'test/fused/{k}_accuracy': 0.5 for k in (\n"
       "      'many_shot', 'medium_shot', 'few_shot')})\n"
       "  return {'reported': reported, 'train_seconds': 10.0}\n"
-      "section = g._epoch_section({'100': {'ce': [run(0.3)],\n"
-      "                                   'progressive': [run(0.2)]}}, 3)\n"
+      'def seeded(error, seed):\n'
+      "  return dict(run(error), seed=seed)\n"
+      "section = g._epoch_section({'100': {'ce': [seeded(0.3, 0)],\n"
+      "                                   'progressive': [seeded(0.2, 0)]}},\n"
+      '                           3)\n'
       "assert '| 10 | 1 | 28.05 |' in section, section\n"
-      "assert '| 20.00 ± 0.00 |' in section and '| 10 | 1 | — |' in section\n")
+      "assert '| 20.00 ± 0.00 |' in section and '| 10 | 1 | — |' in section\n"
+      # Paired by seed: mixup's seeds 0, 2 against CE's 0, 1, 2 -> seeds
+      # 0 and 2, differences -5 and -1 points: mean -3, std 2.83 (n - 1).
+      "paired = g._paired_differences({\n"
+      "    'ce': [seeded(0.30, 0), seeded(0.40, 1), seeded(0.32, 2)],\n"
+      "    'mixup': [seeded(0.25, 0), seeded(0.31, 2)]})\n"
+      "assert paired == ('- mixup − ce: -3.00 ± 2.83 (seeds 0, 2: -5.00, '\n"
+      "                  '-1.00)\\n'), paired\n")
   subprocess.run([sys.executable, '-c', check], cwd=train_utils.REPO,
                  check=True)
